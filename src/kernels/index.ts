@@ -1,0 +1,32 @@
+import { TypelensError } from '../errors.js';
+import type { Backend } from './backend.js';
+import { jsBackend } from './js/index.js';
+import { WasmBackend } from './wasm/index.js';
+
+export type { Backend, PackedWeight } from './backend.js';
+export { jsBackend } from './js/index.js';
+export { WasmBackend } from './wasm/index.js';
+
+export type BackendName = 'auto' | 'wasm' | 'js';
+
+let wasmDefault: WasmBackend | null | undefined;
+
+/** The WASM backend shared by the whole process (one Memory), or null when unavailable. */
+export function wasmBackend(): WasmBackend | null {
+  if (wasmDefault === undefined) {
+    // FMA (relaxed SIMD) is opt-in: on the 2-core EPYC we measure, V8 11.3's relaxed_madd
+    // kernel is slower than the plain mul+add one (bench/results/matmul.json has both).
+    try { wasmDefault = new WasmBackend({ fma: process.env.TYPELENS_FMA === '1' }); } catch { wasmDefault = null; }
+  }
+  return wasmDefault;
+}
+
+/** Pick a backend: `auto` = WASM SIMD when it loads, else plain JS. TYPELENS_BACKEND overrides auto. */
+export function getBackend(name: BackendName = 'auto'): Backend {
+  const want = name === 'auto' ? (process.env.TYPELENS_BACKEND as BackendName | undefined) ?? 'auto' : name;
+  if (want === 'js') return jsBackend;
+  const w = wasmBackend();
+  if (w) return w;
+  if (want === 'wasm') throw new TypelensError('WASM backend unavailable (kernels not built or no SIMD support)', 'ENOKERNEL');
+  return jsBackend;
+}

@@ -1,0 +1,139 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { check, TypelensError } from '../../errors.js';
+import { bytesPerElement, DType } from '../../tensor/dtype.js';
+import type { Backend, PackedWeight } from '../backend.js';
+import { Arena } from './arena.js';
+
+// Must match src/kernels/wasm/matmul.wat.mjs.
+const NR = 8;
+const KC = 512;
+
+type MatmulFn = (a: number, b: number, c: number, nrb: number, K: number, p0: number, p1: number,
+  npad: number, kind: number, tmp: number) => void;
+
+const wasmPath = (name: string) => fileURLToPath(new URL(`../../../wasm/${name}.wasm`, import.meta.url));
+
+/** Compile with the optimizing compiler straight away: the baseline tier is ~5x slower and
+ * the kernels are tiny, so there is nothing to gain from lazy tier-up. */
+function compile(bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module | null {
+  if (!WebAssembly.validate(bytes)) return null;
+  setFlagsFromString('--no-liftoff');
+  try { return new WebAssembly.Module(bytes); } finally { setFlagsFromString('--liftoff'); }
+}
+
+class WasmWeight implements PackedWeight {
+  readonly backend = 'wasm';
+  private live = true;
+  constructor(private readonly owner: WasmBackend, readonly ptr: number, readonly bytes: number,
+    readonly K: number, readonly N: number, readonly dtype: DType) {}
+  get npad(): number { return Math.ceil(this.N / NR) * NR; }
+  assertLive(): void { check(this.live, 'this packed weight was released (model disposed?)'); }
+  release(): void { if (this.live) { this.live = false; this.owner.arena.release(this.ptr); } }
+}
+
+/**
+ * WebAssembly SIMD128 backend. One shared WebAssembly.Memory holds the packed weights (so
+ * worker threads can later read them without copies) and a scratch area for A and C.
+ */
+export class WasmBackend implements Backend {
+  readonly name: string;
+  readonly memory: WebAssembly.Memory;
+  readonly arena: Arena;
+  readonly fma: boolean;
+  private readonly kernel: MatmulFn;
+  /** Rows per micro-kernel block (5 without FMA, 6 with: FMA frees the temporary register). */
+  readonly mr: number;
+  private scratch = { ptr: 0, bytes: 0 };
+
+  constructor(opts: { fma?: boolean } = {}) {
+    this.memory = new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true });
+    this.arena = new Arena(this.memory);
+    let mod: WebAssembly.Module | null = null;
+    let fma = false;
+    if (opts.fma !== false) {
+      // Relaxed SIMD (a real FMA) is off by default on Node 20; this flag turns it on.
+      try { setFlagsFromString('--experimental-wasm-relaxed-simd'); } catch { /* not fatal */ }
+      const p = wasmPath('matmul-relaxed');
+      if (existsSync(p)) { mod = compile(readFileSync(p)); fma = mod !== null; }
+    }
+    if (!mod) {
+      const p = wasmPath('matmul');
+      if (!existsSync(p)) throw new TypelensError(`WASM kernels not built (${p} missing): run \`npm run build:wasm\``, 'ENOKERNEL');
+      mod = compile(readFileSync(p));
+      if (!mod) throw new TypelensError('this runtime does not support WebAssembly SIMD128', 'ENOKERNEL');
+    }
+    this.fma = fma;
+    this.name = fma ? 'wasm-simd-fma' : 'wasm-simd';
+    const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
+    this.kernel = inst.exports.matmul as MatmulFn;
+    this.mr = (inst.exports.mr as () => number)();
+  }
+
+  private f32view(): Float32Array { return new Float32Array(this.memory.buffer); }
+
+  pack(data: Float32Array | Uint16Array, K: number, N: number, dtype: DType): PackedWeight {
+    check(data.length === K * N, `weight of ${data.length} elements is not [${K}, ${N}]`);
+    check((dtype === 'f32') === data instanceof Float32Array, `weight storage does not match dtype ${dtype}`);
+    const npanels = Math.ceil(N / NR);
+    const bytes = npanels * K * NR * bytesPerElement(dtype);
+    const ptr = this.arena.alloc(bytes);
+    const dst = dtype === 'f32'
+      ? new Float32Array(this.memory.buffer, ptr, bytes / 4)
+      : new Uint16Array(this.memory.buffer, ptr, bytes / 2);
+    // [K, N] row-major -> [N/8 panels][K][8], zero padded on the right.
+    for (let p = 0; p < npanels; p++) {
+      const c0 = p * NR, w = Math.min(NR, N - c0);
+      let d = p * K * NR;
+      for (let k = 0; k < K; k++, d += NR) {
+        const s = k * N + c0;
+        for (let j = 0; j < w; j++) dst[d + j] = data[s + j];
+        for (let j = w; j < NR; j++) dst[d + j] = 0;
+      }
+    }
+    return new WasmWeight(this, ptr, bytes, K, N, dtype);
+  }
+
+  private scratchFor(bytes: number): number {
+    if (this.scratch.bytes < bytes) {
+      if (this.scratch.ptr) this.arena.release(this.scratch.ptr);
+      const size = Math.max(bytes, this.scratch.bytes * 2);
+      this.scratch = { ptr: this.arena.alloc(size), bytes: size };
+    }
+    return this.scratch.ptr;
+  }
+
+  matmul(a: Float32Array, M: number, b: PackedWeight, out?: Float32Array): Float32Array {
+    check(b instanceof WasmWeight, 'weight was packed for another backend');
+    const w = b as WasmWeight;
+    w.assertLive();
+    const { K, N } = w;
+    check(a.length >= M * K, `matmul: A has ${a.length} elements, needs ${M}x${K}`);
+    const c = out ?? new Float32Array(M * N);
+    if (M === 0 || N === 0) return c;
+    if (K === 0) { c.fill(0, 0, M * N); return c; }
+    const MR = this.mr;
+    const nrb = Math.ceil(M / MR), mpad = nrb * MR, npad = w.npad;
+    const aBytes = mpad * K * 4, cBytes = mpad * npad * 4, tBytes = KC * NR * 4;
+    const base = this.scratchFor(aBytes + cBytes + tBytes);
+    const aPtr = base, cPtr = base + aBytes, tPtr = cPtr + cBytes;
+    const mem = this.f32view();
+    // pack A into row blocks: [M/MR][K][MR], zero rows past M
+    let d = aPtr >> 2;
+    for (let rb = 0; rb < nrb; rb++) {
+      const r0 = rb * MR;
+      const rows = Math.min(MR, M - r0);
+      for (let k = 0; k < K; k++, d += MR) {
+        for (let r = 0; r < rows; r++) mem[d + r] = a[(r0 + r) * K + k];
+        for (let r = rows; r < MR; r++) mem[d + r] = 0;
+      }
+    }
+    const kind = w.dtype === 'f32' ? 0 : w.dtype === 'bf16' ? 1 : 2;
+    this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, npad / NR, npad, kind, tPtr);
+    const c0 = cPtr >> 2;
+    if (npad === N) c.set(mem.subarray(c0, c0 + M * N));
+    else for (let i = 0; i < M; i++) c.set(mem.subarray(c0 + i * npad, c0 + i * npad + N), i * N);
+    return c;
+  }
+}

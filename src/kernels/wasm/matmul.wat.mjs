@@ -1,0 +1,143 @@
+// WebAssembly SIMD128 matmul kernels, written as WAT text and assembled at install
+// (scripts/build-wasm.mjs). Generated from this template so that the FMA and non-FMA
+// variants share one source: only the multiply-add instruction differs.
+//
+// Layout contract (shared with src/kernels/wasm/index.ts):
+//   A  packed by row blocks of MR rows: [Mpad/MR][K][MR] f32   (Mpad = M rounded up to MR)
+//   B  packed by column panels of NR=8:   [Npad/8][K][8] f32, bf16 or f16 (Npad = N rounded up to 8)
+//   C  row-major [Mpad][Npad] f32, written (not accumulated) by the kernel.
+// Why this shape: 5 rows x 2 f32x4 = 10 accumulators + 2 B vectors + 1 A splat = 13 of the
+// 15 XMM registers V8 gives us on x64; 6x8 spills without FMA. K is blocked at KC so that one
+// B panel block (KC*8*4 = 16 KiB) stays in L1 while every row block streams past it.
+
+export const NR = 8;
+export const KC = 512;
+
+function madd(fma, acc, a, b) {
+  return fma
+    ? `(f32x4.relaxed_madd (local.get ${a}) (local.get ${b}) (local.get ${acc}))`
+    : `(f32x4.add (local.get ${acc}) (f32x4.mul (local.get ${a}) (local.get ${b})))`;
+}
+
+export function matmulWat({ fma, MR }) {
+  const accs = [];
+  for (let r = 0; r < MR; r++) for (let h = 0; h < 2; h++) accs.push(`$c${r}${h}`);
+  const decl = accs.map((c) => `(local ${c} v128)`).join(' ');
+  // load C (continuing a K block) or start at zero (first K block)
+  const init = accs.map((c, i) => {
+    const r = Math.floor(i / 2), h = i % 2;
+    return `(local.set ${c} (select (v128.const i32x4 0 0 0 0) (v128.load offset=${h * 16} (i32.add (local.get $cp) (i32.mul (local.get $crow) (i32.const ${r})))) (i32.eqz (local.get $kb))))`;
+  }).join('\n          ');
+  const store = accs.map((c, i) => {
+    const r = Math.floor(i / 2), h = i % 2;
+    return `(v128.store offset=${h * 16} (i32.add (local.get $cp) (i32.mul (local.get $crow) (i32.const ${r}))) (local.get ${c}))`;
+  }).join('\n          ');
+  const body = [];
+  for (let r = 0; r < MR; r++) {
+    body.push(`(local.set $av (v128.load32_splat offset=${r * 4} (local.get $ap)))`);
+    body.push(`(local.set $c${r}0 ${madd(fma, `$c${r}0`, '$av', '$b0')})`);
+    body.push(`(local.set $c${r}1 ${madd(fma, `$c${r}1`, '$av', '$b1')})`);
+  }
+  return `(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; Widen one packed bf16 panel block (n values) into f32 at dst: bf16 is the top half of an f32.
+  (func $widen_bf16 (param $src i32) (param $dst i32) (param $n i32)
+    (local $end i32) (local $v v128)
+    (local.set $end (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 1))))
+    (loop $l
+      (local.set $v (v128.load (local.get $src)))
+      (v128.store offset=0 (local.get $dst) (i32x4.shl (i32x4.extend_low_i16x8_u (local.get $v)) (i32.const 16)))
+      (v128.store offset=16 (local.get $dst) (i32x4.shl (i32x4.extend_high_i16x8_u (local.get $v)) (i32.const 16)))
+      (local.set $src (i32.add (local.get $src) (i32.const 16)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+      (br_if $l (i32.lt_u (local.get $src) (local.get $end)))))
+
+  ;; f16 -> f32 for finite values (weights are checked finite at load): shift exponent and
+  ;; mantissa into place and multiply by 2^112 to re-bias the exponent; this also turns
+  ;; f16 subnormals into the right f32 normals. The sign bit is or-ed back afterwards.
+  (func $widen_f16_half (param $x v128) (result v128)
+    (v128.or
+      (f32x4.mul
+        (i32x4.shl (v128.and (local.get $x) (v128.const i32x4 0x7fff 0x7fff 0x7fff 0x7fff)) (i32.const 13))
+        (v128.const f32x4 0x1p112 0x1p112 0x1p112 0x1p112))
+      (i32x4.shl (v128.and (local.get $x) (v128.const i32x4 0x8000 0x8000 0x8000 0x8000)) (i32.const 16))))
+  (func $widen_f16 (param $src i32) (param $dst i32) (param $n i32)
+    (local $end i32) (local $v v128)
+    (local.set $end (i32.add (local.get $src) (i32.shl (local.get $n) (i32.const 1))))
+    (loop $l
+      (local.set $v (v128.load (local.get $src)))
+      (v128.store offset=0 (local.get $dst) (call $widen_f16_half (i32x4.extend_low_i16x8_u (local.get $v))))
+      (v128.store offset=16 (local.get $dst) (call $widen_f16_half (i32x4.extend_high_i16x8_u (local.get $v))))
+      (local.set $src (i32.add (local.get $src) (i32.const 16)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 32)))
+      (br_if $l (i32.lt_u (local.get $src) (local.get $end)))))
+  (func (export "widen") (param $kind i32) (param $src i32) (param $dst i32) (param $n i32)
+    (if (i32.eq (local.get $kind) (i32.const 1))
+      (then (call $widen_bf16 (local.get $src) (local.get $dst) (local.get $n)))
+      (else (call $widen_f16 (local.get $src) (local.get $dst) (local.get $n)))))
+
+  ;; C[rows of nrb row blocks, panels p0..p1) = A @ B.
+  ;; kind: 0 = f32 panels (read in place), 1 = bf16, 2 = f16 (each panel block is widened into
+  ;; tmp first, once, then reused by every row block).
+  ;; rows per micro-kernel block, read by the loader to pack A
+  (func (export "mr") (result i32) (i32.const ${MR}))
+
+  (func (export "matmul")
+    (param $a i32) (param $b i32) (param $c i32) (param $nrb i32) (param $K i32)
+    (param $p0 i32) (param $p1 i32) (param $npad i32) (param $kind i32) (param $tmp i32)
+    (local $kb i32) (local $kc i32) (local $p i32) (local $rb i32)
+    (local $bpanel i32) (local $bp i32) (local $ap i32) (local $aend i32) (local $cp i32) (local $crow i32)
+    (local $av v128) (local $b0 v128) (local $b1 v128)
+    ${decl}
+    (local.set $crow (i32.shl (local.get $npad) (i32.const 2)))
+    (local.set $kb (i32.const 0))
+    (block $kdone (loop $kloop
+      (br_if $kdone (i32.ge_u (local.get $kb) (local.get $K)))
+      (local.set $kc (i32.sub (local.get $K) (local.get $kb)))
+      (if (i32.gt_u (local.get $kc) (i32.const ${KC})) (then (local.set $kc (i32.const ${KC}))))
+      (local.set $p (local.get $p0))
+      (block $pdone (loop $ploop
+        (br_if $pdone (i32.ge_u (local.get $p) (local.get $p1)))
+        (if (i32.eqz (local.get $kind))
+          (then
+            (local.set $bpanel (i32.add (local.get $b)
+              (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 5)))))
+          (else
+            (call $widen_bf16_or_f16 (local.get $kind)
+              (i32.add (local.get $b) (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 4)))
+              (local.get $tmp) (i32.shl (local.get $kc) (i32.const 3)))
+            (local.set $bpanel (local.get $tmp))))
+        (local.set $rb (i32.const 0))
+        (block $rdone (loop $rloop
+          (br_if $rdone (i32.ge_u (local.get $rb) (local.get $nrb)))
+          (local.set $ap (i32.add (local.get $a)
+            (i32.mul (i32.add (i32.mul (local.get $rb) (local.get $K)) (local.get $kb)) (i32.const ${MR * 4}))))
+          (local.set $aend (i32.add (local.get $ap) (i32.mul (local.get $kc) (i32.const ${MR * 4}))))
+          (local.set $cp (i32.add (local.get $c)
+            (i32.shl (i32.add (i32.mul (i32.mul (local.get $rb) (i32.const ${MR})) (local.get $npad))
+                              (i32.shl (local.get $p) (i32.const 3))) (i32.const 2))))
+          ${init}
+          (local.set $bp (local.get $bpanel))
+          (loop $k
+            (local.set $b0 (v128.load offset=0 (local.get $bp)))
+            (local.set $b1 (v128.load offset=16 (local.get $bp)))
+            ${body.join('\n            ')}
+            (local.set $bp (i32.add (local.get $bp) (i32.const 32)))
+            (local.set $ap (i32.add (local.get $ap) (i32.const ${MR * 4})))
+            (br_if $k (i32.lt_u (local.get $ap) (local.get $aend))))
+          ${store}
+          (local.set $rb (i32.add (local.get $rb) (i32.const 1)))
+          (br $rloop)))
+        (local.set $p (i32.add (local.get $p) (i32.const 1)))
+        (br $ploop)))
+      (local.set $kb (i32.add (local.get $kb) (i32.const ${KC})))
+      (br $kloop))))
+
+  (func $widen_bf16_or_f16 (param $kind i32) (param $src i32) (param $dst i32) (param $n i32)
+    (if (i32.eq (local.get $kind) (i32.const 1))
+      (then (call $widen_bf16 (local.get $src) (local.get $dst) (local.get $n)))
+      (else (call $widen_f16 (local.get $src) (local.get $dst) (local.get $n)))))
+)
+`;
+}

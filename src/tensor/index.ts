@@ -1,0 +1,3 @@
+export * from './dtype.js';
+export * from './tensor.js';
+export * from './ops.js';
