@@ -1,0 +1,225 @@
+import { TypelensError } from '../errors.js';
+import { cat, div, matmul, mean, mul, stack, sub, sum, Tensor } from '../tensor/index.js';
+import type { HookedTransformer } from '../model/hooked-transformer.js';
+import { getActName } from './names.js';
+import { Slice, SliceInput } from './slice.js';
+
+export type CacheKey = string | [string, (number | null)?, (string | null)?];
+type Labelled = [Tensor, string[]];
+
+interface LnOpts { layer?: number | null; mlpInput?: boolean; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean }
+
+/**
+ * TransformerLens's ActivationCache (spec 7): a name -> activation map in firing order, plus
+ * the decomposition helpers. `layer = -1 / null` means "the final LayerNorm" in the helpers
+ * (n_layers), while `get(['resid_post', -1])` means the last block, as in TL.
+ */
+export class ActivationCache {
+  constructor(readonly cacheDict: Map<string, Tensor>, readonly model: HookedTransformer, public hasBatchDim = true) {}
+
+  get hasEmbed(): boolean { return this.cacheDict.has('hook_embed'); }
+  get hasPosEmbed(): boolean { return this.cacheDict.has('hook_pos_embed'); }
+  keys(): string[] { return [...this.cacheDict.keys()]; }
+  get size(): number { return this.cacheDict.size; }
+  has(key: CacheKey): boolean { try { this.get(key); return true; } catch { return false; } }
+
+  get(key: CacheKey): Tensor {
+    let name: string;
+    if (typeof key === 'string') name = this.cacheDict.has(key) ? key : getActName(key);
+    else {
+      let [n, layer, type] = key;
+      if (layer != null && layer < 0) layer = this.model.cfg.n_layers + layer;
+      name = getActName(n, layer, type);
+    }
+    const t = this.cacheDict.get(name);
+    if (!t) throw new TypelensError(`"${name}" is not in the cache${this.cacheDict.size ? '' : ' (it is empty)'}`, 'EKEY');
+    return t;
+  }
+
+  removeBatchDim(): this {
+    if (!this.hasBatchDim) { console.warn('Tried removing batch dimension after already having removed it.'); return this; }
+    const vals = [...this.cacheDict.values()];
+    if (!vals.some((t) => t.shape[0] === 1) && vals.some((t) => t.ndim > 0 && t.shape[0] > 1)) {
+      throw new TypelensError('cannot remove the batch dimension: the batch size is not 1', 'ESHAPE');
+    }
+    for (const [k, t] of this.cacheDict) if (t.ndim > 0 && t.shape[0] === 1) this.cacheDict.set(k, t.index(0, 0));
+    this.hasBatchDim = false;
+    return this;
+  }
+
+  /** null / -1 -> n_layers; other negatives are an error, as in TL. */
+  private finalLayer(layer: number | null | undefined, what: string): number {
+    const L = this.model.cfg.n_layers;
+    if (layer == null || layer === -1) return L;
+    if (!Number.isInteger(layer) || layer < 0 || layer > L) throw new TypelensError(`${what}: layer ${layer} out of range (use 0..${L}, -1 or null for the final LN)`, 'EKEY');
+    return layer;
+  }
+
+  applyLnToStack(residualStack: Tensor, opts: LnOpts = {}): Tensor {
+    const layer = this.finalLayer(opts.layer, 'applyLnToStack');
+    const hasBatch = opts.hasBatchDim ?? true;
+    let x = residualStack;
+    if (hasBatch && opts.batchSlice != null) x = new Slice(opts.batchSlice).apply(x, 1);
+    x = sub(x, mean(x, -1, true));
+    const L = this.model.cfg.n_layers;
+    let scale = layer === L ? this.get('ln_final.hook_scale') : this.get(`blocks.${layer}.${opts.mlpInput ? 'ln2' : 'ln1'}.hook_scale`);
+    scale = new Slice(opts.posSlice).apply(scale, -2);
+    if (this.hasBatchDim && opts.batchSlice != null) scale = new Slice(opts.batchSlice).apply(scale, 0);
+    return div(x, scale);
+  }
+
+  accumulatedResid(opts: { layer?: number | null; inclMid?: boolean; applyLn?: boolean; posSlice?: SliceInput; mlpInput?: boolean; returnLabels: true }): Labelled;
+  accumulatedResid(opts?: { layer?: number | null; inclMid?: boolean; applyLn?: boolean; posSlice?: SliceInput; mlpInput?: boolean; returnLabels?: false }): Tensor;
+  accumulatedResid(opts: { layer?: number | null; inclMid?: boolean; applyLn?: boolean; posSlice?: SliceInput; mlpInput?: boolean; returnLabels?: boolean } = {}): Tensor | Labelled {
+    const layer = this.finalLayer(opts.layer, 'accumulatedResid');
+    const L = this.model.cfg.n_layers;
+    const parts: Tensor[] = [], labels: string[] = [];
+    const ps = new Slice(opts.posSlice);
+    for (let l = 0; l <= layer; l++) {
+      if (l === L) { parts.push(this.get(`blocks.${L - 1}.hook_resid_post`)); labels.push('final_post'); continue; }
+      parts.push(this.get(`blocks.${l}.hook_resid_pre`)); labels.push(`${l}_pre`);
+      if ((opts.inclMid && l < layer) || (opts.mlpInput && l === layer)) { parts.push(this.get(`blocks.${l}.hook_resid_mid`)); labels.push(`${l}_mid`); }
+    }
+    let st = stack(parts.map((p) => ps.apply(p, -2)));
+    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
+    return opts.returnLabels ? [st, labels] : st;
+  }
+
+  decomposeResid(opts: { layer?: number | null; mlpInput?: boolean; mode?: 'all' | 'attn' | 'mlp'; applyLn?: boolean; posSlice?: SliceInput; inclEmbeds?: boolean; returnLabels: true }): Labelled;
+  decomposeResid(opts?: { layer?: number | null; mlpInput?: boolean; mode?: 'all' | 'attn' | 'mlp'; applyLn?: boolean; posSlice?: SliceInput; inclEmbeds?: boolean; returnLabels?: false }): Tensor;
+  decomposeResid(opts: { layer?: number | null; mlpInput?: boolean; mode?: 'all' | 'attn' | 'mlp'; applyLn?: boolean; posSlice?: SliceInput; inclEmbeds?: boolean; returnLabels?: boolean } = {}): Tensor | Labelled {
+    const layer = this.finalLayer(opts.layer, 'decomposeResid');
+    const mode = opts.mode ?? 'all';
+    const ps = new Slice(opts.posSlice);
+    const parts: Tensor[] = [], labels: string[] = [];
+    if (opts.inclEmbeds ?? true) {
+      if (this.hasEmbed) { parts.push(this.get('hook_embed')); labels.push('embed'); }
+      if (this.hasPosEmbed) { parts.push(this.get('hook_pos_embed')); labels.push('pos_embed'); }
+    }
+    for (let l = 0; l < layer; l++) {
+      if (mode !== 'mlp') { parts.push(this.get(`blocks.${l}.hook_attn_out`)); labels.push(`${l}_attn_out`); }
+      if (mode !== 'attn') { parts.push(this.get(`blocks.${l}.hook_mlp_out`)); labels.push(`${l}_mlp_out`); }
+    }
+    if (opts.mlpInput && mode !== 'mlp') { parts.push(this.get(`blocks.${layer}.hook_attn_out`)); labels.push(`${layer}_attn_out`); }
+    let st = parts.length ? stack(parts.map((p) => ps.apply(p, -2))) : this.emptyLike(ps);
+    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
+    return opts.returnLabels ? [st, labels] : st;
+  }
+
+  private emptyLike(ps: Slice): Tensor {
+    const e = ps.apply(this.get('hook_embed'), -2);
+    return Tensor.zeros([0, ...e.shape]);
+  }
+
+  /** result[..., h, :] = z[..., h, :] @ W_O[h] for every layer (no b_O), stored as attn.hook_result. */
+  computeHeadResults(): void {
+    const { n_layers: L, n_heads: H } = this.model.cfg;
+    if (this.cacheDict.has('blocks.0.attn.hook_result')) { console.warn('Tried to compute head results when they were already cached'); return; }
+    for (let l = 0; l < L; l++) {
+      const z = this.get(`blocks.${l}.attn.hook_z`);
+      const WO = this.model.weights.blocks[l].W_O;
+      const heads = Array.from({ length: H }, (_, h) => matmul(z.index(-2, h), WO.index(0, h)));
+      this.cacheDict.set(`blocks.${l}.attn.hook_result`, stack(heads, -2));
+    }
+  }
+
+  stackHeadResults(opts: { layer?: number | null; returnLabels: true; inclRemainder?: boolean; posSlice?: SliceInput; applyLn?: boolean }): Labelled;
+  stackHeadResults(opts?: { layer?: number | null; returnLabels?: false; inclRemainder?: boolean; posSlice?: SliceInput; applyLn?: boolean }): Tensor;
+  stackHeadResults(opts: { layer?: number | null; returnLabels?: boolean; inclRemainder?: boolean; posSlice?: SliceInput; applyLn?: boolean } = {}): Tensor | Labelled {
+    const layer = this.finalLayer(opts.layer, 'stackHeadResults');
+    const H = this.model.cfg.n_heads;
+    if (!this.cacheDict.has('blocks.0.attn.hook_result')) {
+      console.log("Tried to stack head results when they weren't cached. Computing head results now");
+      this.computeHeadResults();
+    }
+    const ps = new Slice(opts.posSlice);
+    const labels: string[] = [];
+    const per: Tensor[] = [];
+    for (let l = 0; l < layer; l++) {
+      per.push(ps.apply(this.get(`blocks.${l}.attn.hook_result`), -3));
+      for (let h = 0; h < H; h++) labels.push(`L${l}H${h}`);
+    }
+    let st: Tensor;
+    if (per.length) {
+      const all = cat(per, -2); // [..., layer*H, M]
+      const nd = all.ndim;
+      st = all.permute(nd - 2, ...[...Array(nd).keys()].filter((d) => d !== nd - 2)).contiguous();
+    } else st = this.emptyLike(ps);
+    if (opts.inclRemainder) {
+      const resid = ps.apply(this.get(['resid_post', layer - 1]), -2);
+      st = cat([st, sub(resid, sum(st, 0)).unsqueeze(0)], 0);
+      labels.push('remainder');
+    }
+    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice });
+    return opts.returnLabels ? [st, labels] : st;
+  }
+
+  /** post[..., n] * W_out[n, :] -> [B, (P), F', M] (no b_out). */
+  getNeuronResults(layer: number, neuronSlice?: SliceInput, posSlice?: SliceInput): Tensor {
+    const post = new Slice(neuronSlice).apply(new Slice(posSlice).apply(this.get(`blocks.${layer}.mlp.hook_post`), -2), -1);
+    const Wout = new Slice(neuronSlice).apply(this.model.weights.blocks[layer].W_out, 0);
+    return mul(post.unsqueeze(-1), Wout);
+  }
+
+  stackNeuronResults(layer: number, opts: { posSlice?: SliceInput; neuronSlice?: SliceInput; returnLabels?: boolean; inclRemainder?: boolean; applyLn?: boolean } = {}): Tensor | Labelled {
+    const lyr = this.finalLayer(layer, 'stackNeuronResults');
+    const ps = new Slice(opts.posSlice);
+    const per: Tensor[] = [], labels: string[] = [];
+    const idx = new Slice(opts.neuronSlice).indices(this.model.cfg.d_mlp);
+    for (let l = 0; l < lyr; l++) {
+      const r = this.getNeuronResults(l, opts.neuronSlice, opts.posSlice);
+      const nd = r.ndim;
+      per.push(r.permute(nd - 2, ...[...Array(nd).keys()].filter((d) => d !== nd - 2)));
+      for (const n of idx) labels.push(`L${l}N${n}`);
+    }
+    let st = per.length ? cat(per, 0) : this.emptyLike(ps);
+    if (opts.inclRemainder) {
+      const resid = ps.apply(this.get(['resid_post', lyr - 1]), -2);
+      st = cat([st, sub(resid, sum(st, 0)).unsqueeze(0)], 0);
+      labels.push('remainder');
+    }
+    if (opts.applyLn) st = this.applyLnToStack(st, { layer: lyr, posSlice: opts.posSlice });
+    return opts.returnLabels ? [st, labels] : st;
+  }
+
+  stackActivation(name: string, layer: number | null = -1, sublayerType?: string): Tensor {
+    const lyr = this.finalLayer(layer, 'stackActivation');
+    return stack(Array.from({ length: lyr }, (_, l) => this.get([name, l, sublayerType ?? null])));
+  }
+
+  getFullResidDecomposition(opts: { layer?: number | null; mlpInput?: boolean; expandNeurons?: boolean; applyLn?: boolean; posSlice?: SliceInput; returnLabels?: boolean } = {}): Tensor | Labelled {
+    const layer = this.finalLayer(opts.layer, 'getFullResidDecomposition');
+    const ps = new Slice(opts.posSlice);
+    const expand = opts.expandNeurons ?? true;
+    const [heads, hl] = this.stackHeadResults({ layer: layer + (opts.mlpInput ? 1 : 0), posSlice: opts.posSlice, returnLabels: true });
+    const parts = [heads], labels = [...hl];
+    if (layer > 0) {
+      const [mlp, ml] = expand
+        ? (this.stackNeuronResults(layer, { posSlice: opts.posSlice, returnLabels: true }) as Labelled)
+        : this.decomposeResid({ layer, mode: 'mlp', inclEmbeds: false, posSlice: opts.posSlice, returnLabels: true });
+      parts.push(mlp); labels.push(...ml);
+    }
+    const embed = ps.apply(this.get('hook_embed'), -2), pos = ps.apply(this.get('hook_pos_embed'), -2);
+    parts.push(embed.unsqueeze(0), pos.unsqueeze(0));
+    labels.push('embed', 'pos_embed');
+    const bias = this.model.accumulatedBias(layer, opts.mlpInput, expand).expand(embed.shape).unsqueeze(0);
+    parts.push(bias); labels.push('bias');
+    let st = cat(parts.map((p) => p.contiguous()), 0);
+    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
+    return opts.returnLabels ? [st, labels] : st;
+  }
+
+  /** Direct logit attribution of each component: (LN-scaled stack) . (W_U[:, tok] - W_U[:, wrong]). No b_U. */
+  logitAttrs(residualStack: Tensor, tokens: number | string | Tensor | number[], opts: { incorrectTokens?: number | string | Tensor | number[]; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean } = {}): Tensor {
+    let dirs = this.model.tokensToResidualDirections(tokens);
+    if (opts.incorrectTokens !== undefined) {
+      const wrong = this.model.tokensToResidualDirections(opts.incorrectTokens);
+      if (wrong.ndim !== dirs.ndim || wrong.shape.some((d, i) => d !== dirs.shape[i])) {
+        throw new TypelensError(`tokens and incorrectTokens have different shapes ([${dirs.shape.slice(0, -1).join(', ')}] vs [${wrong.shape.slice(0, -1).join(', ')}])`, 'ESHAPE');
+      }
+      dirs = sub(dirs, wrong);
+    }
+    const scaled = this.applyLnToStack(residualStack, { layer: -1, posSlice: opts.posSlice, batchSlice: opts.batchSlice, hasBatchDim: opts.hasBatchDim });
+    return sum(mul(scaled, dirs), -1);
+  }
+}

@@ -1,0 +1,17 @@
+export * from './errors.js';
+export * from './tensor/index.js';
+export { getBackend, jsBackend, WasmBackend } from './kernels/index.js';
+export type { Backend, PackedWeight, BackendName } from './kernels/index.js';
+export { HookedTransformer } from './model/hooked-transformer.js';
+export type { LoadOptions, TokensInput, FwdHook, CacheOptions } from './model/hooked-transformer.js';
+export type { ModelConfig } from './model/config.js';
+export { DEFAULT_PROCESSING, NO_PROCESSING } from './model/process.js';
+export type { ProcessingOptions } from './model/process.js';
+export * from './model/safetensors.js';
+export { makeWeights, randomGPT2, hfConfig, PRESETS } from './model/make-weights.js';
+export { HookPoint } from './hooks/hookpoint.js';
+export type { HookFn, NameFilter } from './hooks/hookpoint.js';
+export { ActivationCache } from './hooks/cache.js';
+export { getActName } from './hooks/names.js';
+export { Slice } from './hooks/slice.js';
+export * as utils from './analysis/utils.js';

@@ -1,0 +1,437 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { TypelensError } from '../errors.js';
+import { Backend, BackendName, getBackend, PackedWeight } from '../kernels/index.js';
+import { add, DType, geluNew, map, mul, softmax, Tensor, embedding, stack } from '../tensor/index.js';
+import { HookFn, HookPoint, NameFilter } from '../hooks/hookpoint.js';
+import { ActivationCache } from '../hooks/cache.js';
+import { Slice, SliceInput } from '../hooks/slice.js';
+import { configFromHF, ModelConfig } from './config.js';
+import { DEFAULT_PROCESSING, processWeights, ProcessingOptions } from './process.js';
+import { readSafetensors, safetensorsFromTensors, StFile, StTensorOut } from './safetensors.js';
+import { convertGPT2, Weights } from './weights.js';
+import { decodeToken, decodeTokens, encodeText, toTokens } from './tokenizer.js';
+
+export interface LoadOptions extends ProcessingOptions {
+  /** Storage for the weights; activations are always f32. */
+  dtype?: DType;
+  backend?: BackendName | Backend;
+  /** Load even when a weight holds NaN or Inf. */
+  allowNonFinite?: boolean;
+  /** Refuse caches larger than this many bytes before allocating them. */
+  cacheBudgetBytes?: number;
+}
+
+export type TokensInput = string | string[] | Tensor | number[] | number[][];
+export type FwdHook = [NameFilter, HookFn];
+export interface RunOptions { prependBos?: boolean; stopAtLayer?: number }
+export interface CacheOptions extends RunOptions {
+  namesFilter?: string | string[] | ((name: string) => boolean);
+  posSlice?: SliceInput;
+  removeBatchDim?: boolean;
+}
+
+const MODEL_ALIASES: Record<string, string> = { 'gpt2-small': 'gpt2-small', gpt2: 'gpt2-small' };
+
+interface Packed { WQ: PackedWeight; WK: PackedWeight; WV: PackedWeight; WO: PackedWeight; Win: PackedWeight; Wout: PackedWeight }
+
+/** GPT-2-shaped transformer with TransformerLens's hook points, names and numbers. */
+export class HookedTransformer {
+  readonly hookDict = new Map<string, HookPoint>();
+  readonly backend: Backend;
+  private packed: Packed[];
+  private packedWU: PackedWeight;
+  private contextLevel = 0;
+  private disposed = false;
+  cacheBudgetBytes: number;
+
+  constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: { dtype?: DType; backend?: BackendName | Backend; cacheBudgetBytes?: number } = {}) {
+    this.backend = typeof opts.backend === 'object' ? opts.backend : getBackend(opts.backend ?? 'auto');
+    this.cacheBudgetBytes = opts.cacheBudgetBytes ?? 8 * 2 ** 30;
+    const dtype = opts.dtype ?? 'f32';
+    const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = cfg;
+    // Weights keep their TL layout (for analysis) in the storage dtype, and are packed once
+    // for the kernels. [H, M, D] -> [M, H*D] so one matmul yields every head's q, k or v.
+    const store = (t: Tensor) => (dtype === 'f32' ? t : Tensor.encode(t.f32(), t.shape, dtype));
+    const pack = (t: Tensor, K: number, N: number) => this.backend.pack(dtype === 'f32' ? t.f32() : t.data, K, N, dtype);
+    for (const blk of weights.blocks) {
+      for (const k of ['W_Q', 'W_K', 'W_V', 'W_O', 'W_in', 'W_out'] as const) blk[k] = store(blk[k]);
+    }
+    weights.W_U = store(weights.W_U);
+    this.packed = weights.blocks.map((blk) => ({
+      WQ: pack(Tensor.encode(blk.W_Q.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D),
+      WK: pack(Tensor.encode(blk.W_K.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D),
+      WV: pack(Tensor.encode(blk.W_V.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D),
+      WO: pack(blk.W_O, H * D, M),
+      Win: pack(blk.W_in, M, F),
+      Wout: pack(blk.W_out, F, M),
+    }));
+    this.packedWU = pack(weights.W_U, M, V);
+    this.registerHooks();
+  }
+
+  /** Load a GPT-2-shaped HF checkpoint folder (config.json + model.safetensors). */
+  static fromDir(dir: string, opts: LoadOptions = {}): HookedTransformer {
+    const cfgPath = join(dir, 'config.json'), stPath = join(dir, 'model.safetensors');
+    for (const p of [cfgPath, stPath]) {
+      if (!existsSync(p)) throw new TypelensError(`${p} not found (a GPT-2 checkpoint folder needs config.json and model.safetensors)`, 'ENOENT');
+    }
+    let hf: Record<string, unknown>;
+    try { hf = JSON.parse(readFileSync(cfgPath, 'utf8')); } catch (e) {
+      throw new TypelensError(`${cfgPath}: not valid JSON (${(e as Error).message})`, 'ECONFIG');
+    }
+    const cfg = configFromHF(hf, cfgPath, (hf._name_or_path as string) ?? dir);
+    const W = convertGPT2(readSafetensors(stPath), cfg, { allowNonFinite: opts.allowNonFinite });
+    processWeights(W, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) });
+    return new HookedTransformer(cfg, W, opts);
+  }
+
+  /** Build from HF-layout tensors already in memory (generated models, tests). */
+  static fromHFTensors(hf: Record<string, unknown>, tensors: Record<string, StTensorOut> | StFile, opts: LoadOptions = {}): HookedTransformer {
+    const cfg = configFromHF(hf, 'config', 'in-memory');
+    const st = 'entries' in tensors && tensors.entries instanceof Map ? (tensors as StFile) : safetensorsFromTensors(tensors as Record<string, StTensorOut>);
+    const W = convertGPT2(st, cfg, { allowNonFinite: opts.allowNonFinite });
+    processWeights(W, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) });
+    return new HookedTransformer(cfg, W, opts);
+  }
+
+  /** TL's from_pretrained: reads weights/<name>/ (or $TYPELENS_WEIGHTS, or opts.dir). */
+  static fromPretrained(name: string, opts: LoadOptions & { dir?: string } = {}): HookedTransformer {
+    const canonical = MODEL_ALIASES[name];
+    if (!canonical) throw new TypelensError(`unknown model "${name}" (known: ${Object.keys(MODEL_ALIASES).join(', ')})`, 'EMODEL');
+    const dir = opts.dir ?? process.env.TYPELENS_WEIGHTS ?? resolve('weights', canonical);
+    if (!existsSync(join(dir, 'model.safetensors'))) {
+      throw new TypelensError(`${canonical} weights not found in ${dir}: run \`npx typelens fetch-weights ${canonical}\` ` +
+        `(or point TYPELENS_WEIGHTS at a folder with config.json + model.safetensors)`, 'ENOENT');
+    }
+    return HookedTransformer.fromDir(dir, opts);
+  }
+
+  static fromPretrainedNoProcessing(name: string, opts: LoadOptions & { dir?: string } = {}): HookedTransformer {
+    return HookedTransformer.fromPretrained(name, { ...opts, foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false, refactorFactoredAttnMatrices: false });
+  }
+
+  // ---------- hooks ----------
+  private registerHooks(): void {
+    const reg = (name: string, fires = true) => this.hookDict.set(name, new HookPoint(name, fires));
+    reg('hook_embed'); reg('hook_pos_embed');
+    for (let l = 0; l < this.cfg.n_layers; l++) {
+      const b = `blocks.${l}.`;
+      reg(b + 'hook_resid_pre');
+      for (const n of ['hook_attn_in', 'hook_q_input', 'hook_k_input', 'hook_v_input']) reg(b + n, false);
+      reg(b + 'ln1.hook_scale'); reg(b + 'ln1.hook_normalized');
+      for (const n of ['q', 'k', 'v', 'attn_scores', 'pattern', 'z']) reg(`${b}attn.hook_${n}`);
+      reg(b + 'attn.hook_result', false);
+      reg(b + 'hook_attn_out'); reg(b + 'hook_resid_mid'); reg(b + 'hook_mlp_in', false);
+      reg(b + 'ln2.hook_scale'); reg(b + 'ln2.hook_normalized');
+      reg(b + 'mlp.hook_pre'); reg(b + 'mlp.hook_post'); reg(b + 'hook_mlp_out'); reg(b + 'hook_resid_post');
+    }
+    reg('ln_final.hook_scale'); reg('ln_final.hook_normalized');
+  }
+
+  /** Hook points matching a name or predicate; an unknown exact name is an error. */
+  private matching(filter: NameFilter): HookPoint[] {
+    if (typeof filter === 'string') {
+      const hp = this.hookDict.get(filter);
+      if (!hp) throw new TypelensError(`unknown hook name "${filter}"${suggest(filter, this.hookDict)}`, 'EHOOK');
+      return [hp];
+    }
+    return [...this.hookDict.values()].filter((hp) => filter(hp.name));
+  }
+
+  addHook(filter: NameFilter, fn: HookFn, opts: { isPermanent?: boolean; prepend?: boolean; level?: number | null } = {}): void {
+    for (const hp of this.matching(filter)) {
+      if (hp.name.endsWith('attn.hook_result') && opts.level == null && typeof filter === 'string') {
+        throw new TypelensError(`"${hp.name}" needs use_attn_result, which typelens's GPT-2 does not enable`, 'EHOOK');
+      }
+      hp.addHook(fn, opts);
+    }
+  }
+  addPermaHook(filter: NameFilter, fn: HookFn): void { this.addHook(filter, fn, { isPermanent: true }); }
+
+  resetHooks(opts: { clearContexts?: boolean; includingPermanent?: boolean; level?: number | null } = {}): void {
+    const { clearContexts = true, includingPermanent = false, level = null } = opts;
+    for (const hp of this.hookDict.values()) {
+      hp.removeHooks((h) => (includingPermanent || !h.permanent) && (level === null || h.level === level));
+      if (clearContexts) hp.ctx = {};
+    }
+  }
+
+  /** TL's `with model.hooks(fwd_hooks)`: hooks added at a new context level, removed after. */
+  hooks<R>(fwdHooks: FwdHook[], body: () => R, opts: { resetHooksEnd?: boolean; clearContexts?: boolean } = {}): R {
+    const { resetHooksEnd = true, clearContexts = false } = opts;
+    this.contextLevel++;
+    const level = this.contextLevel;
+    try {
+      for (const [f, fn] of fwdHooks) this.addHook(f, fn, { level });
+      return body();
+    } finally {
+      if (resetHooksEnd) this.resetHooks({ clearContexts, level });
+      this.contextLevel--;
+    }
+  }
+
+  runWithHooks(input: TokensInput, opts: RunOptions & { fwdHooks?: FwdHook[]; resetHooksEnd?: boolean; clearContexts?: boolean } = {}): Tensor {
+    return this.hooks(opts.fwdHooks ?? [], () => this.forward(input, opts), opts);
+  }
+
+  /** Run once and cache activations (copies, taken after any other hooks on the point). */
+  runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache } {
+    const tokens = this.tokensOf(input, opts.prependBos);
+    const f = opts.namesFilter;
+    const want: (n: string) => boolean = f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
+    const names = [...this.hookDict.values()].filter((hp) => hp.fires && want(hp.name)).map((hp) => hp.name);
+    if (typeof f === 'string' || Array.isArray(f)) {
+      for (const n of typeof f === 'string' ? [f] : f) if (!this.hookDict.has(n)) throw new TypelensError(`unknown hook name "${n}"${suggest(n, this.hookDict)}`, 'EHOOK');
+    }
+    const est = this.estimateCacheBytes(tokens.shape[0], tokens.shape[1], names);
+    if (est > this.cacheBudgetBytes) {
+      throw new TypelensError(`cache would need ${(est / 2 ** 20).toFixed(1)} MiB, over the ${(this.cacheBudgetBytes / 2 ** 20).toFixed(0)} MiB budget: ` +
+        'pass namesFilter or posSlice, or raise cacheBudgetBytes', 'ENOMEM');
+    }
+    const slice = opts.posSlice == null ? null : Slice.unwrap(opts.posSlice);
+    const store = new Map<string, Tensor>();
+    const hooks: FwdHook[] = names.map((name) => [name, (act: Tensor) => {
+      let t = act.clone();
+      if (slice) {
+        const zAxis = /hook_(q|k|v|z|result)$/.test(name);
+        if (t.ndim >= (zAxis ? 3 : 2)) t = slice.apply(t, zAxis ? -3 : -2).contiguous();
+      }
+      if (opts.removeBatchDim) t = t.index(0, 0).contiguous();
+      store.set(name, t);
+    }]);
+    const logits = this.runWithHooks(tokens, { ...opts, fwdHooks: hooks });
+    return { logits, cache: new ActivationCache(store, this, !opts.removeBatchDim) };
+  }
+
+  /** Bytes a full-precision cache of these hooks would take for a [B, P] input. */
+  estimateCacheBytes(B: number, P: number, names: string[]): number {
+    const { d_model: M, n_heads: H, d_head: D, d_mlp: F } = this.cfg;
+    let n = 0;
+    for (const name of names) {
+      if (/hook_(attn_scores|pattern)$/.test(name)) n += B * H * P * P;
+      else if (/hook_(q|k|v|z)$/.test(name)) n += B * P * H * D;
+      else if (/mlp\.hook_(pre|post)$/.test(name)) n += B * P * F;
+      else if (/hook_scale$/.test(name)) n += B * P;
+      else n += B * P * M;
+    }
+    return n * 4;
+  }
+
+  // ---------- tokens ----------
+  toTokens(input: string | string[], opts: { prependBos?: boolean; paddingSide?: 'right' | 'left'; truncate?: boolean } = {}): Tensor {
+    return toTokens(input, { ...opts, nCtx: this.cfg.n_ctx, bos: this.cfg.bos_token_id });
+  }
+  toStrTokens(input: string | Tensor | number[], opts: { prependBos?: boolean } = {}): string[] {
+    const ids = typeof input === 'string' ? this.toTokens(input, opts).toArray() : input instanceof Tensor ? input.squeeze().toArray() : input;
+    return ids.map((id) => (id === this.cfg.bos_token_id ? '<|endoftext|>' : decodeToken(id)));
+  }
+  toSingleToken(s: string): number {
+    const ids = encodeText(s);
+    if (ids.length !== 1) throw new TypelensError(`"${s}" is ${ids.length} tokens, not a single token`, 'ETOKEN');
+    return ids[0];
+  }
+  toSingleStrToken(id: number): string { return decodeToken(id); }
+  toString(tokens: Tensor | number[] | number[][]): string | string[] {
+    const t = tokens instanceof Tensor ? tokens : Tensor.from(tokens as number[][]);
+    if (t.ndim <= 1) return decodeTokens(t.toArray());
+    return Array.from({ length: t.shape[0] }, (_, b) => decodeTokens(t.index(0, b).toArray()));
+  }
+  /** Columns of W_U for tokens: one id -> [M]; [N] -> [N, M]; [B, 2] -> [B, 2, M]. */
+  tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor {
+    const WU = this.weights.W_U;
+    if (typeof tokens === 'string') tokens = this.toSingleToken(tokens);
+    if (typeof tokens === 'number') return embedding(WU.T, [tokens], [], 'token').reshape([this.cfg.d_model]);
+    const t = tokens instanceof Tensor ? tokens : Tensor.from(tokens, [tokens.length]);
+    if (t.size === 1) return embedding(WU.T, t.f32(), [], 'token').reshape([this.cfg.d_model]);
+    return embedding(WU.T, t);
+  }
+
+  private tokensOf(input: TokensInput, prependBos?: boolean): Tensor {
+    let t: Tensor;
+    if (typeof input === 'string' || (Array.isArray(input) && typeof input[0] === 'string')) t = this.toTokens(input as string | string[], { prependBos });
+    else if (input instanceof Tensor) t = input;
+    else t = Tensor.from(input as number[] | number[][]);
+    if (t.ndim === 1) t = t.unsqueeze(0);
+    if (t.ndim !== 2) throw new TypelensError(`tokens must be [batch, pos], got [${t.shape.join(', ')}]`, 'ESHAPE');
+    const [B, P] = t.shape;
+    if (B === 0 || P === 0) throw new TypelensError('empty input: no tokens to run', 'EINPUT');
+    if (P > this.cfg.n_ctx) throw new TypelensError(`input has ${P} tokens, more than n_ctx = ${this.cfg.n_ctx}`, 'ETOKEN');
+    const ids = t.f32();
+    for (let i = 0; i < ids.length; i++) {
+      if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= this.cfg.d_vocab) {
+        throw new TypelensError(`token id ${ids[i]} at [${Math.floor(i / P)}, ${i % P}] is outside the vocabulary [0, ${this.cfg.d_vocab})`, 'ETOKEN');
+      }
+    }
+    return t.contiguous();
+  }
+
+  // ---------- forward ----------
+  private fire(name: string, t: Tensor): Tensor {
+    const hp = this.hookDict.get(name)!;
+    return hp.hooks.length ? hp.run(t) : t;
+  }
+
+  /** LN / LNPre with TL's hook order: centre, hook_scale, divide, (w, b), hook_normalized. */
+  private norm(x: Tensor, prefix: string, w?: Tensor, b?: Tensor): Tensor {
+    const M = x.shape[x.ndim - 1];
+    const src = x.f32();
+    const rows = src.length / M;
+    const centred = new Float32Array(src.length), scale = new Float32Array(rows);
+    for (let r = 0; r < rows; r++) {
+      const o = r * M;
+      let mu = 0;
+      for (let i = 0; i < M; i++) mu += src[o + i];
+      mu = Math.fround(mu / M);
+      let v = 0;
+      for (let i = 0; i < M; i++) { const c = Math.fround(src[o + i] - mu); centred[o + i] = c; v += c * c; }
+      scale[r] = Math.sqrt(Math.fround(v / M) + this.cfg.eps);
+    }
+    const s = this.fire(`${prefix}.hook_scale`, new Tensor(scale, [...x.shape.slice(0, -1), 1])).f32();
+    for (let r = 0; r < rows; r++) for (let i = 0; i < M; i++) centred[r * M + i] /= s[r];
+    // TL's LayerNorm applies w and b *inside* hook_normalized (the reference fixtures agree);
+    // with LNPre there are no parameters, so the two readings coincide for processed models.
+    let out = new Tensor(centred, x.shape);
+    if (this.cfg.normalization_type === 'LN' && w && b) out = add(mul(out, w), b);
+    return this.fire(`${prefix}.hook_normalized`, out);
+  }
+
+  private linear(x: Tensor, w: PackedWeight, bias: Tensor, shape: number[]): Tensor {
+    const y = this.backend.matmul(x.f32(), x.size / w.K, w);
+    const b = bias.f32(), N = w.N;
+    for (let o = 0; o < y.length; o += N) for (let j = 0; j < N; j++) y[o + j] += b[j];
+    return new Tensor(y, shape);
+  }
+
+  private act(x: Tensor): Tensor {
+    switch (this.cfg.act_fn) {
+      case 'gelu_new': return geluNew(x);
+      case 'relu': return map(x, (v) => (v > 0 ? v : 0));
+      case 'gelu': return map(x, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
+    }
+  }
+
+  /** The model's logits [B, P, V] (or the residual stream when stopAtLayer is given). */
+  forward(input: TokensInput, opts: RunOptions = {}): Tensor {
+    if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
+    const tokens = this.tokensOf(input, opts.prependBos);
+    const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V, n_layers: L } = this.cfg;
+    const [B, P] = tokens.shape;
+    const W = this.weights;
+    const embed = this.fire('hook_embed', embedding(W.W_E, tokens));
+    const pos = this.fire('hook_pos_embed', W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone());
+    let resid = add(embed, pos);
+    let stop = opts.stopAtLayer ?? L;
+    if (stop < 0) stop += L;
+    for (let l = 0; l < Math.min(stop, L); l++) {
+      const blk = W.blocks[l], pk = this.packed[l], pre = `blocks.${l}.`;
+      const residPre = this.fire(pre + 'hook_resid_pre', resid);
+      // ln1 runs once per q/k/v input, as in TL (its hooks fire three times)
+      const xq = this.norm(residPre, pre + 'ln1', blk.ln1_w, blk.ln1_b);
+      const xk = this.norm(residPre, pre + 'ln1', blk.ln1_w, blk.ln1_b);
+      const xv = this.norm(residPre, pre + 'ln1', blk.ln1_w, blk.ln1_b);
+      const q = this.fire(pre + 'attn.hook_q', this.linear(xq, pk.WQ, blk.b_Q, [B, P, H, D])).f32();
+      const k = this.fire(pre + 'attn.hook_k', this.linear(xk, pk.WK, blk.b_K, [B, P, H, D])).f32();
+      const v = this.fire(pre + 'attn.hook_v', this.linear(xv, pk.WV, blk.b_V, [B, P, H, D])).f32();
+      const scores = new Float32Array(B * H * P * P);
+      const inv = 1 / this.cfg.attn_scale;
+      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
+        const o = ((b * H + h) * P + i) * P, qo = ((b * P + i) * H + h) * D;
+        for (let j = 0; j < P; j++) {
+          if (j > i) { scores[o + j] = -Infinity; continue; }
+          const ko = ((b * P + j) * H + h) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[qo + d] * k[ko + d];
+          scores[o + j] = Math.fround(s) * inv;
+        }
+      }
+      const sc = this.fire(pre + 'attn.hook_attn_scores', new Tensor(scores, [B, H, P, P]));
+      const pattern = this.fire(pre + 'attn.hook_pattern', softmax(sc)).f32();
+      const z = new Float32Array(B * P * H * D);
+      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
+        const po = ((b * H + h) * P + i) * P, zo = ((b * P + i) * H + h) * D;
+        for (let j = 0; j < P; j++) {
+          const p = pattern[po + j];
+          if (p === 0) continue;
+          const vo = ((b * P + j) * H + h) * D;
+          for (let d = 0; d < D; d++) z[zo + d] += p * v[vo + d];
+        }
+      }
+      const zt = this.fire(pre + 'attn.hook_z', new Tensor(z, [B, P, H, D]));
+      const attnOut = this.fire(pre + 'hook_attn_out', this.linear(zt, pk.WO, blk.b_O, [B, P, M]));
+      const residMid = this.fire(pre + 'hook_resid_mid', add(residPre, attnOut));
+      const x2 = this.norm(residMid, pre + 'ln2', blk.ln2_w, blk.ln2_b);
+      const hPre = this.fire(pre + 'mlp.hook_pre', this.linear(x2, pk.Win, blk.b_in, [B, P, F]));
+      const hPost = this.fire(pre + 'mlp.hook_post', this.act(hPre));
+      const mlpOut = this.fire(pre + 'hook_mlp_out', this.linear(hPost, pk.Wout, blk.b_out, [B, P, M]));
+      resid = this.fire(pre + 'hook_resid_post', add(residMid, mlpOut));
+    }
+    if (stop < L) return resid;
+    const xf = this.norm(resid, 'ln_final', W.ln_final_w, W.ln_final_b);
+    return this.linear(xf, this.packedWU, W.b_U, [B, P, V]);
+  }
+
+  // ---------- weights as TL names them ----------
+  get W_E(): Tensor { return this.weights.W_E; }
+  get W_pos(): Tensor { return this.weights.W_pos; }
+  get W_U(): Tensor { return this.weights.W_U; }
+  get b_U(): Tensor { return this.weights.b_U; }
+  private stacked(k: keyof Weights['blocks'][number]): Tensor { return stack(this.weights.blocks.map((b) => b[k] as Tensor)); }
+  get W_Q(): Tensor { return this.stacked('W_Q'); }
+  get W_K(): Tensor { return this.stacked('W_K'); }
+  get W_V(): Tensor { return this.stacked('W_V'); }
+  get W_O(): Tensor { return this.stacked('W_O'); }
+  get b_Q(): Tensor { return this.stacked('b_Q'); }
+  get b_K(): Tensor { return this.stacked('b_K'); }
+  get b_V(): Tensor { return this.stacked('b_V'); }
+  get b_O(): Tensor { return this.stacked('b_O'); }
+  get W_in(): Tensor { return this.stacked('W_in'); }
+  get b_in(): Tensor { return this.stacked('b_in'); }
+  get W_out(): Tensor { return this.stacked('W_out'); }
+  get b_out(): Tensor { return this.stacked('b_out'); }
+
+  /** Sum of the biases written into the residual stream before `layer` (TL's accumulated_bias). */
+  accumulatedBias(layer: number, mlpInput = false, includeMlpBiases = true): Tensor {
+    const out = new Float32Array(this.cfg.d_model);
+    for (let i = 0; i < layer; i++) {
+      const bO = this.weights.blocks[i].b_O.f32(), bOut = this.weights.blocks[i].b_out.f32();
+      for (let m = 0; m < out.length; m++) out[m] += bO[m] + (includeMlpBiases ? bOut[m] : 0);
+    }
+    if (mlpInput) { const bO = this.weights.blocks[layer].b_O.f32(); for (let m = 0; m < out.length; m++) out[m] += bO[m]; }
+    return new Tensor(out, [this.cfg.d_model]);
+  }
+
+  /** Give the packed weights back to the kernel memory. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const p of this.packed) for (const w of Object.values(p)) w.release();
+    this.packedWU.release();
+  }
+}
+
+function pick(o: ProcessingOptions): ProcessingOptions {
+  const r: ProcessingOptions = {};
+  for (const k of ['foldLn', 'centerWritingWeights', 'centerUnembed', 'foldValueBiases', 'refactorFactoredAttnMatrices'] as const) if (o[k] !== undefined) r[k] = o[k];
+  return r;
+}
+
+/** erf by its Taylor series near 0 and the erfc continued fraction beyond: ~1e-12, ample for f32. */
+function erf(x: number): number {
+  const t = Math.abs(x);
+  if (t < 2.5) {
+    let sum = t, term = t;
+    for (let n = 1; n < 60; n++) { term *= -t * t / n; const add = term / (2 * n + 1); sum += add; if (Math.abs(add) < 1e-17) break; }
+    return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
+  }
+  // erfc continued fraction for large |x|
+  let f = 0;
+  for (let n = 60; n >= 1; n--) f = n / 2 / (t + f);
+  return Math.sign(x) * (1 - Math.exp(-t * t) / Math.sqrt(Math.PI) / (t + f));
+}
+
+function suggest(name: string, dict: Map<string, HookPoint>): string {
+  const tail = name.split('.').pop() ?? name;
+  const close = [...dict.keys()].find((k) => k.endsWith(tail));
+  return close ? ` (did you mean "${close}"?)` : '';
+}

@@ -1,0 +1,144 @@
+// Invariants of weight processing, hooks and the cache, on random small GPT-2 configs.
+// Tolerance: 2e-4 absolute on logits-scale quantities (f32 through a few layers); exact where stated.
+import t from 'tap';
+import fc from 'fast-check';
+import { HookedTransformer, randomGPT2, hfConfig, NO_PROCESSING, Tensor, sub, mean, sum, add, getActName, ActivationCache, utils } from '../src/index.js';
+import type { ProcessingOptions } from '../src/index.js';
+import { allClose, maxAbsDiff } from './helpers.js';
+
+const arbCfg = fc.record({
+  n_layer: fc.integer({ min: 1, max: 3 }), n_head: fc.integer({ min: 1, max: 3 }), d_head: fc.integer({ min: 2, max: 7 }),
+  vocab_size: fc.integer({ min: 5, max: 40 }), seed: fc.nat(), B: fc.integer({ min: 1, max: 2 }), P: fc.integer({ min: 1, max: 7 }),
+});
+type Cfg = { n_layer: number; n_head: number; d_head: number; vocab_size: number; seed: number; B: number; P: number };
+const shapeOf = (c: Cfg) => ({ n_layer: c.n_layer, n_embd: c.n_head * c.d_head, n_head: c.n_head, n_positions: 8, vocab_size: c.vocab_size });
+const build = (c: Cfg, p: ProcessingOptions) => HookedTransformer.fromHFTensors(hfConfig(shapeOf(c), c.vocab_size - 1), randomGPT2(shapeOf(c), c.seed), p);
+const tokensFor = (c: Cfg) => Tensor.from(Array.from({ length: c.B * c.P }, (_, i) => (c.seed + i * 7) % c.vocab_size), [c.B, c.P]);
+const runs = { numRuns: 25 };
+
+/** Logits minus their mean at each position: what processing must preserve. */
+const centred = (x: Tensor) => sub(x, mean(x, -1, true)).f32();
+
+t.test('processing preserves logits up to a per-position constant; fold_ln alone is exact', async (t) => {
+  fc.assert(fc.property(arbCfg, fc.boolean(), (c, refactor) => {
+    const tok = tokensFor(c);
+    const raw = build(c, NO_PROCESSING), proc = build(c, { refactorFactoredAttnMatrices: refactor }), fold = build(c, { ...NO_PROCESSING, foldLn: true });
+    const a = raw.forward(tok), b = proc.forward(tok), f = fold.forward(tok);
+    const ok = allClose(centred(b), centred(a), 0, 2e-4) && allClose(f.f32(), a.f32(), 0, 2e-4);
+    [raw, proc, fold].forEach((m) => m.dispose());
+    return ok;
+  }), runs);
+  t.pass();
+});
+
+t.test('patterns are identical under every processing option; residual hooks lose their mean', async (t) => {
+  fc.assert(fc.property(arbCfg, fc.record({ foldLn: fc.boolean(), centerWritingWeights: fc.boolean(), centerUnembed: fc.boolean(), foldValueBiases: fc.boolean(), refactorFactoredAttnMatrices: fc.boolean() }), (c, p) => {
+    const tok = tokensFor(c);
+    const raw = build(c, NO_PROCESSING), proc = build(c, p);
+    const ca = raw.runWithCache(tok).cache, cb = proc.runWithCache(tok).cache;
+    let ok = true;
+    for (let l = 0; l < c.n_layer; l++) ok &&= allClose(cb.get(['pattern', l]).f32(), ca.get(['pattern', l]).f32(), 0, 1e-5);
+    if (p.centerWritingWeights && p.foldLn) {
+      for (const k of ['hook_embed', 'blocks.0.hook_resid_mid', `blocks.${c.n_layer - 1}.hook_resid_post`]) {
+        const want = sub(ca.get(k), mean(ca.get(k), -1, true));
+        ok &&= allClose(cb.get(k).f32(), want.f32(), 0, 2e-5);
+      }
+    }
+    raw.dispose(); proc.dispose();
+    return ok;
+  }), runs);
+  t.pass();
+});
+
+t.test('decompositions sum to what they decompose', async (t) => {
+  fc.assert(fc.property(arbCfg, (c) => {
+    const m = build(c, { refactorFactoredAttnMatrices: true });
+    const { cache } = m.runWithCache(tokensFor(c));
+    const L = c.n_layer;
+    const final = cache.get(['resid_post', -1]);
+    let ok = allClose(sum(cache.decomposeResid(), 0).f32(), final.f32(), 0, 1e-5);
+    const acc = cache.accumulatedResid({ layer: -1, inclMid: true });
+    ok &&= acc.shape[0] === 2 * L + 1 && maxAbsDiff(acc.index(0, -1).f32(), final.f32()) === 0;
+    const heads = cache.stackHeadResults({ layer: -1 }); // [L*H, B, P, M], layer-major
+    for (let l = 0; l < L; l++) {
+      const s = sum(heads.slice(0, l * c.n_head, (l + 1) * c.n_head), 0);
+      ok &&= allClose(add(s, m.weights.blocks[l].b_O).f32(), cache.get(['attn_out', l]).f32(), 0, 1e-5);
+      const neurons = cache.getNeuronResults(l); // [B, P, F, M]
+      ok &&= allClose(add(sum(neurons, -2), m.weights.blocks[l].b_out).f32(), cache.get(['mlp_out', l]).f32(), 0, 1e-5);
+    }
+    const full = cache.getFullResidDecomposition({ layer: -1, expandNeurons: false }) as Tensor;
+    ok &&= allClose(sum(full, 0).f32(), final.f32(), 0, 1e-4);
+    m.dispose();
+    return ok;
+  }), runs);
+  t.pass();
+});
+
+t.test('DLA: LN-applied decomposition . logit direction = logit difference - b_U difference', async (t) => {
+  fc.assert(fc.property(arbCfg, (c) => {
+    const m = build(c, { refactorFactoredAttnMatrices: true });
+    const tok = tokensFor(c);
+    const { logits, cache } = m.runWithCache(tok);
+    const good = Array.from({ length: c.B }, (_, b) => (b + 1) % c.vocab_size), bad = Array.from({ length: c.B }, (_, b) => (b + 3) % c.vocab_size);
+    const stack = cache.decomposeResid({ layer: -1, posSlice: -1 });
+    const attrs = cache.logitAttrs(stack, good, { incorrectTokens: bad, posSlice: -1 }); // [C, B]
+    const total = sum(attrs, 0).f32();
+    const bU = m.b_U.f32();
+    let ok = attrs.shape[1] === c.B;
+    for (let b = 0; b < c.B; b++) {
+      const diff = logits.get(b, c.P - 1, good[b]) - logits.get(b, c.P - 1, bad[b]);
+      ok &&= Math.abs(total[b] - (diff - (bU[good[b]] - bU[bad[b]]))) < 2e-4;
+    }
+    m.dispose();
+    return ok;
+  }), runs);
+  t.pass();
+});
+
+t.test('hooks: identity changes nothing, replacements propagate, contexts clean up, ln1 fires 3x', async (t) => {
+  const c: Cfg = { n_layer: 2, n_head: 2, d_head: 3, vocab_size: 20, seed: 5, B: 1, P: 4 };
+  const m = build(c, {});
+  const tok = tokensFor(c);
+  const base = m.forward(tok);
+  t.equal(maxAbsDiff(m.runWithHooks(tok, { fwdHooks: [[(n) => n.startsWith('blocks'), (x) => x]] }).f32(), base.f32()), 0, 'identity hooks are a no-op');
+  let calls = 0;
+  const zeroed = m.runWithHooks(tok, { fwdHooks: [['blocks.0.hook_attn_out', (x) => Tensor.zeros(x.shape)], ['blocks.0.ln1.hook_scale', () => { calls++; }]] });
+  t.ok(maxAbsDiff(zeroed.f32(), base.f32()) > 1e-4, 'a replacement changes the logits');
+  t.equal(calls, 3, 'ln1 hooks fire once per q, k, v input');
+  const { cache } = m.runWithCache(tok, { namesFilter: (n) => n.endsWith('attn_out') });
+  t.same(cache.keys(), ['blocks.0.hook_attn_out', 'blocks.1.hook_attn_out'], 'namesFilter keeps only what was asked for');
+  t.equal(maxAbsDiff(m.forward(tok).f32(), base.f32()), 0, 'context hooks were removed after the run');
+  m.addHook('blocks.0.hook_attn_out', (x) => Tensor.zeros(x.shape));
+  m.runWithCache(tok);
+  t.ok(maxAbsDiff(m.forward(tok).f32(), zeroed.f32()) === 0, 'a directly added hook survives runWithCache (TL level semantics)');
+  m.resetHooks();
+  t.equal(maxAbsDiff(m.forward(tok).f32(), base.f32()), 0, 'resetHooks removes it');
+  t.throws(() => m.runWithHooks(tok, { fwdHooks: [['blocks.0.hook_attn_out', () => Tensor.zeros([1])]] }), /returned shape \[1\]/);
+  t.throws(() => m.runWithHooks(tok, { fwdHooks: [['blocks.9.hook_resid_pre', (x) => x]] }), /unknown hook name "blocks.9.hook_resid_pre"/);
+  const sliced = m.runWithCache(tok, { posSlice: -1 }).cache;
+  t.same(sliced.get('blocks.0.attn.hook_z').shape, [1, 1, 2, 3], 'run_with_cache int posSlice keeps the axis (z on axis -3)');
+  t.same(sliced.get('blocks.0.attn.hook_pattern').shape, [1, 2, 1, 4], 'patterns are sliced on the query axis');
+  const nb = m.runWithCache(tok, { removeBatchDim: true }).cache;
+  t.same(nb.get('hook_embed').shape, [4, 6]);
+  t.ok(nb instanceof ActivationCache && !nb.hasBatchDim);
+  m.dispose();
+});
+
+t.test('getActName follows TL, quirks included', async (t) => {
+  const cases: [Parameters<typeof getActName>, string][] = [
+    [['embed'], 'hook_embed'], [['resid_pre', 3], 'blocks.3.hook_resid_pre'], [['attn', 9], 'blocks.9.attn.hook_pattern'],
+    [['attn_scores', 9], 'blocks.9.attn.hook_attn_scores'], [['q', 6, 'a'], 'blocks.6.attn.hook_q'], [['k6'], 'blocks.6.attn.hook_k'],
+    [['pre', 2], 'blocks.2.mlp.hook_pre'], [['scale', 4, 'ln1'], 'blocks.4.ln1.hook_scale'], [['scale4ln1'], 'blocks.4.ln1.hook_scale'],
+    [['scale'], 'ln_final.hook_scale'], [['normalized'], 'ln_final.hook_normalized'], [['scale', 4], 'blocks.4.hook_scale'],
+    [['blocks.0.hook_resid_pre'], 'blocks.0.hook_resid_pre'], [['z', 9], 'blocks.9.attn.hook_z'],
+  ];
+  for (const [args, want] of cases) t.equal(getActName(...args), want, `getActName(${args.join(', ')})`);
+});
+
+t.test('python-style formatting used by testPrompt', async (t) => {
+  t.equal(utils.f52(18.0912), '18.09');
+  t.equal(utils.f52(3.2), ' 3.20');
+  t.equal(utils.pct(0.0467), ' 4.67%');
+  t.equal(utils.pct(0.70071), '70.07%');
+  t.equal(utils.pyList(['<|endoftext|>', ' Mary', "'s"]), `['<|endoftext|>', ' Mary', "'s"]`);
+});
