@@ -1,0 +1,106 @@
+// `npm run bench -- matmul|forward|all`: typelens against numpy/OpenBLAS on the same machine,
+// in the same run. Timings come from the `benchmark` package (statistically sampled); the
+// numpy side runs in a python3 child with OPENBLAS_NUM_THREADS matching our thread count.
+import Benchmark from 'benchmark';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WasmBackend } from '../src/kernels/index.js';
+import { HookedTransformer } from '../src/model/hooked-transformer.js';
+import { makeWeights, PRESETS } from '../src/model/make-weights.js';
+import { NO_PROCESSING } from '../src/model/process.js';
+import type { DType } from '../src/tensor/dtype.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const benchDir = join(root, 'bench');
+const resultsDir = join(benchDir, 'results');
+
+/** numpy with OpenBLAS on n threads; the CORETYPE/L2 overrides are for old OpenBLAS builds and slow a current one. */
+function python(args: string[], threads: number): unknown | null {
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+  delete env.OPENBLAS_CORETYPE; delete env.OPENBLAS_L2_SIZE;
+  const r = spawnSync('python3', args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
+  if (r.status !== 0) { console.warn(`numpy baseline unavailable: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`); return null; }
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+function time(name: string, fn: () => void, maxTime = 1): number {
+  const b = new Benchmark(name, fn, { maxTime, minSamples: 5 }).run({ async: false });
+  if (b.error) throw b.error;
+  return b.stats.mean * 1000; // ms
+}
+
+function benchMatmul(): void {
+  const shapes: [number, number, number][] = [[768, 768, 768]];
+  for (const M of [15, 120]) for (const [K, N] of [[768, 2304], [768, 3072], [3072, 768], [768, 50257]]) shapes.push([M, K, N]);
+  const np = python([join(benchDir, 'numpy_matmul.py'), ...shapes.map((s) => s.join(','))], 1) as Record<string, number> | null;
+  const variants = [new WasmBackend({ fma: false }), new WasmBackend({ fma: true })];
+  const rows: Record<string, unknown>[] = [];
+  console.log('   M     K      N  threads  wasm-simd  wasm-fma   numpy(1t)  ratio');
+  for (const [M, K, N] of shapes) {
+    const a = Float32Array.from({ length: M * K }, (_, i) => ((i * 7919) % 1000) / 1000 - 0.5);
+    const b = Float32Array.from({ length: K * N }, (_, i) => ((i * 104729) % 1000) / 1000 - 0.5);
+    const out = new Float32Array(M * N);
+    const g = variants.map((be) => {
+      const pw = be.pack(b, K, N, 'f32');
+      be.matmul(a, M, pw, out);
+      const ms = time(`${be.name} ${M}x${K}x${N}`, () => be.matmul(a, M, pw, out));
+      pw.release();
+      return (2 * M * K * N) / ms / 1e6;
+    });
+    const best = Math.max(...g);
+    const npg = np ? np[`${M},${K},${N}`] : null;
+    const ratio = npg ? best / npg : null;
+    rows.push({ M, K, N, threads: 1, typelens_gflops: +best.toFixed(2), numpy_gflops: npg ? +npg.toFixed(2) : null, ratio: ratio ? +ratio.toFixed(3) : null,
+      wasm_simd_gflops: +g[0].toFixed(2), wasm_fma_gflops: +g[1].toFixed(2), default_backend: variants[0].name });
+    console.log(`${String(M).padStart(4)} ${String(K).padStart(5)} ${String(N).padStart(6)}  1        ${g[0].toFixed(1).padStart(8)}  ${g[1].toFixed(1).padStart(8)}  ${(npg ?? NaN).toFixed(1).padStart(9)}  ${ratio ? ratio.toFixed(2) : 'n/a'}`);
+  }
+  writeJson('matmul.json', rows);
+}
+
+const PROMPT15 = [50256, 3260, 1757, 290, 5335, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 9294, 286];
+
+/** One dtype in its own process so that peak RSS is that configuration's alone. */
+function forwardOne(dir: string, dtype: DType, batch: number): void {
+  const model = HookedTransformer.fromDir(dir, { ...NO_PROCESSING, dtype });
+  const tokens = Array.from({ length: batch }, () => PROMPT15);
+  model.runWithCache(tokens);
+  const ms = time(`forward ${dtype}`, () => model.runWithCache(tokens), 3);
+  console.log(JSON.stringify({ dtype, batch, median_ms: ms, peak_rss_mb: process.resourceUsage().maxRSS / 1024 }));
+}
+
+function benchForward(): void {
+  const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
+  if (!existsSync(join(dir, 'model.safetensors'))) { console.log('generating random gpt2-small (seed 0)...'); makeWeights(dir, PRESETS['gpt2-small'], 0); }
+  const rows: Record<string, unknown>[] = [];
+  for (const batch of [1, 8]) {
+    const toks = Array.from({ length: batch }, () => PROMPT15.join(',')).join(';');
+    const np = python([join(benchDir, 'numpy_forward.py'), dir, toks, '7'], 1) as { median_ms: number } | null;
+    for (const dtype of (batch === 1 ? ['f32', 'bf16', 'f16'] : ['f32']) as DType[]) {
+      const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'forward-one', dir, dtype, String(batch)], { encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(r.stderr);
+      const res = JSON.parse(r.stdout.trim().split('\n').pop()!);
+      const row = { ...res, tokens: 15, cache: 'all', threads: 1, numpy_median_ms: np?.median_ms ?? null, ratio: np ? +(res.median_ms / np.median_ms).toFixed(3) : null };
+      rows.push(row);
+      console.log(`batch ${batch} ${dtype}: typelens ${res.median_ms.toFixed(1)} ms (peak RSS ${res.peak_rss_mb.toFixed(0)} MB), numpy ${np?.median_ms.toFixed(1) ?? 'n/a'} ms, ratio ${row.ratio ?? 'n/a'} (lower is faster)`);
+    }
+  }
+  writeJson('forward.json', rows);
+}
+
+function writeJson(name: string, data: unknown): void {
+  mkdirSync(resultsDir, { recursive: true });
+  const p = join(resultsDir, name);
+  writeFileSync(`${p}.tmp`, JSON.stringify(data, null, 2) + '\n');
+  renameSync(`${p}.tmp`, p);
+  console.log(`wrote ${p}`);
+}
+
+const [what = 'all', ...rest] = process.argv.slice(2);
+if (what === 'forward-one') forwardOne(rest[0], rest[1] as DType, Number(rest[2]));
+else {
+  if (what === 'matmul' || what === 'all') benchMatmul();
+  if (what === 'forward' || what === 'all') benchForward();
+  if (!['matmul', 'forward', 'all'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, all)`); process.exitCode = 2; }
+}

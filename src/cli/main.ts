@@ -1,0 +1,138 @@
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs, ParseArgsConfig } from 'node:util';
+import { TypelensError } from '../errors.js';
+import { HookedTransformer } from '../model/hooked-transformer.js';
+import { makeWeights, PRESETS } from '../model/make-weights.js';
+import { NO_PROCESSING } from '../model/process.js';
+import { StTensorOut, writeSafetensors } from '../model/safetensors.js';
+import { Tensor } from '../tensor/index.js';
+import type { DType } from '../tensor/dtype.js';
+import { testPrompt } from '../analysis/utils.js';
+import { runDemo } from './demo.js';
+
+const USAGE = `usage: typelens <command> [options]
+
+commands:
+  run --model DIR (--tokens "1,2,3[;4,5,6]" | --prompt TEXT) --out FILE.safetensors
+      [--no-processing] [--dtype f32|f16|bf16] [--cache all|NAME,NAME] [--repeat N]
+  test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
+  make-weights --preset tiny|gpt2-small [--seed N] --out DIR
+  demo [--model DIR] [--out DIR]`;
+
+/** A usage mistake: exit code 2 with the usage text. */
+class UsageError extends TypelensError { constructor(m: string) { super(m, 'EUSAGE'); } }
+
+type Flags = Record<string, string | boolean | undefined>;
+function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
+  try {
+    const r = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return { values: r.values as Flags, positionals: r.positionals };
+  } catch (e) {
+    throw new UsageError((e as Error).message.split('\n')[0]);
+  }
+}
+const need = (v: unknown, flag: string): string => {
+  if (typeof v !== 'string' || v === '') throw new UsageError(`missing ${flag}`);
+  return v;
+};
+const int = (v: string | boolean | undefined, flag: string, dflt: number): number => {
+  if (v === undefined) return dflt;
+  const n = typeof v === 'string' ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag} must be a non-negative integer, got "${v}"`);
+  return n;
+};
+
+function parseTokens(s: string): Tensor {
+  const rows = s.split(';').map((r) => r.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n)) throw new UsageError(`--tokens: "${x}" is not an integer token id`);
+    return n;
+  }));
+  if (rows.some((r) => r.length !== rows[0].length)) throw new UsageError('--tokens: every row must have the same length');
+  if (rows[0].length === 0) throw new UsageError('--tokens: no token ids given');
+  return Tensor.from(rows.flat(), [rows.length, rows[0].length]);
+}
+
+async function cmdRun(argv: string[]): Promise<number> {
+  const { values: v } = parse(argv, {
+    model: { type: 'string' }, tokens: { type: 'string' }, prompt: { type: 'string' }, out: { type: 'string' },
+    'no-processing': { type: 'boolean' }, dtype: { type: 'string' }, cache: { type: 'string' }, repeat: { type: 'string' },
+  });
+  const dir = need(v.model, '--model DIR');
+  const out = need(v.out, '--out FILE.safetensors');
+  if ((v.tokens === undefined) === (v.prompt === undefined)) throw new UsageError('give exactly one of --tokens or --prompt');
+  const dtype = (v.dtype ?? 'f32') as DType;
+  if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${v.dtype}"`);
+  const repeat = int(v.repeat, '--repeat', 0);
+  if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
+  const model = HookedTransformer.fromDir(dir, { ...(v['no-processing'] ? NO_PROCESSING : {}), dtype });
+  const input = v.tokens !== undefined ? parseTokens(v.tokens as string) : model.toTokens(v.prompt as string);
+  const names = v.cache === undefined ? [] : v.cache === 'all' ? null : (v.cache as string).split(',').map((s) => s.trim());
+  const go = () => (names && names.length === 0 ? { logits: model.forward(input), cache: null } : model.runWithCache(input, { namesFilter: names ?? undefined }));
+  const { logits, cache } = go();
+  const tensors: Record<string, StTensorOut> = { logits: { dtype: 'F32', shape: logits.shape, data: logits.f32() } };
+  if (cache) for (const k of cache.keys()) { const t = cache.get(k); tensors[k] = { dtype: 'F32', shape: t.shape, data: t.f32() }; }
+  writeSafetensors(resolve(out), tensors);
+  console.log(`wrote ${out}: logits [${logits.shape.join(', ')}]${cache ? ` + ${cache.size} cached activations` : ''}`);
+  if (repeat > 0) {
+    const times: number[] = [];
+    for (let i = 0; i < repeat; i++) { const t0 = performance.now(); go(); times.push(performance.now() - t0); }
+    times.sort((a, b) => a - b);
+    console.log(`forward median: ${times[Math.floor(times.length / 2)].toFixed(2)} ms`);
+  }
+  model.dispose();
+  return 0;
+}
+
+async function cmdTestPrompt(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, { model: { type: 'string' }, 'no-prepend-bos': { type: 'boolean' } });
+  const dir = need(v.model, '--model DIR');
+  if (positionals.length !== 2) throw new UsageError('test-prompt needs exactly two arguments: "PROMPT" " ANSWER"');
+  if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
+  const model = HookedTransformer.fromDir(dir);
+  testPrompt(positionals[0], positionals[1], model, { prependBos: !v['no-prepend-bos'] });
+  model.dispose();
+  return 0;
+}
+
+async function cmdMakeWeights(argv: string[]): Promise<number> {
+  const { values: v } = parse(argv, { preset: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' } });
+  const preset = need(v.preset, '--preset tiny|gpt2-small');
+  const shape = PRESETS[preset];
+  if (!shape) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got "${preset}"`);
+  const out = need(v.out, '--out DIR');
+  const seed = int(v.seed, '--seed', 0);
+  makeWeights(resolve(out), shape, seed, progress(`generating ${preset} (seed ${seed})`));
+  console.log(`wrote ${out}/config.json and ${out}/model.safetensors (${preset}, seed ${seed})`);
+  return 0;
+}
+
+/** A one-line progress bar on stderr (only on a terminal). */
+export function progress(label: string): (done: number, total: number) => void {
+  return (done, total) => {
+    if (!process.stderr.isTTY) return;
+    const w = 30, f = Math.round((done / total) * w);
+    process.stderr.write(`\r${label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${done}/${total}${done === total ? '\n' : ''}`);
+  };
+}
+
+/** Entry point: returns the exit code; errors are one line, never a stack trace. */
+export async function run(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'run': return await cmdRun(rest);
+      case 'test-prompt': return await cmdTestPrompt(rest);
+      case 'make-weights': return await cmdMakeWeights(rest);
+      case 'demo': return await runDemo(rest, parse);
+      case undefined: case '-h': case '--help': case 'help': console.log(USAGE); return cmd === undefined ? 2 : 0;
+      default: throw new UsageError(`unknown command "${cmd}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError) { console.error(`typelens: ${e.message}\n\n${USAGE}`); return 2; }
+    if (e instanceof TypelensError) { console.error(`typelens: ${e.message}`); return 1; }
+    console.error(`typelens: internal error: ${(e as Error).stack ?? e}`);
+    return 70;
+  }
+}
