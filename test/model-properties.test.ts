@@ -142,3 +142,23 @@ t.test('python-style formatting used by testPrompt', async (t) => {
   t.equal(utils.pct(0.70071), '70.07%');
   t.equal(utils.pyList(['<|endoftext|>', ' Mary', "'s"]), `['<|endoftext|>', ' Mary', "'s"]`);
 });
+
+t.test('half-precision weight storage gives the f32 logits within the format precision', async (t) => {
+  const c: Cfg = { n_layer: 2, n_head: 3, d_head: 5, vocab_size: 30, seed: 9, B: 2, P: 5 };
+  const tok = tokensFor(c);
+  const ref = build(c, {}).forward(tok).f32();
+  const scale = Math.max(...Array.from(ref, Math.abs));
+  for (const [dtype, tol] of [['bf16', 2 ** -6], ['f16', 2 ** -9]] as const) {
+    const m = HookedTransformer.fromHFTensors(hfConfig(shapeOf(c), c.vocab_size - 1), randomGPT2(shapeOf(c), c.seed), { dtype });
+    const got = m.forward(tok).f32();
+    t.ok(maxAbsDiff(got, ref) <= tol * scale, `${dtype}: max |diff| ${maxAbsDiff(got, ref).toExponential(2)} <= ${(tol * scale).toExponential(2)}`);
+    t.ok(maxAbsDiff(got, ref) > 0, `${dtype} storage is really used`);
+    t.equal(m.weights.blocks[0].W_in.dtype, dtype);
+    m.dispose();
+  }
+});
+
+t.test('fromPretrained without weights says how to get them', async (t) => {
+  t.throws(() => HookedTransformer.fromPretrained('gpt2-small', { dir: '/nonexistent/typelens' }), /typelens fetch-weights gpt2-small/);
+  t.throws(() => HookedTransformer.fromPretrained('gpt7'), /unknown model "gpt7"/);
+});
