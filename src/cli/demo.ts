@@ -25,8 +25,8 @@ export async function runDemo(argv: string[], parse: Parse): Promise<number> {
     console.log('='.repeat(78));
     console.log('NOTE: GPT-2 small weights were not found in weights/gpt2-small/.');
     console.log('Running on a seeded RANDOM gpt2-small-shaped checkpoint: every number below is');
-    console.log('meaningless as interpretability. Get the real weights with');
-    console.log('  npx typelens fetch-weights gpt2-small   (where the HuggingFace hub is reachable)');
+    console.log('meaningless as interpretability. For the real ones, put HuggingFace');
+    console.log("openai-community/gpt2's config.json and model.safetensors in weights/gpt2-small/.");
     console.log('='.repeat(78));
     if (!existsSync(resolve(dir, 'model.safetensors'))) makeWeights(dir, PRESETS['gpt2-small'], DEFAULT_SEED, progress('generating random gpt2-small'));
   }

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TypelensError } from '../errors.js';
 import { Backend, BackendName, getBackend, PackedWeight } from '../kernels/index.js';
-import { add, DType, geluNew, map, mul, softmax, Tensor, embedding, stack } from '../tensor/index.js';
+import { add, centreAndScale, divideRows, DType, geluNew, map, mul, softmax, Tensor, embedding, stack } from '../tensor/index.js';
 import { HookFn, HookPoint, NameFilter } from '../hooks/hookpoint.js';
 import { ActivationCache } from '../hooks/cache.js';
 import { Slice, SliceInput } from '../hooks/slice.js';
@@ -101,8 +101,8 @@ export class HookedTransformer {
     if (!canonical) throw new TypelensError(`unknown model "${name}" (known: ${Object.keys(MODEL_ALIASES).join(', ')})`, 'EMODEL');
     const dir = opts.dir ?? process.env.TYPELENS_WEIGHTS ?? resolve('weights', canonical);
     if (!existsSync(join(dir, 'model.safetensors'))) {
-      throw new TypelensError(`${canonical} weights not found in ${dir}: run \`npx typelens fetch-weights ${canonical}\` ` +
-        `(or point TYPELENS_WEIGHTS at a folder with config.json + model.safetensors)`, 'ENOENT');
+      throw new TypelensError(`${canonical} weights not found in ${dir}: put HuggingFace's config.json + model.safetensors there ` +
+        `(\`npx typelens fetch-weights ${canonical}\` once it lands), or point TYPELENS_WEIGHTS at such a folder`, 'ENOENT');
     }
     return HookedTransformer.fromDir(dir, opts);
   }
@@ -274,21 +274,8 @@ export class HookedTransformer {
 
   /** LN / LNPre with TL's hook order: centre, hook_scale, divide, (w, b), hook_normalized. */
   private norm(x: Tensor, prefix: string, w?: Tensor, b?: Tensor): Tensor {
-    const M = x.shape[x.ndim - 1];
-    const src = x.f32();
-    const rows = src.length / M;
-    const centred = new Float32Array(src.length), scale = new Float32Array(rows);
-    for (let r = 0; r < rows; r++) {
-      const o = r * M;
-      let mu = 0;
-      for (let i = 0; i < M; i++) mu += src[o + i];
-      mu = Math.fround(mu / M);
-      let v = 0;
-      for (let i = 0; i < M; i++) { const c = Math.fround(src[o + i] - mu); centred[o + i] = c; v += c * c; }
-      scale[r] = Math.sqrt(Math.fround(v / M) + this.cfg.eps);
-    }
-    const s = this.fire(`${prefix}.hook_scale`, new Tensor(scale, [...x.shape.slice(0, -1), 1])).f32();
-    for (let r = 0; r < rows; r++) for (let i = 0; i < M; i++) centred[r * M + i] /= s[r];
+    const { centred, scale } = centreAndScale(x, this.cfg.eps);
+    divideRows(centred, this.fire(`${prefix}.hook_scale`, scale).f32(), x.shape[x.ndim - 1]);
     // TL's LayerNorm applies w and b *inside* hook_normalized (the reference fixtures agree);
     // with LNPre there are no parameters, so the two readings coincide for processed models.
     let out = new Tensor(centred, x.shape);

@@ -114,29 +114,41 @@ export function topk(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
   return { values: new Tensor(vals, shape), indices: new Tensor(idx, shape) };
 }
 
-/** Layer-norm statistics over the last axis, as TL computes them (population variance, eps
- * inside the square root). `normalized` = (x - mean)/scale; `out` applies w and b if given. */
-export function layerNorm(x: Tensor, eps: number, w?: Tensor, b?: Tensor): { scale: Tensor; normalized: Tensor; out: Tensor } {
+/** The two halves of a layer norm over the last axis: x - mean, and sqrt(var + eps) per row.
+ * Split so a caller (the model's hook points) can act between them. */
+export function centreAndScale(x: Tensor, eps: number): { centred: Float32Array; scale: Tensor } {
   const d = x.shape[x.ndim - 1];
   const src = x.f32();
-  const m = src.length / d;
-  const scale = new Float32Array(m), norm = new Float32Array(src.length);
+  const m = d === 0 ? 0 : src.length / d;
+  const scale = new Float32Array(m), centred = new Float32Array(src.length);
   for (let r = 0; r < m; r++) {
     const o = r * d;
     let mu = 0;
     for (let i = 0; i < d; i++) mu += src[o + i];
     mu = Math.fround(mu / d);
     let v = 0;
-    for (let i = 0; i < d; i++) { const c = Math.fround(src[o + i] - mu); norm[o + i] = c; v += c * c; }
-    const s = Math.fround(Math.sqrt(Math.fround(v / d) + eps));
-    scale[r] = s;
-    for (let i = 0; i < d; i++) norm[o + i] = norm[o + i] / s;
+    for (let i = 0; i < d; i++) { const c = Math.fround(src[o + i] - mu); centred[o + i] = c; v += c * c; }
+    scale[r] = Math.sqrt(Math.fround(v / d) + eps);
   }
+  return { centred, scale: new Tensor(scale, [...x.shape.slice(0, -1), 1]) };
+}
+
+/** Divide each row of `centred` (rows of d) by its scale, in place. */
+export function divideRows(centred: Float32Array, scale: Float32Array, d: number): Float32Array {
+  for (let r = 0; r < scale.length; r++) for (let i = 0; i < d; i++) centred[r * d + i] /= scale[r];
+  return centred;
+}
+
+/** Layer-norm statistics over the last axis, as TL computes them (population variance, eps
+ * inside the square root). `normalized` = (x - mean)/scale; `out` applies w and b if given. */
+export function layerNorm(x: Tensor, eps: number, w?: Tensor, b?: Tensor): { scale: Tensor; normalized: Tensor; out: Tensor } {
+  const { centred, scale } = centreAndScale(x, eps);
+  const norm = divideRows(centred, scale.f32(), x.shape[x.ndim - 1]);
   const normalized = new Tensor(norm, x.shape);
   let out = normalized;
   if (w) out = mul(out, w);
   if (b) out = add(out, b);
-  return { scale: new Tensor(scale, [...x.shape.slice(0, -1), 1]), normalized, out };
+  return { scale, normalized, out };
 }
 
 /** Softmax over the last axis. Rows that are all -inf give 0 (TL zeroes the NaNs). */
