@@ -33,6 +33,9 @@ t.test('malformed files give clear errors', async (t) => {
     [withHeader({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } }), /tensor "w": 8 bytes but F32\[3\] needs 12/],
     [withHeader({ u: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, v: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }), /"u" and "v" overlap/],
   ];
+  const dupJson = '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}';
+  const dupLen = Buffer.alloc(8); dupLen.writeBigUInt64LE(BigInt(dupJson.length));
+  cases.push([Buffer.concat([dupLen, Buffer.from(dupJson), Buffer.alloc(8)]), /tensor "w" is listed twice/]);
   for (const [buf, re] of cases) t.throws(() => parseSafetensors(buf, 'x.st'), re);
 });
 

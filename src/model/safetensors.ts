@@ -37,6 +37,8 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): StFile {
     fail(path, `header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(path, 'header is not a JSON object');
+  const dup = duplicateTopLevelKey(new TextDecoder().decode(buf.subarray(8, 8 + n)));
+  if (dup !== null) fail(path, `tensor "${dup}" is listed twice in the header`);
   const dataStart = 8 + n;
   const dataLen = buf.length - dataStart;
   const entries = new Map<string, StEntry>();
@@ -72,6 +74,33 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): StFile {
       return buf.subarray(dataStart + e.begin, dataStart + e.end);
     },
   };
+}
+
+/** JSON.parse keeps the last of repeated keys silently; scan the object's own keys for repeats. */
+function duplicateTopLevelKey(json: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < json.length; i++) {
+    const c = json[i];
+    if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+    else if (c === '"') {
+      let j = i + 1;
+      while (j < json.length && json[j] !== '"') j += json[j] === '\\' ? 2 : 1;
+      const raw = json.slice(i, j + 1);
+      i = j;
+      if (depth === 1) {
+        let k = i + 1;
+        while (/\s/.test(json[k] ?? '')) k++;
+        if (json[k] === ':') {
+          const key = JSON.parse(raw) as string;
+          if (seen.has(key)) return key;
+          seen.add(key);
+        }
+      }
+    }
+  }
+  return null;
 }
 
 export function readSafetensors(path: string): StFile {
