@@ -106,6 +106,13 @@ export class ActivationCache {
     return opts.returnLabels ? [st, labels] : st;
   }
 
+  /** Append resid_post(layer - 1) minus the summed components (TL's "remainder" row, -1 wrapping included). */
+  private withRemainder(st: Tensor, layer: number, ps: Slice, labels: string[]): Tensor {
+    const resid = ps.apply(this.get(['resid_post', layer - 1]), -2);
+    labels.push('remainder');
+    return cat([st, sub(resid, sum(st, 0)).unsqueeze(0)], 0);
+  }
+
   private emptyLike(ps: Slice): Tensor {
     const e = ps.apply(this.get('hook_embed'), -2);
     return Tensor.zeros([0, ...e.shape]);
@@ -141,15 +148,9 @@ export class ActivationCache {
     }
     let st: Tensor;
     if (per.length) {
-      const all = cat(per, -2); // [..., layer*H, M]
-      const nd = all.ndim;
-      st = all.permute(nd - 2, ...[...Array(nd).keys()].filter((d) => d !== nd - 2)).contiguous();
+      st = toFront(cat(per, -2), -2).contiguous(); // [..., layer*H, M] -> [layer*H, ..., M]
     } else st = this.emptyLike(ps);
-    if (opts.inclRemainder) {
-      const resid = ps.apply(this.get(['resid_post', layer - 1]), -2);
-      st = cat([st, sub(resid, sum(st, 0)).unsqueeze(0)], 0);
-      labels.push('remainder');
-    }
+    if (opts.inclRemainder) st = this.withRemainder(st, layer, ps, labels);
     if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice });
     return opts.returnLabels ? [st, labels] : st;
   }
@@ -168,16 +169,11 @@ export class ActivationCache {
     const idx = new Slice(opts.neuronSlice).indices(this.model.cfg.d_mlp);
     for (let l = 0; l < lyr; l++) {
       const r = this.getNeuronResults(l, opts.neuronSlice, opts.posSlice);
-      const nd = r.ndim;
-      per.push(r.permute(nd - 2, ...[...Array(nd).keys()].filter((d) => d !== nd - 2)));
+      per.push(toFront(r, -2));
       for (const n of idx) labels.push(`L${l}N${n}`);
     }
     let st = per.length ? cat(per, 0) : this.emptyLike(ps);
-    if (opts.inclRemainder) {
-      const resid = ps.apply(this.get(['resid_post', lyr - 1]), -2);
-      st = cat([st, sub(resid, sum(st, 0)).unsqueeze(0)], 0);
-      labels.push('remainder');
-    }
+    if (opts.inclRemainder) st = this.withRemainder(st, lyr, ps, labels);
     if (opts.applyLn) st = this.applyLnToStack(st, { layer: lyr, posSlice: opts.posSlice });
     return opts.returnLabels ? [st, labels] : st;
   }
@@ -222,4 +218,10 @@ export class ActivationCache {
     const scaled = this.applyLnToStack(residualStack, { layer: -1, posSlice: opts.posSlice, batchSlice: opts.batchSlice, hasBatchDim: opts.hasBatchDim });
     return sum(mul(scaled, dirs), -1);
   }
+}
+
+/** Move one axis to the front (a view). */
+function toFront(t: Tensor, axis: number): Tensor {
+  const a = axis < 0 ? axis + t.ndim : axis;
+  return t.permute(a, ...[...Array(t.ndim).keys()].filter((d) => d !== a));
 }

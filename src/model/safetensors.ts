@@ -1,5 +1,6 @@
-import { closeSync, openSync, readFileSync, renameSync, writeSync, fstatSync, readSync, unlinkSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync, writeSync, unlinkSync } from 'node:fs';
 import { TypelensError } from '../errors.js';
+import { bf16ToF32, f16ToF32 } from '../tensor/dtype.js';
 
 /** The dtypes a GPT-2 checkpoint can come in; all are read into f32 (F64 is narrowed). */
 export type StDType = 'F32' | 'F16' | 'BF16' | 'F64';
@@ -111,21 +112,6 @@ export function readSafetensors(path: string): StFile {
   return parseSafetensors(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), path);
 }
 
-/** Read only the header (cheap for multi-GB files). */
-export function readSafetensorsHeader(path: string): Record<string, unknown> {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const b8 = Buffer.alloc(8);
-    readSync(fd, b8, 0, 8, 0);
-    const n = Number(b8.readBigUInt64LE(0));
-    if (n > size - 8 || n > MAX_HEADER) fail(path, `header length ${n} is invalid for a ${size}-byte file`);
-    const h = Buffer.alloc(n);
-    readSync(fd, h, 0, n, 8);
-    return JSON.parse(h.toString('utf8'));
-  } finally { closeSync(fd); }
-}
-
 /** Decode one tensor to f32 (F64 narrowed, F16/BF16 widened). */
 export function tensorF32(f: StFile, name: string): Float32Array {
   const e = f.entries.get(name);
@@ -136,16 +122,8 @@ export function tensorF32(f: StFile, name: string): Float32Array {
   switch (e.dtype) {
     case 'F32': return new Float32Array(copy.buffer, 0, n);
     case 'F64': return Float32Array.from(new Float64Array(copy.buffer, 0, n));
-    case 'BF16': { const u = new Uint16Array(copy.buffer, 0, n); const o = new Uint32Array(n); for (let i = 0; i < n; i++) o[i] = u[i] << 16; return new Float32Array(o.buffer); }
-    case 'F16': {
-      const u = new Uint16Array(copy.buffer, 0, n);
-      const o = new Float32Array(n);
-      for (let i = 0; i < n; i++) {
-        const h = u[i], s = h & 0x8000 ? -1 : 1, ex = (h >> 10) & 31, m = h & 1023;
-        o[i] = ex === 0 ? s * m * 2 ** -24 : ex === 31 ? (m ? NaN : s * Infinity) : s * (1 + m / 1024) * 2 ** (ex - 15);
-      }
-      return o;
-    }
+    case 'BF16': return bf16ToF32(new Uint16Array(copy.buffer, 0, n));
+    case 'F16': return f16ToF32(new Uint16Array(copy.buffer, 0, n));
   }
 }
 

@@ -6,7 +6,6 @@ export type Storage = Float32Array | Uint16Array;
 
 export const bytesPerElement = (d: DType): number => (d === 'f32' ? 4 : 2);
 
-const f32buf = new Float32Array(1);
 
 /** f32 -> bf16 bits, round to nearest even (what torch does); NaN stays NaN. */
 export function f32ToBf16(src: Float32Array): Uint16Array {
@@ -56,11 +55,4 @@ export function decode(data: Storage, dtype: DType, out?: Float32Array): Float32
 export function encode(data: Float32Array, dtype: DType): Storage {
   if (dtype === 'f32') return data;
   return dtype === 'bf16' ? f32ToBf16(data) : f32ToF16(data);
-}
-
-/** Round-trip one value through a storage dtype (for tests and tolerances). */
-export function roundTo(x: number, dtype: DType): number {
-  f32buf[0] = x;
-  if (dtype === 'f32') return f32buf[0];
-  return decode(encode(f32buf, dtype), dtype)[0];
 }
