@@ -10,6 +10,9 @@ import { Tensor } from '../tensor/index.js';
 import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
+import { progress } from './progress.js';
+
+export { progress };
 
 const USAGE = `usage: typelens <command> [options]
 
@@ -18,7 +21,8 @@ commands:
       [--no-processing] [--dtype f32|f16|bf16] [--cache all|NAME,NAME] [--repeat N]
   test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
-  demo [--model DIR] [--out DIR]`;
+  demo [--model DIR] [--out DIR] [--prompts classic|seed]
+  fetch-weights gpt2-small [--dir DIR] [--base-url URL]`;
 
 /** A usage mistake: exit code 2 with the usage text. */
 class UsageError extends TypelensError { constructor(m: string) { super(m, 'EUSAGE'); } }
@@ -108,15 +112,6 @@ async function cmdMakeWeights(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** A one-line progress bar on stderr (only on a terminal). */
-export function progress(label: string): (done: number, total: number) => void {
-  return (done, total) => {
-    if (!process.stderr.isTTY) return;
-    const w = 30, f = Math.round((done / total) * w);
-    process.stderr.write(`\r${label} [${'#'.repeat(f)}${'.'.repeat(w - f)}] ${done}/${total}${done === total ? '\n' : ''}`);
-  };
-}
-
 /** Entry point: returns the exit code; errors are one line, never a stack trace. */
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -125,7 +120,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'run': return await cmdRun(rest);
       case 'test-prompt': return await cmdTestPrompt(rest);
       case 'make-weights': return await cmdMakeWeights(rest);
-      case 'demo': return await runDemo(rest, parse);
+      case 'demo': return await runDemo(rest, parse, (m) => new UsageError(m));
       case undefined: case '-h': case '--help': case 'help': console.log(USAGE); return cmd === undefined ? 2 : 0;
       default: throw new UsageError(`unknown command "${cmd}"`);
     }

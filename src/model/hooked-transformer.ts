@@ -24,7 +24,18 @@ export interface LoadOptions extends ProcessingOptions {
 
 export type TokensInput = string | string[] | Tensor | number[] | number[][];
 export type FwdHook = [NameFilter, HookFn];
-export interface RunOptions { prependBos?: boolean; stopAtLayer?: number }
+export interface RunOptions {
+  prependBos?: boolean;
+  /** Stop before this block and return the residual stream [B, P, d_model]. */
+  stopAtLayer?: number;
+  /** Start at this block: the input is then the residual stream [B, P, d_model] entering it. */
+  startAtLayer?: number;
+  /**
+   * Unembed only the final position: logits [B, 1, V]. Every hook still sees all positions; for
+   * metrics that read logits[:, -1] only (the demo's), this saves most of the unembedding.
+   */
+  lastPositionLogits?: boolean;
+}
 export interface CacheOptions extends RunOptions {
   namesFilter?: string | string[] | ((name: string) => boolean);
   posSlice?: SliceInput;
@@ -177,7 +188,8 @@ export class HookedTransformer {
 
   /** Run once and cache activations (copies, taken after any other hooks on the point). */
   runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache } {
-    const tokens = this.tokensOf(input, opts.prependBos);
+    // with startAtLayer the input is a residual stream [B, P, M], passed through as is
+    const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : this.tokensOf(input, opts.prependBos);
     const f = opts.namesFilter;
     const want: (n: string) => boolean = f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
     const names = [...this.hookDict.values()].filter((hp) => hp.fires && want(hp.name)).map((hp) => hp.name);
@@ -301,16 +313,28 @@ export class HookedTransformer {
   /** The model's logits [B, P, V] (or the residual stream when stopAtLayer is given). */
   forward(input: TokensInput, opts: RunOptions = {}): Tensor {
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
-    const tokens = this.tokensOf(input, opts.prependBos);
     const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V, n_layers: L } = this.cfg;
-    const [B, P] = tokens.shape;
     const W = this.weights;
-    const embed = this.fire('hook_embed', embedding(W.W_E, tokens));
-    const pos = this.fire('hook_pos_embed', W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone());
-    let resid = add(embed, pos);
+    let resid: Tensor, start = 0;
+    if (opts.startAtLayer == null) {
+      const tokens = this.tokensOf(input, opts.prependBos);
+      const [B, P] = tokens.shape;
+      const embed = this.fire('hook_embed', embedding(W.W_E, tokens));
+      const pos = this.fire('hook_pos_embed', W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone());
+      resid = add(embed, pos);
+    } else {
+      start = opts.startAtLayer < 0 ? opts.startAtLayer + L : opts.startAtLayer;
+      if (!Number.isInteger(start) || start < 0 || start > L) throw new TypelensError(`startAtLayer ${opts.startAtLayer} is outside [0, ${L}]`, 'EINPUT');
+      if (!(input instanceof Tensor) || input.ndim !== 3 || input.shape[2] !== M || input.shape[1] > this.cfg.n_ctx) {
+        const got = input instanceof Tensor ? `[${input.shape.join(', ')}]` : typeof input;
+        throw new TypelensError(`with startAtLayer the input must be the residual stream [batch, pos <= ${this.cfg.n_ctx}, ${M}], got ${got}`, 'ESHAPE');
+      }
+      resid = input.clone(); // hooks may edit the residual in place: never the caller's tensor
+    }
+    const [B, P] = resid.shape;
     let stop = opts.stopAtLayer ?? L;
     if (stop < 0) stop += L;
-    for (let l = 0; l < Math.min(stop, L); l++) {
+    for (let l = start; l < Math.min(stop, L); l++) {
       const blk = W.blocks[l], pk = this.packed[l], pre = `blocks.${l}.`;
       const residPre = this.fire(pre + 'hook_resid_pre', resid);
       // ln1 runs once per q/k/v input, as in TL (its hooks fire three times)
@@ -355,6 +379,7 @@ export class HookedTransformer {
     }
     if (stop < L) return resid;
     const xf = this.norm(resid, 'ln_final', W.ln_final_w, W.ln_final_b);
+    if (opts.lastPositionLogits) return this.linear(xf.slice(1, P - 1, P).contiguous(), this.packedWU, W.b_U, [B, 1, V]);
     return this.linear(xf, this.packedWU, W.b_U, [B, P, V]);
   }
 

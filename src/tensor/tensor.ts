@@ -100,6 +100,19 @@ export class Tensor {
     return new Tensor(this.f32(), this.shape);
   }
   clone(): Tensor { return new Tensor(Float32Array.from(this.f32()), this.shape); }
+  /**
+   * In-place write through this view (PyTorch's `view[...] = src`): src must have this view's
+   * shape. Only f32 storage is writable; patching hooks edit activations, which always are.
+   */
+  assign(src: Tensor): this {
+    check(this.dtype === 'f32', `cannot assign into ${this.dtype} storage`);
+    check(src.ndim === this.ndim && src.shape.every((d, i) => d === this.shape[i]),
+      () => `cannot assign a [${src.shape.join(', ')}] tensor into a [${this.shape.join(', ')}] view`);
+    const from = src.f32(), dst = this.data as Float32Array;
+    let i = 0;
+    forEachOffset(this.shape, this.strides, this.offset, (o) => { dst[o] = from[i++]; });
+    return this;
+  }
   toArray(): number[] { return Array.from(this.f32()); }
   toNested(): NestedArray {
     const flat = this.f32();

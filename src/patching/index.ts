@@ -1,0 +1,182 @@
+import { TypelensError } from '../errors.js';
+import { getActName } from '../hooks/names.js';
+import type { ActivationCache } from '../hooks/cache.js';
+import type { HookedTransformer, TokensInput } from '../model/hooked-transformer.js';
+import { stack, Tensor } from '../tensor/index.js';
+
+/** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
+export type PatchingMetric = (logits: Tensor) => number;
+/** Writes the clean activation into the corrupted one at `index` (in place) and returns it. */
+export type PatchSetter = (act: Tensor, index: readonly number[], clean: Tensor) => Tensor;
+export type IndexAxis = 'layer' | 'pos' | 'src_pos' | 'dest_pos' | 'head' | 'head_index';
+
+export interface PatchOptions {
+  /** Axes of the sweep; the output has one dimension per axis, the last axis varying fastest. */
+  indexAxisNames?: IndexAxis[];
+  /** Explicit index tuples (first element: layer); the output is then flat, one value per row. */
+  indexDf?: number[][];
+  /** Called after each patched forward. */
+  onProgress?: (done: number, total: number) => void;
+  /**
+   * Re-run only the blocks from the patched layer on, starting from the corrupted residual
+   * stream cached once. The blocks before the patch see identical inputs, so the numbers are
+   * the same as a full forward (bit for bit); it is used only when no other hook is attached.
+   */
+  skipUnchangedLayers?: boolean;
+  /** The metric reads only logits[:, -1]: unembed just that position (logits [B, 1, V]). */
+  lastPositionLogits?: boolean;
+}
+
+const slot = (t: Tensor, axis: number, i: number): Tensor => t.slice(axis, i, i + 1);
+
+function checkIndex(i: number, n: number, what: string, act: Tensor): void {
+  if (!Number.isInteger(i) || i < 0 || i >= n) throw new TypelensError(`patch index ${what} = ${i} is outside [0, ${n}) for an activation of shape [${act.shape.join(', ')}]`, 'EINDEX');
+}
+
+/** TL's patch setters (spec 9.2): in place on the corrupted activation, which is returned. */
+export const setters = {
+  /** (layer, pos): act[:, pos, ...] = clean[:, pos, ...] */
+  layerPos: ((act, [, pos], clean) => {
+    checkIndex(pos, act.shape[1], 'pos', act);
+    slot(act, 1, pos).assign(slot(clean, 1, pos));
+    return act;
+  }) as PatchSetter,
+  /** (layer, pos, head): act[:, pos, head] = clean[:, pos, head] */
+  layerPosHeadVector: ((act, [, pos, head], clean) => {
+    checkIndex(pos, act.shape[1], 'pos', act); checkIndex(head, act.shape[2], 'head', act);
+    slot(slot(act, 1, pos), 2, head).assign(slot(slot(clean, 1, pos), 2, head));
+    return act;
+  }) as PatchSetter,
+  /** (layer, head): act[:, :, head] = clean[:, :, head] */
+  layerHeadVector: ((act, [, head], clean) => {
+    checkIndex(head, act.shape[2], 'head', act);
+    slot(act, 2, head).assign(slot(clean, 2, head));
+    return act;
+  }) as PatchSetter,
+  /** (layer, head): act[:, head, :, :] = clean[:, head, :, :] */
+  layerHeadPattern: ((act, [, head], clean) => {
+    checkIndex(head, act.shape[1], 'head', act);
+    slot(act, 1, head).assign(slot(clean, 1, head));
+    return act;
+  }) as PatchSetter,
+  /** (layer, head, dest): act[:, head, dest, :] = clean[:, head, dest, :] */
+  layerHeadPosPattern: ((act, [, head, dest], clean) => {
+    checkIndex(head, act.shape[1], 'head', act); checkIndex(dest, act.shape[2], 'dest_pos', act);
+    slot(slot(act, 1, head), 2, dest).assign(slot(slot(clean, 1, head), 2, dest));
+    return act;
+  }) as PatchSetter,
+  /** (layer, head, dest, src): act[:, head, dest, src] = clean[:, head, dest, src] */
+  layerHeadDestSrcPosPattern: ((act, [, head, dest, src], clean) => {
+    checkIndex(head, act.shape[1], 'head', act); checkIndex(dest, act.shape[2], 'dest_pos', act); checkIndex(src, act.shape[3], 'src_pos', act);
+    slot(slot(slot(act, 1, head), 2, dest), 3, src).assign(slot(slot(slot(clean, 1, head), 2, dest), 3, src));
+    return act;
+  }) as PatchSetter,
+};
+
+function axisRange(model: HookedTransformer, axis: IndexAxis, seqLen: number): number {
+  switch (axis) {
+    case 'layer': return model.cfg.n_layers;
+    case 'pos': case 'src_pos': case 'dest_pos': return seqLen;
+    case 'head': case 'head_index': return model.cfg.n_heads;
+    default: throw new TypelensError(`unknown index axis "${axis as string}" (use layer, pos, src_pos, dest_pos, head or head_index)`, 'EINPUT');
+  }
+}
+
+/** Cartesian product of [0, n) ranges, last axis fastest (itertools.product order). */
+export function product(ranges: number[]): number[][] {
+  let out: number[][] = [[]];
+  for (const n of ranges) out = out.flatMap((prefix) => Array.from({ length: n }, (_, i) => [...prefix, i]));
+  return out;
+}
+
+/**
+ * TL's generic_activation_patch (spec 9.1): for every index, run the corrupted tokens with
+ * `patchSetter` hooked on `getActName(activationName, index[0])` and record the metric.
+ */
+export function genericActivationPatch(model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache,
+  patchingMetric: PatchingMetric, patchSetter: PatchSetter, activationName: string, opts: PatchOptions = {}): Tensor {
+  const tokens = corruptedTokens instanceof Tensor ? corruptedTokens : model.toTokens(corruptedTokens as string | string[]);
+  const toks = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
+  const seqLen = toks.shape[1];
+  let indices: number[][], outShape: number[];
+  if (opts.indexDf) {
+    indices = opts.indexDf;
+    outShape = [indices.length];
+  } else {
+    const axes = opts.indexAxisNames;
+    if (!axes?.length) throw new TypelensError('genericActivationPatch needs indexAxisNames or indexDf', 'EINPUT');
+    if (axes[0] !== 'layer') throw new TypelensError(`the first index axis must be "layer", got "${axes[0]}"`, 'EINPUT');
+    outShape = axes.map((a) => axisRange(model, a, seqLen));
+    indices = product(outShape);
+  }
+  for (const idx of indices) {
+    if (!Number.isInteger(idx[0]) || idx[0] < 0 || idx[0] >= model.cfg.n_layers) throw new TypelensError(`patch layer ${idx[0]} is outside [0, ${model.cfg.n_layers})`, 'EINDEX');
+  }
+
+  // Blocks before the patched layer run on unchanged inputs: start from their cached output.
+  const noOtherHooks = [...model.hookDict.values()].every((hp) => hp.hooks.length === 0);
+  const skip = (opts.skipUnchangedLayers ?? true) && noOtherHooks;
+  let residPre: Tensor[] | null = null;
+  if (skip) {
+    const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
+    const { cache } = model.runWithCache(toks, { namesFilter: names });
+    residPre = names.map((n) => cache.get(n));
+  }
+
+  const out = new Float32Array(indices.length);
+  indices.forEach((idx, i) => {
+    const name = getActName(activationName, idx[0]);
+    const clean = cleanCache.get(name);
+    const hook = (act: Tensor) => {
+      if (act.ndim !== clean.ndim || act.shape.some((d, k) => d !== clean.shape[k])) {
+        throw new TypelensError(`clean activation ${name} is [${clean.shape.join(', ')}] but the corrupted run's is [${act.shape.join(', ')}]: ` +
+          'clean and corrupted inputs must have the same batch size and length', 'ESHAPE');
+      }
+      return patchSetter(act, idx, clean);
+    };
+    const inBlock = name.startsWith(`blocks.${idx[0]}.`);
+    const logits = residPre && inBlock
+      ? model.runWithHooks(residPre[idx[0]], { fwdHooks: [[name, hook]], startAtLayer: idx[0], lastPositionLogits: opts.lastPositionLogits })
+      : model.runWithHooks(toks, { fwdHooks: [[name, hook]], lastPositionLogits: opts.lastPositionLogits });
+    out[i] = patchingMetric(logits);
+    opts.onProgress?.(i + 1, indices.length);
+  });
+  return new Tensor(out, outShape);
+}
+
+type Ready = (model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits'>) => Tensor;
+
+const ready = (setter: PatchSetter, act: string, axes: IndexAxis[]): Ready =>
+  (model, corrupted, clean, metric, opts = {}) => genericActivationPatch(model, corrupted, clean, metric, setter, act, { ...opts, indexAxisNames: axes });
+
+// Ready-made functions of transformer_lens.patching (spec 9.3), TL's names in camelCase.
+export const getActPatchResidPre = ready(setters.layerPos, 'resid_pre', ['layer', 'pos']);
+export const getActPatchResidMid = ready(setters.layerPos, 'resid_mid', ['layer', 'pos']);
+export const getActPatchAttnOut = ready(setters.layerPos, 'attn_out', ['layer', 'pos']);
+export const getActPatchMlpOut = ready(setters.layerPos, 'mlp_out', ['layer', 'pos']);
+export const getActPatchAttnHeadOutByPos = ready(setters.layerPosHeadVector, 'z', ['layer', 'pos', 'head']);
+export const getActPatchAttnHeadQByPos = ready(setters.layerPosHeadVector, 'q', ['layer', 'pos', 'head']);
+export const getActPatchAttnHeadKByPos = ready(setters.layerPosHeadVector, 'k', ['layer', 'pos', 'head']);
+export const getActPatchAttnHeadVByPos = ready(setters.layerPosHeadVector, 'v', ['layer', 'pos', 'head']);
+/** Output [L, H, P]: TL's axis order for this one is layer, head, dest. */
+export const getActPatchAttnHeadPatternByPos = ready(setters.layerHeadPosPattern, 'pattern', ['layer', 'head_index', 'dest_pos']);
+export const getActPatchAttnHeadPatternDestSrcPos = ready(setters.layerHeadDestSrcPosPattern, 'pattern', ['layer', 'head_index', 'dest_pos', 'src_pos']);
+export const getActPatchAttnHeadOutAllPos = ready(setters.layerHeadVector, 'z', ['layer', 'head']);
+export const getActPatchAttnHeadQAllPos = ready(setters.layerHeadVector, 'q', ['layer', 'head']);
+export const getActPatchAttnHeadKAllPos = ready(setters.layerHeadVector, 'k', ['layer', 'head']);
+export const getActPatchAttnHeadVAllPos = ready(setters.layerHeadVector, 'v', ['layer', 'head']);
+export const getActPatchAttnHeadPatternAllPos = ready(setters.layerHeadPattern, 'pattern', ['layer', 'head_index']);
+
+/** [5, L, H]: output, q, k, v, pattern, each patched for all positions. */
+export const getActPatchAttnHeadAllPosEvery: Ready = (m, c, cc, f, o) => stack([
+  getActPatchAttnHeadOutAllPos, getActPatchAttnHeadQAllPos, getActPatchAttnHeadKAllPos, getActPatchAttnHeadVAllPos, getActPatchAttnHeadPatternAllPos,
+].map((fn) => fn(m, c, cc, f, o)));
+
+/** [5, L, P, H]: as above by position; the pattern result is moved from [L, H, P] to [L, P, H]. */
+export const getActPatchAttnHeadByPosEvery: Ready = (m, c, cc, f, o) => stack([
+  getActPatchAttnHeadOutByPos(m, c, cc, f, o), getActPatchAttnHeadQByPos(m, c, cc, f, o), getActPatchAttnHeadKByPos(m, c, cc, f, o),
+  getActPatchAttnHeadVByPos(m, c, cc, f, o), getActPatchAttnHeadPatternByPos(m, c, cc, f, o).permute(0, 2, 1).contiguous(),
+]);
+
+/** [3, L, P]: resid_pre, attn_out, mlp_out by layer and position. */
+export const getActPatchBlockEvery: Ready = (m, c, cc, f, o) => stack([getActPatchResidPre, getActPatchAttnOut, getActPatchMlpOut].map((fn) => fn(m, c, cc, f, o)));
