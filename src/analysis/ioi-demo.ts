@@ -158,6 +158,7 @@ export function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: D
     print(`Prompt as tokens: ${pyList(str)}`);
   }
   const { logits: originalLogits, cache } = model.runWithCache(data.tokens);
+  cache.log = print;
   const perPrompt = logitsToAveLogitDiff(originalLogits, data.answerTokens, true);
   const original = logitsToAveLogitDiff(originalLogits, data.answerTokens);
   print(`Per prompt logit difference: ${torchRepr(Tensor.from(perPrompt.toArray().map((x) => pyRound(x, 3)), perPrompt.shape))}`);
@@ -268,6 +269,7 @@ export function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: D
   // here it is scoped to this run so that the rest of a session is not affected
   const ablate = (z: Tensor) => { z.slice(1, P - 1, P).slice(2, th, th + 1).assign(Tensor.zeros([B, 1, 1, model.cfg.d_head])); return z; };
   const ablated = model.hooks([[getActName('z', tl), ablate]], () => model.runWithCache(data.tokens));
+  ablated.cache.log = print;
   const post = logitsToAveLogitDiff(ablated.logits, data.answerTokens);
   const dla = perHead.get(tl, th);
   print(`Original logit diff: ${fmt2(original)}`);

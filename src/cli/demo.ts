@@ -23,8 +23,8 @@ const RANDOM_BANNER = 'GPT-2 small weights were not found in weights/gpt2-small/
  */
 export async function runDemo(argv: string[], parse: Parse, usageError: (m: string) => Error): Promise<number> {
   const { values: v } = parse(argv, { model: { type: 'string' }, out: { type: 'string' }, prompts: { type: 'string' } });
-  const variant = (v.prompts ?? 'classic') as DemoVariant;
-  if (variant !== 'classic' && variant !== 'seed') throw usageError(`--prompts must be classic or seed, got "${v.prompts}"`);
+  let variant = v.prompts as DemoVariant | undefined;
+  if (variant !== undefined && variant !== 'classic' && variant !== 'seed') throw usageError(`--prompts must be classic or seed, got "${v.prompts}"`);
   const out = resolve((v.out as string | undefined) ?? 'demo-report');
   let dir = v.model as string | undefined;
   let banner: string | undefined;
@@ -38,7 +38,11 @@ export async function runDemo(argv: string[], parse: Parse, usageError: (m: stri
     console.log(`NOTE: ${banner}`.replace(/(.{1,77})(\s|$)/g, '$1\n').trimEnd());
     console.log('='.repeat(78));
     if (!existsSync(join(dir, 'model.safetensors'))) makeWeights(dir, PRESETS['gpt2-small'], DEFAULT_SEED, progress('generating random gpt2-small'));
+    // The 8-prompt sweeps take minutes on one core and say nothing about random weights: the
+    // embedded default runs the single-prompt (seed) variant unless --prompts classic is given.
+    variant ??= 'seed';
   }
+  variant ??= 'classic';
   const t0 = performance.now();
   const model = HookedTransformer.fromDir(dir, DEMO_FLAGS);
   try {

@@ -15,6 +15,9 @@ interface LnOpts { layer?: number | null; mlpInput?: boolean; posSlice?: SliceIn
  * (n_layers), while `get(['resid_post', -1])` means the last block, as in TL.
  */
 export class ActivationCache {
+  /** Where TL's informational messages go ("Tried to stack head results ..."). */
+  log: (line: string) => void = (line) => console.log(line);
+
   constructor(readonly cacheDict: Map<string, Tensor>, readonly model: HookedTransformer, public hasBatchDim = true) {}
 
   get hasEmbed(): boolean { return this.cacheDict.has('hook_embed'); }
@@ -136,7 +139,7 @@ export class ActivationCache {
     const layer = this.finalLayer(opts.layer, 'stackHeadResults');
     const H = this.model.cfg.n_heads;
     if (!this.cacheDict.has('blocks.0.attn.hook_result')) {
-      console.log("Tried to stack head results when they weren't cached. Computing head results now");
+      this.log("Tried to stack head results when they weren't cached. Computing head results now");
       this.computeHeadResults();
     }
     const ps = new Slice(opts.posSlice);

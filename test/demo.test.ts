@@ -1,0 +1,155 @@
+// The Exploratory Analysis Demo end to end: on the tiny preset (GPT-2 tokenizer, random weights),
+// on the reference fixtures (small vocab: token ids folded into it), and through the CLI. Printed
+// lines are checked against TL's formats; numbers against independent computations (tolerance 1e-4
+// on logit-scale values, exact where the arithmetic is the same).
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { HookedTransformer, randomGPT2, hfConfig, PRESETS, Tensor, sum } from '../src/index.js';
+import { exploratoryDemo, ioiData, ioiPrompts, IoiData } from '../src/analysis/ioi-demo.js';
+import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
+import { torchRepr } from '../src/report/format.js';
+import { toTokens } from '../src/model/tokenizer.js';
+
+const DEMO_FLAGS = { foldLn: true, centerWritingWeights: true, centerUnembed: true, refactorFactoredAttnMatrices: true };
+const quiet = { print: () => {} };
+
+t.test('torch-style printing', async (t) => {
+  t.equal(torchRepr(Tensor.from([3.337, 3.202, 2.709, 3.797, 1.72, 5.281, 2.601, 5.767])), 'tensor([3.3370, 3.2020, 2.7090, 3.7970, 1.7200, 5.2810, 2.6010, 5.7670])');
+  t.equal(torchRepr(Tensor.from([-3.5, 0.25])), 'tensor([-3.5000,  0.2500])');
+  t.equal(torchRepr(Tensor.from([[18.52], [17.47]])), 'tensor([[18.5200],\n        [17.4700]])');
+  t.equal(torchRepr(Tensor.from([[0.039, 0, 0.031], [0.189, 0.172, 0.068]])), 'tensor([[0.0390, 0.0000, 0.0310],\n        [0.1890, 0.1720, 0.0680]])');
+  t.equal(torchRepr(Tensor.from([1, 2])), 'tensor([1., 2.])');
+  t.equal(torchRepr(Tensor.from([1e-5, 0.5])), 'tensor([1.0000e-05, 5.0000e-01])');
+});
+
+t.test('classic demo on the tiny preset: every section, TL formats, consistent numbers', async (t) => {
+  const model = HookedTransformer.fromHFTensors(hfConfig(PRESETS.tiny), randomGPT2(PRESETS.tiny, 1), DEMO_FLAGS);
+  const data = ioiData(model, 'classic');
+  t.same(data.prompts[0], 'When John and Mary went to the shops, John gave the bag to');
+  t.same(data.answerTokens.toNested()[0], [5335, 1757], 'Mary, John');
+  t.same(data.tokens.shape, [8, 15]);
+  t.same(data.exampleRepeatedTokens.shape, [1, 43]);
+  t.same(data.repeatedRandomTokens.shape, [2, 128]);
+  const r = exploratoryDemo(model, data, quiet);
+  const L = 2, H = 4, B = 8, P = 15;
+  const text = r.lines.join('\n');
+  t.match(text, /^Tokenized prompt: \['<\|endoftext\|>', 'After', ' John', ' and', ' Mary', ' went', ' to', ' the', ' store'/m);
+  t.match(text, /^\['When John and Mary went to the shops, John gave the bag to', 'When John and Mary went to the shops, Mary gave the bag to', /m);
+  t.match(text, /^\[\(' Mary', ' John'\), \(' John', ' Mary'\), \(' Tom', ' James'\)/m);
+  t.equal(r.lines.filter((l) => l === 'Prompt length: 15').length, 8);
+  t.match(text, /^Per prompt logit difference: tensor\(\[(\s*-?\d\.\d{4}(e[+-]\d\d)?,?){8}\]\)$/m);
+  t.match(text, /^Average logit difference: -?\d+\.\d{3}$/m);
+  t.match(text, /^Answer residual directions shape: torch\.Size\(\[8, 2, 64\]\)$/m);
+  t.match(text, /^Logit difference directions shape: torch\.Size\(\[8, 64\]\)$/m);
+  t.match(text, /^Final residual stream shape: torch\.Size\(\[8, 15, 64\]\)$/m);
+  t.match(text, /^Calculated average logit diff: -?\d+\.\d{3}\nOriginal logit difference: -?\d+\.\d{3}$/m);
+  t.match(text, /^Tried to stack head results when they weren't cached\. Computing head results now$/m);
+  t.match(text, /^Corrupted Average Logit Diff -?\d+\.\d\d\nClean Average Logit Diff -?\d+\.\d\d$/m);
+  t.match(text, /^\['<\|endoftext\|>When John and Mary went to the shops, Mary gave the bag to', /m);
+  t.match(text, /^Top Name Mover to ablate: L\dH\d$/m);
+  t.match(text, /^Original logit diff: -?\d+\.\d\d\nPost ablation logit diff: -?\d+\.\d\d\nDirect Logit Attribution of top name mover head: -?\d+\.\d\d\nNaive prediction of post ablation logit diff: -?\d+\.\d\d$/m);
+  t.match(text, /^Average LN scaling ratio: \d+\.\d{3}\nAblation LN scale tensor\(\[\[/m);
+
+  // numbers, against independent computations
+  const logits = model.forward(data.tokens);
+  const direct = Array.from({ length: B }, (_, b) => logits.get(b, P - 1, 5335 * 0 + data.answerTokens.get(b, 0)) - logits.get(b, P - 1, data.answerTokens.get(b, 1)));
+  t.ok(direct.every((d, b) => Math.abs(d - r.perPromptLogitDiff.get(b)) < 1e-5), 'per-prompt logit diff = gathered logits');
+  const bU = model.b_U;
+  const biasGap = direct.reduce((a, _, b) => a + bU.get(data.answerTokens.get(b, 0)) - bU.get(data.answerTokens.get(b, 1)), 0) / B;
+  t.ok(Math.abs(r.calculatedAverageLogitDiff + biasGap - r.originalAverageLogitDiff) < 1e-4, 'DLA of the final residual + b_U gap = logit diff (spec 7.4)');
+  t.equal(r.logitLens.shape[0], 2 * L + 1);
+  t.same(r.logitLensLabels, ['0_pre', '0_mid', '1_pre', '1_mid', 'final_post']);
+  t.ok(Math.abs(r.logitLens.get(2 * L) - r.calculatedAverageLogitDiff) < 1e-5, 'logit lens ends at the full DLA');
+  t.equal(r.perLayer.shape[0], 2 * L + 2);
+  t.ok(Math.abs(sum(r.perLayer).item() - r.calculatedAverageLogitDiff) < 1e-4, 'per-layer DLA sums to the total');
+  t.same(r.perHead.shape, [L, H]);
+  t.same(r.patchedResidPre.shape, [L, P]);
+  // clean and corrupted differ only at position 10 (S2): earlier columns are exactly 0, [0, 10] exactly 1
+  for (let l = 0; l < L; l++) for (let p = 0; p < 10; p++) t.equal(r.patchedResidPre.get(l, p), 0, `resid_pre [${l}, ${p}]`);
+  t.equal(r.patchedResidPre.get(0, 10), 1, 'patching S2 at layer 0 restores the clean run exactly');
+  t.ok(Math.abs(r.corruptedAverageLogitDiff - logitsToAveLogitDiff(model.forward(data.corruptedTokens), data.answerTokens)) < 1e-6);
+  t.same(r.patchedHeadZ.shape, [L, H]);
+  t.same(r.patchedHeadV.shape, [L, H]);
+  t.same(r.patchedHeadPattern.shape, [L, H]);
+  const { head, postAblation, dla, original, naive } = r.ablation;
+  t.equal(r.perHead.reshape([L * H]).toArray().indexOf(Math.max(...r.perHead.toArray())), head, 'ablated head = top DLA head');
+  t.equal(r.ablation.perHeadAblated.get(Math.floor(head / H), head % H), 0, 'ablated head DLA is exactly 0');
+  t.ok(Math.abs(naive - (original - dla)) < 1e-6);
+  t.not(postAblation, original);
+
+  // report: every figure with its axes and data shape
+  const figs = r.report.figures;
+  const byTitle = (s: string) => figs.find((f) => f.title === s);
+  t.same(byTitle('Logit Difference From Accumulate Residual Stream'), { id: byTitle('Logit Difference From Accumulate Residual Stream')!.id, kind: 'line', title: 'Logit Difference From Accumulate Residual Stream', xTitle: 'x', yTitle: 'y', shape: [5] });
+  t.same(byTitle('Logit Difference From Each Layer')?.shape, [6]);
+  for (const title of ['Logit Difference From Each Head', 'Logit Difference From Patched Head Output', 'Logit Difference From Patched Head Value',
+    'Logit Difference From Patched Head Pattern', 'Previous Token Scores', 'Duplicate Token Scores', 'Induction Head Scores']) {
+    t.match(byTitle(title), { kind: 'heatmap', xTitle: 'Head', yTitle: 'Layer', shape: [L, H] }, title);
+  }
+  for (const title of ['Logit Difference From Patched Residual Stream', 'Logit Difference From Patched Attention Layer', 'Logit Difference From Patched MLP Layer']) {
+    t.match(byTitle(title), { kind: 'heatmap', xTitle: 'Position', yTitle: 'Layer', shape: [L, P] }, title);
+  }
+  t.match(byTitle('Scatter plot of output patching vs value patching'), { kind: 'scatter', xTitle: 'Value Patch', yTitle: 'Output Patch', shape: [L * H] });
+  t.match(byTitle('Scatter plot of output patching vs attention patching'), { kind: 'scatter', xTitle: 'Attention Patch', yTitle: 'Output Patch' });
+  t.match(byTitle('Original vs Post-Ablation Direct Logit Attribution of Heads'), { kind: 'scatter', xTitle: 'Ablated', yTitle: 'Original' });
+  t.equal(figs.filter((f) => f.title.startsWith('Top 3 Positive Logit Attribution Heads')).length, 3);
+  t.ok(figs.filter((f) => f.kind === 'attention').every((f) => f.shape[0] === P && f.shape[1] === P));
+  const html = r.report.html();
+  t.ok(html.length > 3e6, 'plotly.js is inlined');
+  t.notMatch(html, /<script[^>]+src=/, 'no external scripts');
+  const manifest = JSON.parse(html.match(/<script type="application\/json" id="typelens-figures">(.*?)<\/script>/s)![1]);
+  t.equal(manifest.length, figs.length);
+  t.equal((html.match(/class="figure"/g) ?? []).length, figs.length, 'one div per figure');
+  model.dispose();
+});
+
+t.test('every section runs on the reference fixtures (token ids folded into their small vocab)', async (t) => {
+  for (const name of ['tiny', 'tiny-odd']) {
+    const dir = fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url));
+    const model = HookedTransformer.fromDir(dir, DEMO_FLAGS);
+    const { d_vocab: V, n_ctx } = model.cfg;
+    const fold = (t: Tensor) => Tensor.from(t.toArray().map((x) => (x === 50256 ? model.cfg.bos_token_id : x % V)), t.shape);
+    const gpt2 = (p: string[]) => toTokens(p, { nCtx: 1024, bos: 50256, prependBos: true });
+    const [big, corrupted] = [gpt2(ioiPrompts('classic').prompts), gpt2(ioiPrompts('classic').corruptedPrompts)];
+    const seqLen = Math.floor(n_ctx / 2);
+    const rows = [0, 1].map((b) => Array.from({ length: seqLen }, (_, i) => (7 * i + 13 * b + 1) % V));
+    const data: IoiData = {
+      variant: 'classic', prompts: ioiPrompts('classic').prompts, answers: ioiPrompts('classic').answers,
+      tokens: fold(big), corruptedTokens: fold(corrupted), answerTokens: Tensor.from([5335, 1757, 1757, 5335, 5335, 1757, 1757, 5335, 5, 6, 6, 5, 7, 8, 8, 7].map((x) => x % V), [8, 2]),
+      corruptedPrompts: ioiPrompts('classic').corruptedPrompts, testPrompt: null,
+      exampleRepeatedTokens: Tensor.from([model.cfg.bos_token_id, 1, 2, 3, 4, 1, 2, 3, 4], [1, 9]),
+      repeatedRandomTokens: Tensor.from(rows.flatMap((r) => [...r, ...r]), [2, 2 * seqLen]), seqLen,
+    };
+    const r = exploratoryDemo(model, data, quiet);
+    const { n_layers: L, n_heads: H } = model.cfg;
+    t.same(r.patchedResidPre.shape, [L, 15], `${name}: resid_pre grid`);
+    t.same(r.headScores.induction.shape, [L, H], `${name}: induction scores`);
+    t.ok(r.report.figures.length >= 20, `${name}: ${r.report.figures.length} figures`);
+    model.dispose();
+  }
+});
+
+t.test('typelens demo --prompts seed on a small checkpoint writes the report; bad flags exit 2', async (t) => {
+  const bin = fileURLToPath(new URL('../../bin/typelens.js', import.meta.url));
+  const tmp = mkdtempSync(join(tmpdir(), 'typelens-demo-'));
+  const model = join(tmp, 'tiny'), out = join(tmp, 'report');
+  t.equal(spawnSync(process.execPath, [bin, 'make-weights', '--preset', 'tiny', '--out', model]).status, 0);
+  const r = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--out', out, '--prompts', 'seed'], { encoding: 'utf8' });
+  t.equal(r.status, 0, r.stderr);
+  t.match(r.stdout, /^Per prompt logit difference: tensor\(\[\s*-?\d\.\d{4}\]\)$/m);
+  t.match(r.stdout, /^Prompt as tokens: \['<\|endoftext\|>', 'When', ' John', ' and', ' Mary', ' went', ' to', ' the', ' shops', ',', ' John', ' gave', ' the', ' bag', ' to'\]$/m);
+  t.match(r.stdout, /wrote .*index\.html \(\d+ figures\)/);
+  t.ok(existsSync(join(out, 'index.html')));
+  t.same(readdirSync(out), ['index.html'], 'no temp files left');
+  t.ok(readFileSync(join(out, 'index.html'), 'utf8').includes('Logit Difference From Patched Head Pattern'));
+  const bad = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--prompts', 'many'], { encoding: 'utf8' });
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /--prompts must be classic or seed, got "many"/);
+  const missing = spawnSync(process.execPath, [bin, 'demo', '--model', join(tmp, 'nope')], { encoding: 'utf8' });
+  t.equal(missing.status, 1);
+  t.match(missing.stderr, /--model: .*nope does not exist/);
+});
