@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
@@ -10,6 +10,7 @@ import { Tensor } from '../tensor/index.js';
 import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
+import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
 import { progress } from './progress.js';
 
 export { progress };
@@ -112,6 +113,24 @@ async function cmdMakeWeights(argv: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdFetchWeights(argv: string[]): Promise<number> {
+  const { values: v, positionals } = parse(argv, { dir: { type: 'string' }, 'base-url': { type: 'string' } });
+  if (positionals.length !== 1) throw new UsageError(`fetch-weights needs one model name (${Object.keys(CHECKPOINTS).join(', ')})`);
+  const ckpt = CHECKPOINTS[positionals[0]];
+  if (!ckpt) throw new UsageError(`unknown model "${positionals[0]}" (known: ${Object.keys(CHECKPOINTS).join(', ')})`);
+  const dir = resolve((v.dir as string | undefined) ?? join('weights', positionals[0]));
+  const bars = new Map<string, ReturnType<typeof progress>>();
+  await fetchWeights(ckpt, {
+    dir, baseUrl: v['base-url'] as string | undefined,
+    onProgress: (file, done, total) => {
+      if (!bars.has(file)) bars.set(file, progress(`${file} (bytes)`));
+      bars.get(file)?.(done, total || done);
+    },
+  });
+  console.log(`${ckpt.repo}@${ckpt.revision.slice(0, 12)} is in ${dir} (sizes and sha256 verified)`);
+  return 0;
+}
+
 /** Entry point: returns the exit code; errors are one line, never a stack trace. */
 export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -121,6 +140,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'test-prompt': return await cmdTestPrompt(rest);
       case 'make-weights': return await cmdMakeWeights(rest);
       case 'demo': return await runDemo(rest, parse, (m) => new UsageError(m));
+      case 'fetch-weights': return await cmdFetchWeights(rest);
       case undefined: case '-h': case '--help': case 'help': console.log(USAGE); return cmd === undefined ? 2 : 0;
       default: throw new UsageError(`unknown command "${cmd}"`);
     }
