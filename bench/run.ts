@@ -89,6 +89,30 @@ function benchForward(): void {
   writeJson('forward.json', rows);
 }
 
+/** WASM vs CUDA on the same machine and process: 15 tokens with the full cache, and 8 x 15. */
+function benchCuda(): void {
+  const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
+  if (!existsSync(join(dir, 'model.safetensors'))) { console.log('generating random gpt2-small (seed 0)...'); makeWeights(dir, PRESETS['gpt2-small'], 0); }
+  const rows: Record<string, unknown>[] = [];
+  const ms: Record<string, number> = {};
+  for (const backend of ['wasm', 'cuda'] as const) {
+    const model = HookedTransformer.fromDir(dir, { ...NO_PROCESSING, backend });
+    for (const batch of [1, 8]) {
+      const tokens = Array.from({ length: batch }, () => PROMPT15);
+      model.runWithCache(tokens);
+      ms[`${backend}${batch}`] = time(`${backend} batch ${batch}`, () => model.runWithCache(tokens), 3);
+    }
+    model.dispose();
+  }
+  console.log('| input | wasm (ms) | cuda (ms) | speedup |\n|---|---|---|---|');
+  for (const batch of [1, 8]) {
+    const w = ms[`wasm${batch}`], c = ms[`cuda${batch}`];
+    rows.push({ batch, tokens: 15, cache: 'all', wasm_ms: w, cuda_ms: c, speedup: +(w / c).toFixed(2) });
+    console.log(`| ${batch === 1 ? '15 tokens' : '8 x 15 tokens'}, full cache | ${w.toFixed(1)} | ${c.toFixed(1)} | ${(w / c).toFixed(2)}x |`);
+  }
+  writeJson('cuda.json', rows);
+}
+
 function writeJson(name: string, data: unknown): void {
   mkdirSync(resultsDir, { recursive: true });
   const p = join(resultsDir, name);
@@ -102,5 +126,6 @@ if (what === 'forward-one') forwardOne(rest[0], rest[1] as DType, Number(rest[2]
 else {
   if (what === 'matmul' || what === 'all') benchMatmul();
   if (what === 'forward' || what === 'all') benchForward();
-  if (!['matmul', 'forward', 'all'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, all)`); process.exitCode = 2; }
+  if (what === 'cuda') benchCuda();
+  if (!['matmul', 'forward', 'all', 'cuda'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, all, cuda)`); process.exitCode = 2; }
 }

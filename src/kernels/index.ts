@@ -2,12 +2,22 @@ import { TypelensError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { jsBackend } from './js/index.js';
 import { WasmBackend } from './wasm/index.js';
+import { CudaBackend, cudaStatus } from './cuda/index.js';
 
 export type { Backend, PackedWeight } from './backend.js';
 export { jsBackend } from './js/index.js';
 export { WasmBackend } from './wasm/index.js';
 
-export type BackendName = 'auto' | 'wasm' | 'js';
+export { CudaBackend, cudaStatus } from './cuda/index.js';
+
+export type BackendName = 'auto' | 'wasm' | 'js' | 'cuda';
+
+let cudaDefault: CudaBackend | null | undefined;
+/** The process's CUDA backend, or null (with cudaStatus().reason saying why). */
+export function cudaBackend(): CudaBackend | null {
+  if (cudaDefault === undefined) cudaDefault = cudaStatus().addon ? new CudaBackend() : null;
+  return cudaDefault;
+}
 
 let wasmDefault: WasmBackend | null | undefined;
 
@@ -21,10 +31,27 @@ export function wasmBackend(): WasmBackend | null {
   return wasmDefault;
 }
 
-/** Pick a backend: `auto` = WASM SIMD when it loads, else plain JS. TYPELENS_BACKEND overrides auto. */
+let announced = false;
+
+/**
+ * Pick a backend: `auto` = CUDA when the addon is built and a device is present (said once on
+ * stderr), else WASM SIMD when it loads, else plain JS. TYPELENS_BACKEND overrides auto.
+ */
 export function getBackend(name: BackendName = 'auto'): Backend {
   const want = name === 'auto' ? (process.env.TYPELENS_BACKEND as BackendName | undefined) ?? 'auto' : name;
   if (want === 'js') return jsBackend;
+  if (want === 'cuda') {
+    const c = cudaBackend();
+    if (!c) throw new TypelensError(`CUDA backend unavailable: ${cudaStatus().reason}`, 'ENOKERNEL');
+    return c;
+  }
+  if (want === 'auto') {
+    const c = cudaBackend();
+    if (c) {
+      if (!announced) { announced = true; process.stderr.write(`typelens: backend auto chose cuda (${cudaStatus().reason})\n`); }
+      return c;
+    }
+  }
   const w = wasmBackend();
   if (w) return w;
   if (want === 'wasm') throw new TypelensError('WASM backend unavailable (kernels not built or no SIMD support)', 'ENOKERNEL');

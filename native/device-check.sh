@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU: build the CUDA addon, run the CUDA test subset, and time the
+# gpt2-small-shaped forward (15 tokens with full cache, and 8 x 15) on WASM and CUDA side by side.
+# Needs Node >= 20 (with its headers), nvcc, and the project's node_modules (npm ci, or carried over
+# from a machine with registry access). Budget: under 6 minutes including the build.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+say() { echo "device-check: $*"; }
+if ! command -v node >/dev/null 2>&1; then
+  say "Node.js is not installed on this machine. Provide Node >= 20 (e.g. unpack the official"
+  say "linux-x64 tarball and put its bin/ on PATH; it ships the headers the addon build needs), then rerun."
+  exit 3
+fi
+major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || { say "Node $(node -v) is too old: typelens needs Node >= 20"; exit 3; }
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/device-check: GPU: /'
+if [ ! -d node_modules ]; then
+  say "node_modules missing: running npm ci (needs the npm registry)"
+  npm ci --no-audit --no-fund >/dev/null || { say "npm ci failed: copy node_modules from a machine with registry access"; exit 3; }
+fi
+[ -f dist/src/index.js ] || npm run build >/dev/null || { say "build failed"; exit 1; }
+start=$(date +%s)
+timeout 240 npm run build:cuda || { say "CUDA addon build failed"; exit 1; }
+say "addon built in $(( $(date +%s) - start )) s"
+timeout 120 npx tap dist/test/cuda.test.js || say "CUDA tests FAILED (see above)"
+timeout 200 node dist/bench/run.js cuda || say "benchmark failed"
+say "total $(( $(date +%s) - start )) s"

@@ -1,0 +1,119 @@
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { TypelensError } from '../../errors.js';
+import { decode, DType } from '../../tensor/dtype.js';
+import type { Backend, PackedWeight } from '../backend.js';
+
+/** The N-API addon's surface (native/src/addon.cc); buffers are integer handles to device memory. */
+export interface CudaAddon {
+  deviceCount(): number;
+  deviceName(): string;
+  alloc(n: number): number;
+  free(id: number): void;
+  upload(id: number, data: Float32Array): void;
+  download(id: number, out: Float32Array): void;
+  matmul(a: number, b: number, c: number, M: number, K: number, N: number): void;
+  layerNorm(x: number, out: number, scale: number, w: number | null, b: number | null, rows: number, d: number, eps: number): void;
+  attention(q: number, k: number, v: number, pattern: number, z: number, B: number, P: number, H: number, D: number, invScale: number): void;
+  gelu(x: number, out: number, n: number): void;
+  synchronize(): void;
+}
+
+const ADDON = process.env.TYPELENS_CUDA_ADDON ?? fileURLToPath(new URL('../../../../native/build/Release/typelens_cuda.node', import.meta.url));
+let probe: { addon: CudaAddon | null; reason: string } | undefined;
+
+/** Load the addon once: null with the reason when it is not built, fails to load, or sees no GPU. */
+export function cudaStatus(): { addon: CudaAddon | null; reason: string } {
+  if (probe) return probe;
+  if (!existsSync(ADDON)) return (probe = { addon: null, reason: `CUDA addon not built (${ADDON} is missing; run npm run build:cuda)` });
+  let addon: CudaAddon;
+  try { addon = createRequire(import.meta.url)(ADDON) as CudaAddon; } catch (e) {
+    return (probe = { addon: null, reason: `CUDA addon failed to load: ${(e as Error).message.split('\n')[0]}` });
+  }
+  const n = addon.deviceCount();
+  if (n === 0) return (probe = { addon: null, reason: 'CUDA addon built, but no CUDA device (or driver) is present' });
+  return (probe = { addon, reason: `CUDA device: ${addon.deviceName()}` });
+}
+
+/** A device buffer that grows on demand and is reused between calls (scratch for activations). */
+class Scratch {
+  id = 0; n = 0;
+  constructor(private cu: CudaAddon) {}
+  get(n: number): number {
+    if (n > this.n) { if (this.id) this.cu.free(this.id); this.id = this.cu.alloc(n); this.n = n; }
+    return this.id;
+  }
+}
+
+/**
+ * CUDA backend: weights are uploaded once at pack time and stay on the device; a matmul copies the
+ * activation in and the result out (the explicit host boundary of the current forward). The fused
+ * kernels (layer norm, causal attention, gelu_new) are exposed for the device-resident path.
+ */
+export class CudaBackend implements Backend {
+  readonly name = 'cuda';
+  readonly cu: CudaAddon;
+  private s: Scratch[];
+
+  constructor() {
+    const { addon, reason } = cudaStatus();
+    if (!addon) throw new TypelensError(`CUDA backend unavailable: ${reason}`, 'ENOKERNEL');
+    this.cu = addon;
+    this.s = Array.from({ length: 8 }, () => new Scratch(addon));
+  }
+
+  pack(data: Float32Array | Uint16Array, K: number, N: number, dtype: DType): PackedWeight {
+    if (data.length !== K * N) throw new TypelensError(`cannot pack ${data.length} values as a [${K}, ${N}] weight`, 'ESHAPE');
+    const f32 = data instanceof Float32Array ? data : decode(data, dtype, new Float32Array(K * N));
+    const cu = this.cu;
+    const id = cu.alloc(K * N);
+    cu.upload(id, f32);
+    let live = true;
+    return { K, N, dtype, backend: 'cuda', bytes: K * N * 4, id, release() { if (live) { cu.free(id); live = false; } } } as PackedWeight & { id: number };
+  }
+
+  matmul(a: Float32Array, M: number, b: PackedWeight, out = new Float32Array(M * b.N)): Float32Array {
+    const w = b as PackedWeight & { id?: number };
+    if (w.backend !== 'cuda' || w.id === undefined) throw new TypelensError(`weight packed for ${b.backend}, not cuda`, 'ENOKERNEL');
+    if (a.length !== M * b.K) throw new TypelensError(`matmul: a has ${a.length} values, expected [${M}, ${b.K}]`, 'ESHAPE');
+    const A = this.s[0].get(M * b.K), C = this.s[1].get(M * b.N);
+    this.cu.upload(A, a);
+    this.cu.matmul(A, w.id, C, M, b.K, b.N);
+    this.cu.download(C, out);
+    return out;
+  }
+
+  /** TL's layer norm on rows of d: centred / sqrt(mean sq + eps), then w, b when given. */
+  layerNorm(x: Float32Array, d: number, eps: number, w?: Float32Array, b?: Float32Array): { out: Float32Array; scale: Float32Array } {
+    const rows = x.length / d, cu = this.cu;
+    const X = this.s[0].get(x.length), O = this.s[1].get(x.length), S = this.s[2].get(rows);
+    cu.upload(X, x);
+    let W: number | null = null, Bb: number | null = null;
+    if (w && b) { W = this.s[3].get(d); Bb = this.s[4].get(d); cu.upload(W, w); cu.upload(Bb, b); }
+    cu.layerNorm(X, O, S, W, Bb, rows, d, eps);
+    const out = new Float32Array(x.length), scale = new Float32Array(rows);
+    cu.download(O, out); cu.download(S, scale);
+    return { out, scale };
+  }
+
+  /** Causal attention from q, k, v [B, P, H, D]: pattern [B, H, P, P] and z [B, P, H, D]. */
+  attention(q: Float32Array, k: Float32Array, v: Float32Array, B: number, P: number, H: number, D: number, attnScale: number): { pattern: Float32Array; z: Float32Array } {
+    const n = B * P * H * D, cu = this.cu;
+    const [Q, K, V, PT, Z] = [0, 1, 2, 3, 4].map((i) => this.s[i].get(i === 3 ? B * H * P * P : n));
+    cu.upload(Q, q); cu.upload(K, k); cu.upload(V, v);
+    cu.attention(Q, K, V, PT, Z, B, P, H, D, 1 / attnScale);
+    const pattern = new Float32Array(B * H * P * P), z = new Float32Array(n);
+    cu.download(PT, pattern); cu.download(Z, z);
+    return { pattern, z };
+  }
+
+  gelu(x: Float32Array): Float32Array {
+    const X = this.s[0].get(x.length), O = this.s[1].get(x.length);
+    this.cu.upload(X, x);
+    this.cu.gelu(X, O, x.length);
+    const out = new Float32Array(x.length);
+    this.cu.download(O, out);
+    return out;
+  }
+}
