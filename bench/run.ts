@@ -113,6 +113,38 @@ function benchCuda(): void {
   writeJson('cuda.json', rows);
 }
 
+/** 1,000 consecutive forwards with hooks and full caches on the tiny preset: RSS must not grow. */
+function soak(): void {
+  if (!global.gc) { console.error('soak: run with node --expose-gc (npm run soak does)'); process.exitCode = 2; return; }
+  const shape = PRESETS.tiny;
+  const dir = resolve(root, 'weights', 'random-tiny-seed0');
+  if (!existsSync(join(dir, 'model.safetensors'))) makeWeights(dir, shape, 0);
+  const model = HookedTransformer.fromDir(dir);
+  const tokens = Array.from({ length: 4 }, (_, b) => Array.from({ length: 32 }, (_, i) => (b * 131 + i * 17) % 50257));
+  const rss: number[] = [], heap: number[] = [];
+  global.gc?.();
+  const t0 = performance.now();
+  for (let i = 1; i <= 1000; i++) {
+    let seen = 0;
+    const { cache } = model.runWithCache(tokens, {});
+    model.runWithHooks(tokens, { fwdHooks: [[(n: string) => n.endsWith('hook_z'), (z) => { seen += z.size; }]] });
+    if (cache.size === 0 || seen === 0) throw new Error('soak: hooks or cache did not fire');
+    if (i % 100 === 0) { global.gc?.(); const u = process.memoryUsage(); rss.push(u.rss / 2 ** 20); heap.push((u.heapUsed + u.arrayBuffers) / 2 ** 20); }
+  }
+  const ms = performance.now() - t0;
+  // live memory (JS heap + array buffers after a full GC) is the leak signal; RSS also moves with
+  // the allocator's free lists, so it gets a looser bound on its peak
+  const heapGrowth = heap[heap.length - 1] - heap[0], rssPeak = Math.max(...rss) - rss[0];
+  const row = { forwards: 1000, per_iteration: `runWithCache (full, ${model.cfg.n_layers * 17 + 4} activations) + runWithHooks (hook_z)`, batch: 4, tokens: 32,
+    seconds: +(ms / 1000).toFixed(1), live_mb_every_100: heap.map((x) => +x.toFixed(1)), rss_mb_every_100: rss.map((x) => +x.toFixed(1)),
+    live_growth_mb: +heapGrowth.toFixed(2), live_bound_mb: 5, rss_peak_over_first_mb: +rssPeak.toFixed(1), rss_bound_mb: 100,
+    within_bound: heapGrowth <= 5 && rssPeak <= 100 };
+  console.log(JSON.stringify(row, null, 2));
+  writeJson('soak.json', row);
+  model.dispose();
+  if (!row.within_bound) process.exitCode = 1;
+}
+
 function writeJson(name: string, data: unknown): void {
   mkdirSync(resultsDir, { recursive: true });
   const p = join(resultsDir, name);
@@ -127,5 +159,6 @@ else {
   if (what === 'matmul' || what === 'all') benchMatmul();
   if (what === 'forward' || what === 'all') benchForward();
   if (what === 'cuda') benchCuda();
-  if (!['matmul', 'forward', 'all', 'cuda'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, all, cuda)`); process.exitCode = 2; }
+  if (what === 'soak') soak();
+  if (!['matmul', 'forward', 'all', 'cuda', 'soak'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, all, cuda, soak)`); process.exitCode = 2; }
 }
