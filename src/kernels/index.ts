@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { TypelensError } from '../errors.js';
 import type { Backend } from './backend.js';
 import { jsBackend } from './js/index.js';
@@ -21,12 +22,20 @@ export function cudaBackend(): CudaBackend | null {
 
 let wasmDefault: WasmBackend | null | undefined;
 
+/** TYPELENS_THREADS, else the machine's available parallelism. */
+export function defaultThreads(): number {
+  const env = Number(process.env.TYPELENS_THREADS);
+  return Number.isInteger(env) && env >= 1 ? env : availableParallelism();
+}
+
 /** The WASM backend shared by the whole process (one Memory), or null when unavailable. */
 export function wasmBackend(): WasmBackend | null {
   if (wasmDefault === undefined) {
     // FMA (relaxed SIMD) is opt-in: on the 2-core EPYC we measure, V8 11.3's relaxed_madd
     // kernel is slower than the plain mul+add one (bench/results/matmul.json has both).
     try { wasmDefault = new WasmBackend({ fma: process.env.TYPELENS_FMA === '1' }); } catch { wasmDefault = null; }
+    // intra-op threads: TYPELENS_THREADS, else every core
+    if (wasmDefault) wasmDefault.setThreads(defaultThreads());
   }
   return wasmDefault;
 }

@@ -5,6 +5,7 @@ import { check, TypelensError } from '../../errors.js';
 import { bytesPerElement, DType } from '../../tensor/dtype.js';
 import type { Backend, PackedWeight } from '../backend.js';
 import { Arena } from './arena.js';
+import { MatmulHelpers } from '../../parallel/intra-op.js';
 
 // Must match src/kernels/wasm/matmul.wat.mjs.
 const NR = 8;
@@ -46,13 +47,17 @@ export class WasmBackend implements Backend {
   /** Rows per micro-kernel block (5 without FMA, 6 with: FMA frees the temporary register). */
   readonly mr: number;
   private scratch = { ptr: 0, bytes: 0 };
+  readonly module: WebAssembly.Module;
+  private helpers: MatmulHelpers | null = null;
+  /** Matmuls smaller than this many multiply-adds stay on one thread (waking a helper costs ~20 us). */
+  static PARALLEL_MIN_MACS = 1 << 20;
 
-  constructor(opts: { fma?: boolean } = {}) {
-    this.memory = new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true });
+  constructor(opts: { fma?: boolean; memory?: WebAssembly.Memory; module?: WebAssembly.Module; fmaModule?: boolean } = {}) {
+    this.memory = opts.memory ?? new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true });
     this.arena = new Arena(this.memory);
-    let mod: WebAssembly.Module | null = null;
-    let fma = false;
-    if (opts.fma !== false) {
+    let mod: WebAssembly.Module | null = opts.module ?? null;
+    let fma = opts.module ? !!opts.fmaModule : false;
+    if (!mod && opts.fma !== false) {
       // Relaxed SIMD (a real FMA) is off by default on Node 20; this flag turns it on.
       try { setFlagsFromString('--experimental-wasm-relaxed-simd'); } catch { /* not fatal */ }
       const p = wasmPath('matmul-relaxed');
@@ -65,10 +70,27 @@ export class WasmBackend implements Backend {
       if (!mod) throw new TypelensError('this runtime does not support WebAssembly SIMD128', 'ENOKERNEL');
     }
     this.fma = fma;
+    this.module = mod;
     this.name = fma ? 'wasm-simd-fma' : 'wasm-simd';
     const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
     this.kernel = inst.exports.matmul as MatmulFn;
     this.mr = (inst.exports.mr as () => number)();
+  }
+
+  /**
+   * Threads for one matmul: n - 1 helper threads share this memory and take column panels.
+   * Results are bit-identical for any n (each output element's arithmetic is unchanged).
+   */
+  setThreads(n: number): void {
+    check(Number.isInteger(n) && n >= 1, `threads must be a positive integer, got ${n}`);
+    this.helpers?.terminate();
+    this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, () => this.arena.alloc(KC * NR * 4)) : null;
+  }
+  get threads(): number { return (this.helpers?.count ?? 0) + 1; }
+  /** Block until the helper threads have started (they otherwise join as they become ready). */
+  async whenReady(timeoutMs = 5000): Promise<void> {
+    const t0 = Date.now();
+    while (this.helpers && this.helpers.ready() < this.helpers.count && Date.now() - t0 < timeoutMs) await new Promise((r) => setTimeout(r, 5));
   }
 
   private f32view(): Float32Array { return new Float32Array(this.memory.buffer); }
@@ -130,7 +152,10 @@ export class WasmBackend implements Backend {
       }
     }
     const kind = w.dtype === 'f32' ? 0 : w.dtype === 'bf16' ? 1 : 2;
-    this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, npad / NR, npad, kind, tPtr);
+    const np = npad / NR;
+    if (this.helpers && np >= 2 && M * K * N >= WasmBackend.PARALLEL_MIN_MACS && this.helpers.ready() > 0) {
+      this.helpers.run({ a: aPtr, b: w.ptr, c: cPtr, nrb, K, npad, kind }, np, (p0, p1) => this.kernel(aPtr, w.ptr, cPtr, nrb, K, p0, p1, npad, kind, tPtr));
+    } else this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, np, npad, kind, tPtr);
     const c0 = cPtr >> 2;
     if (npad === N) c.set(mem.subarray(c0, c0 + M * N));
     else for (let i = 0; i < M; i++) c.set(mem.subarray(c0 + i * npad, c0 + i * npad + N), i * N);

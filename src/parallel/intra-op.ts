@@ -1,0 +1,67 @@
+import { Worker } from 'node:worker_threads';
+import { CTRL, CtrlState } from './control.js';
+
+/**
+ * Helper threads that take a share of each large matmul's column panels. They are started once,
+ * share the kernels' memory, and are driven with Atomics: the caller packs A, hands each helper a
+ * panel range, computes its own range and waits. Splitting panels leaves each output element's
+ * arithmetic unchanged, so results are bit-identical to one thread.
+ */
+export class MatmulHelpers {
+  private helpers: { worker: Worker; ctrl: Int32Array; tmp: number }[] = [];
+
+  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, tmpFor: () => number) {
+    for (let i = 0; i < count; i++) {
+      const sab = new SharedArrayBuffer(CTRL.size * 4);
+      const worker = new Worker(new URL('./matmul-helper.js', import.meta.url), { workerData: { module, memory, ctrl: sab } });
+      worker.unref(); // never keeps the process alive
+      worker.on('error', () => { /* a dead helper is simply not ready: its share runs on the caller */ });
+      this.helpers.push({ worker, ctrl: new Int32Array(sab), tmp: tmpFor() });
+    }
+  }
+
+  /** Helpers that have started (a helper still booting is skipped, never waited for). */
+  ready(): number { return this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1).length; }
+
+  /**
+   * Run kernel panels [0, np) split between the caller (`own`) and the ready helpers. Returns
+   * false if a helper failed (the caller then redoes that range itself).
+   */
+  run(job: { a: number; b: number; c: number; nrb: number; K: number; npad: number; kind: number }, np: number,
+    own: (p0: number, p1: number) => void): void {
+    const ready = this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1 && Atomics.load(h.ctrl, CTRL.state) === CtrlState.idle);
+    const parts = ready.length + 1;
+    const cut = (i: number) => Math.round((np * i) / parts);
+    ready.forEach((h, i) => {
+      const c = h.ctrl;
+      c[CTRL.a] = job.a; c[CTRL.b] = job.b; c[CTRL.c] = job.c; c[CTRL.nrb] = job.nrb; c[CTRL.K] = job.K;
+      c[CTRL.p0] = cut(i + 1); c[CTRL.p1] = cut(i + 2); c[CTRL.npad] = job.npad; c[CTRL.kind] = job.kind; c[CTRL.tmp] = h.tmp;
+      Atomics.store(c, CTRL.state, CtrlState.job);
+      Atomics.notify(c, CTRL.state);
+    });
+    own(0, cut(1));
+    for (const h of ready) {
+      // A helper that died mid-job never answers: after the deadline its range runs here and the
+      // helper is retired. (Both writing the same values into C is harmless.)
+      const deadline = Date.now() + 2000;
+      let s: number;
+      while ((s = Atomics.load(h.ctrl, CTRL.state)) === CtrlState.job && Date.now() < deadline) Atomics.wait(h.ctrl, CTRL.state, CtrlState.job, 20);
+      if (s === CtrlState.job) { this.retire(h); own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]); continue; }
+      Atomics.store(h.ctrl, CTRL.state, CtrlState.idle);
+      if (s !== CtrlState.done) own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]);
+    }
+  }
+
+  private retire(h: { worker: Worker; ctrl: Int32Array }): void {
+    Atomics.store(h.ctrl, CTRL.ready, 0);
+    this.helpers = this.helpers.filter((x) => x !== h);
+    void h.worker.terminate();
+  }
+
+  get count(): number { return this.helpers.length; }
+
+  terminate(): void {
+    for (const h of this.helpers) { Atomics.store(h.ctrl, CTRL.state, CtrlState.exit); Atomics.notify(h.ctrl, CTRL.state); void h.worker.terminate(); }
+    this.helpers = [];
+  }
+}

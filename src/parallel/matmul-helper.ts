@@ -1,0 +1,26 @@
+// A helper thread for intra-op matmul: it shares the kernels' WebAssembly.Memory, sleeps on a
+// shared control block, runs the panel range it is given and signals completion. No messages
+// per matmul: Atomics only, so the caller's forward pass stays synchronous.
+import { workerData } from 'node:worker_threads';
+import { CTRL, CtrlState } from './control.js';
+
+type MatmulFn = (a: number, b: number, c: number, nrb: number, K: number, p0: number, p1: number, npad: number, kind: number, tmp: number) => void;
+
+const { module, memory, ctrl: sab } = workerData as { module: WebAssembly.Module; memory: WebAssembly.Memory; ctrl: SharedArrayBuffer };
+const ctrl = new Int32Array(sab);
+const kernel = new WebAssembly.Instance(module, { env: { memory } }).exports.matmul as MatmulFn;
+
+Atomics.store(ctrl, CTRL.ready, 1);
+for (;;) {
+  Atomics.wait(ctrl, CTRL.state, CtrlState.idle);
+  const s = Atomics.load(ctrl, CTRL.state);
+  if (s === CtrlState.exit) break;
+  if (s !== CtrlState.job) continue;
+  try {
+    kernel(ctrl[CTRL.a], ctrl[CTRL.b], ctrl[CTRL.c], ctrl[CTRL.nrb], ctrl[CTRL.K], ctrl[CTRL.p0], ctrl[CTRL.p1], ctrl[CTRL.npad], ctrl[CTRL.kind], ctrl[CTRL.tmp]);
+    Atomics.store(ctrl, CTRL.state, CtrlState.done);
+  } catch {
+    Atomics.store(ctrl, CTRL.state, CtrlState.failed);
+  }
+  Atomics.notify(ctrl, CTRL.state);
+}
