@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TypelensError } from '../errors.js';
-import { Backend, BackendName, getBackend, PackedWeight } from '../kernels/index.js';
+import { Backend, BackendName, getBackend, PackedWeight, WasmBackend } from '../kernels/index.js';
 import { add, centreAndScale, divideRows, DType, geluNew, map, mul, softmax, Tensor, embedding, stack } from '../tensor/index.js';
 import { HookFn, HookPoint, NameFilter } from '../hooks/hookpoint.js';
 import { ActivationCache } from '../hooks/cache.js';
@@ -45,6 +45,19 @@ export interface CacheOptions extends RunOptions {
 const MODEL_ALIASES: Record<string, string> = { 'gpt2-small': 'gpt2-small', gpt2: 'gpt2-small' };
 
 interface Packed { WQ: PackedWeight; WK: PackedWeight; WV: PackedWeight; WO: PackedWeight; Win: PackedWeight; Wout: PackedWeight }
+interface ReplicaParts { packed: Packed[]; packedWU: PackedWeight }
+type PackedDesc = { ptr: number; bytes: number; K: number; N: number; dtype: DType };
+type Arr = { data: Float32Array; shape: number[] };
+/** A model as worker threads see it (see HookedTransformer.sharedDescriptor). */
+export interface SharedModel {
+  cfg: ModelConfig; memory: WebAssembly.Memory; module: WebAssembly.Module; fma: boolean;
+  packed: Record<keyof Packed, PackedDesc>[]; packedWU: PackedDesc;
+  W_E: { ptr: number; shape: number[] }; W_pos: { ptr: number; shape: number[] };
+  small: {
+    blocks: { ln1_w?: Arr; ln1_b?: Arr; ln2_w?: Arr; ln2_b?: Arr; b_Q: Arr; b_K: Arr; b_V: Arr; b_O: Arr; b_in: Arr; b_out: Arr }[];
+    ln_final_w?: Arr; ln_final_b?: Arr; b_U: Arr;
+  };
+}
 
 /** GPT-2-shaped transformer with TransformerLens's hook points, names and numbers. */
 export class HookedTransformer {
@@ -56,9 +69,22 @@ export class HookedTransformer {
   private disposed = false;
   cacheBudgetBytes: number;
 
-  constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: { dtype?: DType; backend?: BackendName | Backend; cacheBudgetBytes?: number } = {}) {
+  private sharedEmbeds: { ptr: number; bytes: number }[] = [];
+  private readonly replica: boolean;
+  /** Run at dispose (worker pools attached to this model shut down with it). */
+  onDispose: (() => void)[] = [];
+
+  constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: { dtype?: DType; backend?: BackendName | Backend; cacheBudgetBytes?: number; replica?: ReplicaParts } = {}) {
     this.backend = typeof opts.backend === 'object' ? opts.backend : getBackend(opts.backend ?? 'auto');
     this.cacheBudgetBytes = opts.cacheBudgetBytes ?? 8 * 2 ** 30;
+    this.replica = !!opts.replica;
+    if (opts.replica) {
+      // a worker's view of a model loaded elsewhere: packed weights are already in shared memory
+      this.packed = opts.replica.packed;
+      this.packedWU = opts.replica.packedWU;
+      this.registerHooks();
+      return;
+    }
     const dtype = opts.dtype ?? 'f32';
     const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = cfg;
     // Weights keep their TL layout (for analysis) in the storage dtype, and are packed once
@@ -78,7 +104,65 @@ export class HookedTransformer {
       Wout: pack(blk.W_out, F, M),
     }));
     this.packedWU = pack(weights.W_U, M, V);
+    // Embeddings move into the kernels' shared memory, so that worker replicas read them in place.
+    if (this.backend instanceof WasmBackend) {
+      const be = this.backend;
+      const share = (t: Tensor): Tensor => {
+        const src = t.f32(), bytes = src.length * 4, ptr = be.arena.alloc(bytes);
+        const view = new Float32Array(be.memory.buffer, ptr, src.length);
+        view.set(src);
+        this.sharedEmbeds.push({ ptr, bytes });
+        return new Tensor(view, t.shape);
+      };
+      weights.W_E = share(weights.W_E);
+      weights.W_pos = share(weights.W_pos);
+    }
     this.registerHooks();
+  }
+
+  /**
+   * What a worker needs to run this model without copying its weights: the shared memory and
+   * kernel module, addresses of the packed weights and embeddings, and the small tensors (copied).
+   * Only for the WASM backend.
+   */
+  sharedDescriptor(): SharedModel {
+    const be = this.backend;
+    if (!(be instanceof WasmBackend)) throw new TypelensError(`worker threads need the WASM backend (this model uses ${be.name})`, 'ENOKERNEL');
+    const desc = (w: PackedWeight) => { const x = w as PackedWeight & { ptr: number }; return { ptr: x.ptr, bytes: x.bytes, K: x.K, N: x.N, dtype: x.dtype }; };
+    const arr = (t?: Tensor) => (t ? { data: Float32Array.from(t.f32()), shape: [...t.shape] } : undefined);
+    const embed = (t: Tensor) => ({ ptr: (t.data as Float32Array).byteOffset, shape: [...t.shape] });
+    return {
+      cfg: this.cfg, memory: be.memory, module: be.module, fma: be.fma,
+      packed: this.packed.map((p) => Object.fromEntries(Object.entries(p).map(([k, w]) => [k, desc(w)]))) as SharedModel['packed'],
+      packedWU: desc(this.packedWU),
+      W_E: embed(this.weights.W_E), W_pos: embed(this.weights.W_pos),
+      small: {
+        blocks: this.weights.blocks.map((b) => ({
+          ln1_w: arr(b.ln1_w), ln1_b: arr(b.ln1_b), ln2_w: arr(b.ln2_w), ln2_b: arr(b.ln2_b),
+          b_Q: arr(b.b_Q)!, b_K: arr(b.b_K)!, b_V: arr(b.b_V)!, b_O: arr(b.b_O)!, b_in: arr(b.b_in)!, b_out: arr(b.b_out)!,
+        })),
+        ln_final_w: arr(this.weights.ln_final_w), ln_final_b: arr(this.weights.ln_final_b), b_U: arr(this.weights.b_U)!,
+      },
+    };
+  }
+
+  /** Rebuild a model from sharedDescriptor() in a worker, over `backend` (same memory). */
+  static fromShared(d: SharedModel, backend: WasmBackend): HookedTransformer {
+    const t = (x?: { data: Float32Array; shape: number[] }) => (x ? new Tensor(x.data, x.shape) : undefined);
+    const none = Tensor.zeros([0]);
+    const view = (e: { ptr: number; shape: number[] }) => new Tensor(new Float32Array(d.memory.buffer, e.ptr, e.shape[0] * e.shape[1]), e.shape);
+    const weights: Weights = {
+      W_E: view(d.W_E), W_pos: view(d.W_pos), W_U: none, b_U: t(d.small.b_U)!,
+      ln_final_w: t(d.small.ln_final_w), ln_final_b: t(d.small.ln_final_b),
+      blocks: d.small.blocks.map((b) => ({
+        ln1_w: t(b.ln1_w), ln1_b: t(b.ln1_b), ln2_w: t(b.ln2_w), ln2_b: t(b.ln2_b),
+        b_Q: t(b.b_Q)!, b_K: t(b.b_K)!, b_V: t(b.b_V)!, b_O: t(b.b_O)!, b_in: t(b.b_in)!, b_out: t(b.b_out)!,
+        // TL-layout matrices stay with the main thread (analysis); the forward uses the packed ones
+        W_Q: none, W_K: none, W_V: none, W_O: none, W_in: none, W_out: none,
+      })),
+    };
+    const packed = d.packed.map((p) => Object.fromEntries(Object.entries(p).map(([k, w]) => [k, backend.adopt(w)]))) as unknown as Packed[];
+    return new HookedTransformer(d.cfg, weights, { backend, replica: { packed, packedWU: backend.adopt(d.packedWU) } });
   }
 
   /** Load a GPT-2-shaped HF checkpoint folder (config.json + model.safetensors). */
@@ -417,8 +501,12 @@ export class HookedTransformer {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.onDispose.forEach((f) => f());
+    this.onDispose = [];
+    if (this.replica) return; // the weights belong to the main thread's model
     for (const p of this.packed) for (const w of Object.values(p)) w.release();
     this.packedWU.release();
+    if (this.backend instanceof WasmBackend) for (const e of this.sharedEmbeds) this.backend.arena.release(e.ptr);
   }
 }
 

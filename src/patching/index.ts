@@ -3,6 +3,8 @@ import { getActName } from '../hooks/names.js';
 import type { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer, TokensInput } from '../model/hooked-transformer.js';
 import { stack, Tensor } from '../tensor/index.js';
+import type { ForwardPool } from '../parallel/pool.js';
+import type { SetterName } from '../parallel/protocol.js';
 
 /** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
 export type PatchingMetric = (logits: Tensor) => number;
@@ -89,12 +91,7 @@ export function product(ranges: number[]): number[][] {
   return out;
 }
 
-/**
- * TL's generic_activation_patch (spec 9.1): for every index, run the corrupted tokens with
- * `patchSetter` hooked on `getActName(activationName, index[0])` and record the metric.
- */
-export function genericActivationPatch(model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache,
-  patchingMetric: PatchingMetric, patchSetter: PatchSetter, activationName: string, opts: PatchOptions = {}): Tensor {
+function sweepIndices(model: HookedTransformer, corruptedTokens: TokensInput, opts: PatchOptions): { toks: Tensor; indices: number[][]; outShape: number[] } {
   const tokens = corruptedTokens instanceof Tensor ? corruptedTokens : model.toTokens(corruptedTokens as string | string[]);
   const toks = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
   const seqLen = toks.shape[1];
@@ -112,6 +109,23 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
   for (const idx of indices) {
     if (!Number.isInteger(idx[0]) || idx[0] < 0 || idx[0] >= model.cfg.n_layers) throw new TypelensError(`patch layer ${idx[0]} is outside [0, ${model.cfg.n_layers})`, 'EINDEX');
   }
+  return { toks, indices, outShape };
+}
+
+function checkClean(name: string, clean: Tensor, act: { shape: readonly number[] }): void {
+  if (act.shape.length !== clean.ndim || act.shape.some((d, k) => d !== clean.shape[k])) {
+    throw new TypelensError(`clean activation ${name} is [${clean.shape.join(', ')}] but the corrupted run's is [${act.shape.join(', ')}]: ` +
+      'clean and corrupted inputs must have the same batch size and length', 'ESHAPE');
+  }
+}
+
+/**
+ * TL's generic_activation_patch (spec 9.1): for every index, run the corrupted tokens with
+ * `patchSetter` hooked on `getActName(activationName, index[0])` and record the metric.
+ */
+export function genericActivationPatch(model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache,
+  patchingMetric: PatchingMetric, patchSetter: PatchSetter, activationName: string, opts: PatchOptions = {}): Tensor {
+  const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
 
   // Blocks before the patched layer run on unchanged inputs: start from their cached output.
   const noOtherHooks = [...model.hookDict.values()].every((hp) => hp.hooks.length === 0);
@@ -127,13 +141,7 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
   indices.forEach((idx, i) => {
     const name = getActName(activationName, idx[0]);
     const clean = cleanCache.get(name);
-    const hook = (act: Tensor) => {
-      if (act.ndim !== clean.ndim || act.shape.some((d, k) => d !== clean.shape[k])) {
-        throw new TypelensError(`clean activation ${name} is [${clean.shape.join(', ')}] but the corrupted run's is [${act.shape.join(', ')}]: ` +
-          'clean and corrupted inputs must have the same batch size and length', 'ESHAPE');
-      }
-      return patchSetter(act, idx, clean);
-    };
+    const hook = (act: Tensor) => { checkClean(name, clean, act); return patchSetter(act, idx, clean); };
     const inBlock = name.startsWith(`blocks.${idx[0]}.`);
     const logits = residPre && inBlock
       ? model.runWithHooks(residPre[idx[0]], { fwdHooks: [[name, hook]], startAtLayer: idx[0], lastPositionLogits: opts.lastPositionLogits })
@@ -143,6 +151,62 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
   });
   return new Tensor(out, outShape);
 }
+
+/**
+ * The same sweep across a pool of worker threads: each patched forward runs in a worker, which
+ * applies the patch itself (a declarative spec: hook, built-in setter, index, clean activation);
+ * the metric runs here on the logits. Same numbers as genericActivationPatch, bit for bit.
+ */
+export async function genericActivationPatchParallel(pool: ForwardPool, corruptedTokens: TokensInput, cleanCache: ActivationCache,
+  patchingMetric: PatchingMetric, setter: SetterName, activationName: string, opts: PatchOptions = {}): Promise<Tensor> {
+  const model = pool.model;
+  if (!(setter in setters)) throw new TypelensError(`unknown setter "${setter}" (workers run the built-in setters: ${Object.keys(setters).join(', ')})`, 'EINPUT');
+  const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
+  const skip = opts.skipUnchangedLayers ?? true;
+  const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
+  const residPre = skip ? model.runWithCache(toks, { namesFilter: names }).cache : null;
+  const arr = (t: Tensor) => ({ data: Float32Array.from(t.f32()), shape: [...t.shape] });
+  const out = new Float32Array(indices.length);
+  let done = 0;
+  const tokArr = arr(toks);
+  const cleanArr = new Map<string, { data: Float32Array; shape: number[] }>();
+  await Promise.all(indices.map(async (idx, i) => {
+    const name = getActName(activationName, idx[0]);
+    const clean = cleanCache.get(name);
+    if (!cleanArr.has(name)) cleanArr.set(name, arr(clean));
+    const inBlock = name.startsWith(`blocks.${idx[0]}.`);
+    const r = await pool.run({
+      ...(residPre && inBlock ? { resid: arr(residPre.get(names[idx[0]])), startAtLayer: idx[0] } : { tokens: tokArr }),
+      lastPositionLogits: opts.lastPositionLogits, patch: { hook: name, setter, index: idx, clean: cleanArr.get(name)! },
+    });
+    out[i] = patchingMetric(new Tensor(r.logits.data, r.logits.shape));
+    opts.onProgress?.(++done, indices.length);
+  }));
+  return new Tensor(out, outShape);
+}
+
+type ReadyParallel = (pool: ForwardPool, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits'>) => Promise<Tensor>;
+const readyParallel = (setter: SetterName, act: string, axes: IndexAxis[]): ReadyParallel =>
+  (pool, corrupted, clean, metric, opts = {}) => genericActivationPatchParallel(pool, corrupted, clean, metric, setter, act, { ...opts, indexAxisNames: axes });
+
+/** The ready-made functions on a worker pool (same names, same results, async). */
+export const parallel = {
+  getActPatchResidPre: readyParallel('layerPos', 'resid_pre', ['layer', 'pos']),
+  getActPatchResidMid: readyParallel('layerPos', 'resid_mid', ['layer', 'pos']),
+  getActPatchAttnOut: readyParallel('layerPos', 'attn_out', ['layer', 'pos']),
+  getActPatchMlpOut: readyParallel('layerPos', 'mlp_out', ['layer', 'pos']),
+  getActPatchAttnHeadOutByPos: readyParallel('layerPosHeadVector', 'z', ['layer', 'pos', 'head']),
+  getActPatchAttnHeadQByPos: readyParallel('layerPosHeadVector', 'q', ['layer', 'pos', 'head']),
+  getActPatchAttnHeadKByPos: readyParallel('layerPosHeadVector', 'k', ['layer', 'pos', 'head']),
+  getActPatchAttnHeadVByPos: readyParallel('layerPosHeadVector', 'v', ['layer', 'pos', 'head']),
+  getActPatchAttnHeadPatternByPos: readyParallel('layerHeadPosPattern', 'pattern', ['layer', 'head_index', 'dest_pos']),
+  getActPatchAttnHeadPatternDestSrcPos: readyParallel('layerHeadDestSrcPosPattern', 'pattern', ['layer', 'head_index', 'dest_pos', 'src_pos']),
+  getActPatchAttnHeadOutAllPos: readyParallel('layerHeadVector', 'z', ['layer', 'head']),
+  getActPatchAttnHeadQAllPos: readyParallel('layerHeadVector', 'q', ['layer', 'head']),
+  getActPatchAttnHeadKAllPos: readyParallel('layerHeadVector', 'k', ['layer', 'head']),
+  getActPatchAttnHeadVAllPos: readyParallel('layerHeadVector', 'v', ['layer', 'head']),
+  getActPatchAttnHeadPatternAllPos: readyParallel('layerHeadPattern', 'pattern', ['layer', 'head_index']),
+};
 
 type Ready = (model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits'>) => Tensor;
 

@@ -52,7 +52,10 @@ export class WasmBackend implements Backend {
   /** Matmuls smaller than this many multiply-adds stay on one thread (waking a helper costs ~20 us). */
   static PARALLEL_MIN_MACS = 1 << 20;
 
-  constructor(opts: { fma?: boolean; memory?: WebAssembly.Memory; module?: WebAssembly.Module; fmaModule?: boolean } = {}) {
+  /** A fixed scratch region (worker replicas: the memory's allocator belongs to the main thread). */
+  private fixedScratch: { ptr: number; bytes: number } | null = null;
+
+  constructor(opts: { fma?: boolean; memory?: WebAssembly.Memory; module?: WebAssembly.Module; fmaModule?: boolean; scratch?: { ptr: number; bytes: number } } = {}) {
     this.memory = opts.memory ?? new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true });
     this.arena = new Arena(this.memory);
     let mod: WebAssembly.Module | null = opts.module ?? null;
@@ -71,6 +74,7 @@ export class WasmBackend implements Backend {
     }
     this.fma = fma;
     this.module = mod;
+    if (opts.scratch) { this.fixedScratch = opts.scratch; this.scratch = { ...opts.scratch }; }
     this.name = fma ? 'wasm-simd-fma' : 'wasm-simd';
     const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
     this.kernel = inst.exports.matmul as MatmulFn;
@@ -117,7 +121,16 @@ export class WasmBackend implements Backend {
     return new WasmWeight(this, ptr, bytes, K, N, dtype);
   }
 
+  /** Wrap an existing packed weight living in this (shared) memory: worker replicas use this. */
+  adopt(w: { ptr: number; bytes: number; K: number; N: number; dtype: DType }): PackedWeight {
+    return new WasmWeight(this, w.ptr, w.bytes, w.K, w.N, w.dtype);
+  }
+
   private scratchFor(bytes: number): number {
+    if (this.fixedScratch) {
+      check(bytes <= this.fixedScratch.bytes, `matmul needs ${bytes} bytes of scratch, the fixed region has ${this.fixedScratch.bytes}`);
+      return this.fixedScratch.ptr;
+    }
     if (this.scratch.bytes < bytes) {
       if (this.scratch.ptr) this.arena.release(this.scratch.ptr);
       const size = Math.max(bytes, this.scratch.bytes * 2);
@@ -138,6 +151,16 @@ export class WasmBackend implements Backend {
     const MR = this.mr;
     const nrb = Math.ceil(M / MR), mpad = nrb * MR, npad = w.npad;
     const aBytes = mpad * K * 4, cBytes = mpad * npad * 4, tBytes = KC * NR * 4;
+    if (this.fixedScratch && aBytes + cBytes + tBytes > this.fixedScratch.bytes) {
+      // a fixed scratch region: run the rows in chunks that fit (rows are independent)
+      const rows = Math.floor((this.fixedScratch.bytes - tBytes) / ((K + npad) * 4) / MR) * MR;
+      check(rows >= MR, `scratch region too small for a ${K}x${N} matmul`);
+      for (let r = 0; r < M; r += rows) {
+        const m = Math.min(rows, M - r);
+        this.matmul(a.subarray(r * K, (r + m) * K), m, b, c.subarray(r * N, (r + m) * N));
+      }
+      return c;
+    }
     const base = this.scratchFor(aBytes + cBytes + tBytes);
     const aPtr = base, cPtr = base + aBytes, tPtr = cPtr + cBytes;
     const mem = this.f32view();

@@ -1,0 +1,89 @@
+import { Piscina } from 'piscina';
+import { TypelensError } from '../errors.js';
+import { defaultThreads, WasmBackend } from '../kernels/index.js';
+import { ActivationCache } from '../hooks/cache.js';
+import type { HookedTransformer } from '../model/hooked-transformer.js';
+import { cat, Tensor } from '../tensor/index.js';
+import type { Arr, ForwardResult, ForwardTask } from './protocol.js';
+
+const arr = (t: Tensor): Arr => ({ data: Float32Array.from(t.f32()), shape: [...t.shape] });
+const tensor = (a: Arr) => new Tensor(a.data, a.shape);
+
+/**
+ * Worker threads (piscina) that each run whole forward passes of one model, reading its weights
+ * in place from the shared WebAssembly.Memory: nothing is copied per worker but a few small bias
+ * vectors. For many independent forwards (patching sweeps, batches split across workers).
+ */
+export class ForwardPool {
+  private piscina: Piscina;
+  private scratch: number[];
+  private closed = false;
+
+  private constructor(readonly model: HookedTransformer, readonly threads: number, scratchBytes: number) {
+    const be = model.backend as WasmBackend;
+    const nslots = threads + 4; // spare regions for workers that replace dead ones
+    this.scratch = Array.from({ length: nslots }, () => be.arena.alloc(scratchBytes));
+    this.piscina = new Piscina({
+      filename: new URL('./worker.js', import.meta.url).href,
+      minThreads: threads, maxThreads: threads, idleTimeout: 60_000,
+      workerData: { model: model.sharedDescriptor(), slots: new SharedArrayBuffer(4 * nslots), scratch: { ptrs: this.scratch, bytes: scratchBytes } },
+    });
+    model.onDispose.push(() => { void this.destroy(); });
+  }
+
+  /** A pool of `threads` workers (default: every core) for this model; it closes with model.dispose(). */
+  static async create(model: HookedTransformer, opts: { threads?: number; scratchBytes?: number } = {}): Promise<ForwardPool> {
+    const threads = opts.threads ?? defaultThreads();
+    if (!Number.isInteger(threads) || threads < 1) throw new TypelensError(`threads must be a positive integer, got ${threads}`, 'EINPUT');
+    model.sharedDescriptor(); // throws a clear error for non-WASM backends
+    const pool = new ForwardPool(model, threads, opts.scratchBytes ?? 32 * 2 ** 20);
+    // wait until every worker is up so that timings and failures are about work, not startup
+    await Promise.all(Array.from({ length: threads }, () => pool.piscina.run({ kind: 'forward', tokens: { data: Float32Array.of(0), shape: [1, 1] }, lastPositionLogits: true } as ForwardTask)));
+    return pool;
+  }
+
+  /** One forward pass in a worker. Errors (a throwing or dying worker) come back as TypelensError. */
+  async run(task: Omit<ForwardTask, 'kind'> & { kind?: ForwardTask['kind'] }): Promise<ForwardResult> {
+    if (this.closed) throw new TypelensError('this worker pool was closed (model disposed?)', 'EDISPOSED');
+    try {
+      return await this.piscina.run({ kind: 'forward', ...task } as ForwardTask) as ForwardResult;
+    } catch (e) {
+      if (this.closed) throw new TypelensError('the worker pool was closed during the run', 'EDISPOSED');
+      throw new TypelensError(`worker failed: ${(e as Error).message.split('\n')[0]}`, 'EWORKER');
+    }
+  }
+
+  /** Logits (and, with `cache`, an ActivationCache) for tokens [B, P], one forward per worker on a slice of the batch. */
+  async runBatch(tokens: Tensor, opts: { cache?: string[] | 'all'; lastPositionLogits?: boolean } = {}): Promise<{ logits: Tensor; cache?: ActivationCache }> {
+    const t = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
+    const B = t.shape[0], parts = Math.min(this.threads, B);
+    const cut = (i: number) => Math.round((B * i) / parts);
+    const results = await Promise.all(Array.from({ length: parts }, (_, i) => this.run({
+      tokens: arr(t.slice(0, cut(i), cut(i + 1))), cache: opts.cache ?? null, lastPositionLogits: opts.lastPositionLogits,
+    })));
+    const logits = results.length === 1 ? tensor(results[0].logits) : cat(results.map((r) => tensor(r.logits)), 0);
+    if (!opts.cache) return { logits };
+    const store = new Map<string, Tensor>();
+    for (const k of Object.keys(results[0].cache!)) {
+      const parts2 = results.map((r) => tensor(r.cache![k]));
+      store.set(k, parts2.length === 1 ? parts2[0] : cat(parts2, 0));
+    }
+    return { logits, cache: new ActivationCache(store, this.model, true) };
+  }
+
+  /** Terminate one worker thread now, whatever it is doing (fault injection for tests). */
+  killWorker(): void { void this.piscina.threads[0]?.terminate(); }
+
+  /** Make one worker end abruptly (fault-injection for tests of recovery). */
+  async injectFault(kind: 'die' | 'throw'): Promise<void> {
+    await this.piscina.run({ kind } as ForwardTask).catch(() => undefined);
+  }
+
+  async destroy(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.piscina.destroy();
+    const be = this.model.backend as WasmBackend;
+    for (const p of this.scratch) be.arena.release(p);
+  }
+}

@@ -1,0 +1,48 @@
+// A piscina worker: a replica of the main thread's model over the same shared WebAssembly.Memory
+// (no weight copies), running whole forward passes: plain, from a layer on, with a declarative
+// patch, with or without a cache. Results go back as transferred buffers (moved, not copied).
+import { workerData } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import { WasmBackend } from '../kernels/wasm/index.js';
+import { HookedTransformer, SharedModel } from '../model/hooked-transformer.js';
+import { setters } from '../patching/index.js';
+import { Tensor } from '../tensor/index.js';
+import type { ForwardTask, ForwardResult, Arr } from './protocol.js';
+
+const { model: desc, slots: slotBuf, scratch } = workerData as { model: SharedModel; slots: SharedArrayBuffer; scratch: { ptrs: number[]; bytes: number } };
+
+// claim a scratch region of the shared memory for this thread's matmuls
+const slots = new Int32Array(slotBuf);
+let slot = -1;
+for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, 1) === 0) slot = i;
+if (slot < 0) throw new Error('typelens worker: no free scratch region (too many worker restarts)');
+const backend = new WasmBackend({ memory: desc.memory, module: desc.module, fmaModule: desc.fma, scratch: { ptr: scratch.ptrs[slot], bytes: scratch.bytes } });
+const model = HookedTransformer.fromShared(desc, backend);
+
+const tensor = (a: Arr) => new Tensor(a.data, a.shape);
+const out = (t: Tensor): Arr => { const c = t.contiguous(); return { data: c.f32() === c.data ? (c.data as Float32Array) : Float32Array.from(c.f32()), shape: [...c.shape] }; };
+
+export default function run(task: ForwardTask): ForwardResult {
+  if (task.kind === 'die') process.exit(1); // fault injection for tests: this thread ends abruptly
+  if (task.kind === 'throw') throw new Error('injected failure');
+  const hooks: [string, (a: Tensor) => Tensor | void][] = [];
+  if (task.patch) {
+    const { hook, setter, index, clean } = task.patch;
+    const fn = setters[setter];
+    const c = tensor(clean);
+    hooks.push([hook, (act: Tensor) => fn(act, index, c)]);
+  }
+  const input = task.resid ? tensor(task.resid) : tensor(task.tokens!);
+  const opts = { startAtLayer: task.startAtLayer, lastPositionLogits: task.lastPositionLogits };
+  let logits: Tensor;
+  const cache: Record<string, Arr> = {};
+  if (task.cache) {
+    const r = model.hooks(hooks, () => model.runWithCache(input, { ...opts, namesFilter: task.cache === 'all' ? undefined : task.cache as string[] }));
+    logits = r.logits;
+    for (const k of r.cache.keys()) cache[k] = out(r.cache.get(k));
+  } else logits = model.runWithHooks(input, { ...opts, fwdHooks: hooks });
+  const value: ForwardResult = { logits: out(logits), cache: task.cache ? cache : undefined };
+  const transferList = [value.logits.data.buffer as ArrayBuffer, ...Object.values(cache).map((a) => a.data.buffer as ArrayBuffer)];
+  // moved, not copied, back to the caller
+  return Piscina.move({ [Piscina.transferableSymbol]: transferList, [Piscina.valueSymbol]: value } as never) as unknown as ForwardResult;
+}
