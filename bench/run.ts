@@ -6,7 +6,11 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WasmBackend } from '../src/kernels/index.js';
+import { WasmBackend, wasmBackend } from '../src/kernels/index.js';
+import { ForwardPool } from '../src/parallel/pool.js';
+import * as patching from '../src/patching/index.js';
+import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
+import { Tensor } from '../src/tensor/index.js';
 import { HookedTransformer } from '../src/model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../src/model/make-weights.js';
 import { NO_PROCESSING } from '../src/model/process.js';
@@ -63,6 +67,7 @@ const PROMPT15 = [50256, 3260, 1757, 290, 5335, 1816, 284, 262, 3650, 11, 1757, 
 
 /** One dtype in its own process so that peak RSS is that configuration's alone. */
 function forwardOne(dir: string, dtype: DType, batch: number): void {
+  wasmBackend()!.setThreads(1); // this table is single-threaded; `parallel` has the threaded one
   const model = HookedTransformer.fromDir(dir, { ...NO_PROCESSING, dtype });
   const tokens = Array.from({ length: batch }, () => PROMPT15);
   model.runWithCache(tokens);
@@ -87,6 +92,78 @@ function benchForward(): void {
     }
   }
   writeJson('forward.json', rows);
+}
+
+/**
+ * One thread count in its own process (so peak RSS is its own): latency of one 15-token forward
+ * with the full cache, throughput of a batch of 8 (intra-op helpers, and the worker pool), and a
+ * 144-head patching sweep (one patched forward per head; serial at 1 thread, the pool above).
+ */
+async function parallelOne(dir: string, threads: number): Promise<void> {
+  const be = wasmBackend()!;
+  be.setThreads(threads); await be.whenReady();
+  const model = HookedTransformer.fromDir(dir, NO_PROCESSING);
+  const one = [PROMPT15], eight = Array.from({ length: 8 }, () => PROMPT15);
+  model.runWithCache(one);
+  const latency = time(`latency x${threads}`, () => model.runWithCache(one), 3);
+  const batchIntra = time(`batch x${threads}`, () => model.runWithCache(eight), 3);
+  const corrupted = [...PROMPT15]; corrupted[10] = 5335; // S2 swapped: John -> Mary
+  const answers = Tensor.from([5335, 1757], [1, 2]);
+  const { cache } = model.runWithCache(one);
+  const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
+  let sweep: number, batchPool: number | null = null, pool: ForwardPool | null = null;
+  if (threads === 1) {
+    const t0 = performance.now();
+    patching.getActPatchAttnHeadOutAllPos(model, [corrupted], cache, metric);
+    sweep = performance.now() - t0;
+  } else {
+    be.setThreads(1); // the pool's workers are the threads now
+    pool = await ForwardPool.create(model, { threads });
+    const t0 = performance.now();
+    await patching.parallel.getActPatchAttnHeadOutAllPos(pool, [corrupted], cache, metric);
+    sweep = performance.now() - t0;
+    const tok = Tensor.from(eight.flat(), [8, 15]);
+    await pool.runBatch(tok, { cache: 'all' });
+    const t1 = performance.now();
+    for (let i = 0; i < 3; i++) await pool.runBatch(tok, { cache: 'all' });
+    batchPool = (performance.now() - t1) / 3;
+  }
+  model.dispose();
+  console.log(JSON.stringify({ threads, latency_ms: latency, batch8_intra_op_ms: batchIntra, batch8_pool_ms: batchPool, sweep144_ms: sweep, peak_rss_mb: process.resourceUsage().maxRSS / 1024 }));
+}
+
+function benchParallel(): void {
+  const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
+  if (!existsSync(join(dir, 'model.safetensors'))) { console.log('generating random gpt2-small (seed 0)...'); makeWeights(dir, PRESETS['gpt2-small'], 0); }
+  const res: Record<number, { latency_ms: number; batch8_intra_op_ms: number; batch8_pool_ms: number | null; sweep144_ms: number; peak_rss_mb: number }> = {};
+  for (const threads of [1, 2]) {
+    const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), 'parallel-one', dir, String(threads)], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(r.stderr);
+    res[threads] = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  }
+  const np: Record<string, number | null> = {};
+  for (const [batch, threads] of [[1, 1], [8, 1], [1, 2], [8, 2]]) {
+    const toks = Array.from({ length: batch }, () => PROMPT15.join(',')).join(';');
+    np[`b${batch}t${threads}`] = (python([join(benchDir, 'numpy_forward.py'), dir, toks, '7'], threads) as { median_ms: number } | null)?.median_ms ?? null;
+  }
+  const [a, b] = [res[1], res[2]];
+  const batch2 = Math.min(b.batch8_intra_op_ms, b.batch8_pool_ms ?? Infinity);
+  const out = {
+    threads: 2,
+    latency_speedup: +(a.latency_ms / b.latency_ms).toFixed(2),
+    batch_speedup: +(a.batch8_intra_op_ms / batch2).toFixed(2),
+    sweep_speedup: +(a.sweep144_ms / b.sweep144_ms).toFixed(2),
+    rss_ratio: +(b.peak_rss_mb / a.peak_rss_mb).toFixed(2),
+    batch_mode_at_2: b.batch8_intra_op_ms <= (b.batch8_pool_ms ?? Infinity) ? 'intra-op' : 'pool',
+    runs: res, numpy_median_ms: np,
+    numpy_ratio_latency_same_threads: np.b1t2 ? +(b.latency_ms / np.b1t2).toFixed(2) : null,
+    numpy_ratio_batch_same_threads: np.b8t2 ? +(batch2 / np.b8t2).toFixed(2) : null,
+    numpy_ratio_latency_numpy_1_thread: np.b1t1 ? +(b.latency_ms / np.b1t1).toFixed(2) : null,
+    numpy_ratio_batch_numpy_1_thread: np.b8t1 ? +(batch2 / np.b8t1).toFixed(2) : null,
+    model: 'random gpt2-small-shaped, unprocessed, f32; 15 tokens; full cache for latency and batch',
+  };
+  console.log(JSON.stringify(out, null, 2));
+  writeJson('parallel.json', out);
 }
 
 /** WASM vs CUDA on the same machine and process: 15 tokens with the full cache, and 8 x 15. */
@@ -155,10 +232,12 @@ function writeJson(name: string, data: unknown): void {
 
 const [what = 'all', ...rest] = process.argv.slice(2);
 if (what === 'forward-one') forwardOne(rest[0], rest[1] as DType, Number(rest[2]));
+else if (what === 'parallel-one') await parallelOne(rest[0], Number(rest[1]));
 else {
   if (what === 'matmul' || what === 'all') benchMatmul();
   if (what === 'forward' || what === 'all') benchForward();
   if (what === 'cuda') benchCuda();
   if (what === 'soak') soak();
-  if (!['matmul', 'forward', 'all', 'cuda', 'soak'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, all, cuda, soak)`); process.exitCode = 2; }
+  if (what === 'parallel' || what === 'all') benchParallel();
+  if (!['matmul', 'forward', 'all', 'cuda', 'soak', 'parallel'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, parallel, all, cuda, soak)`); process.exitCode = 2; }
 }

@@ -92,7 +92,9 @@ export function product(ranges: number[]): number[][] {
 }
 
 function sweepIndices(model: HookedTransformer, corruptedTokens: TokensInput, opts: PatchOptions): { toks: Tensor; indices: number[][]; outShape: number[] } {
-  const tokens = corruptedTokens instanceof Tensor ? corruptedTokens : model.toTokens(corruptedTokens as string | string[]);
+  const isText = typeof corruptedTokens === 'string' || (Array.isArray(corruptedTokens) && typeof corruptedTokens[0] === 'string');
+  const tokens = corruptedTokens instanceof Tensor ? corruptedTokens
+    : isText ? model.toTokens(corruptedTokens as string | string[]) : Tensor.from(corruptedTokens as number[] | number[][]);
   const toks = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
   const seqLen = toks.shape[1];
   let indices: number[][], outShape: number[];
