@@ -113,7 +113,7 @@ t.test('output shapes follow TL (spec 9.3), last axis fastest', async (t) => {
   model.dispose();
 });
 
-t.test('shortcuts are exact: starting at the patched layer and unembedding the last position match full forwards bit for bit', async (t) => {
+t.test('shortcuts are exact: starting at the patched layer, batching patches and unembedding the last position match one full forward per patch, bit for bit', async (t) => {
   fc.assert(fc.property(arbCfg, (c) => {
     const model = build(c);
     const { clean, corrupted, answers } = inputs(c);
@@ -121,9 +121,10 @@ t.test('shortcuts are exact: starting at the patched layer and unembedding the l
     const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
     let ok = true;
     for (const [, fn] of READY) {
-      const slow = fn(model, corrupted, cache, metric, { skipUnchangedLayers: false }).f32();
+      const slow = fn(model, corrupted, cache, metric, { skipUnchangedLayers: false, patchBatch: 1 }).f32();
       const fast = fn(model, corrupted, cache, metric, { lastPositionLogits: true }).f32();
-      ok &&= slow.every((x, i) => Object.is(x, fast[i]));
+      const batched = fn(model, corrupted, cache, metric, { patchBatch: 3, skipUnchangedLayers: false }).f32();
+      ok &&= slow.every((x, i) => Object.is(x, fast[i]) && Object.is(x, batched[i]));
     }
     // the demo's hand-written loop (cell 62) gives the same grid
     const grid = patching.getActPatchResidPre(model, corrupted, cache, metric);
@@ -144,7 +145,7 @@ t.test('a hook already on the model disables the layer-skipping shortcut (it mus
   const { cache } = model.runWithCache(clean);
   let fired = 0;
   model.addHook('hook_embed', () => { fired++; });
-  patching.getActPatchResidPre(model, corrupted, cache, (lg) => logitsToAveLogitDiff(lg, answers));
+  patching.getActPatchResidPre(model, corrupted, cache, (lg) => logitsToAveLogitDiff(lg, answers), { patchBatch: 1 });
   t.equal(fired, 2 * 3, 'embed hook fired once per patched forward');
   model.resetHooks();
   model.dispose();

@@ -12,7 +12,8 @@ export interface ForwardTask {
   startAtLayer?: number;
   lastPositionLogits?: boolean;
   cache?: string[] | 'all' | null;
-  patch?: { hook: string; setter: SetterName; index: number[]; clean: Arr };
+  /** One copy of the input per index, each patched at its own index, run as one batch. */
+  patch?: { hook: string; setter: SetterName; indices: number[][]; clean: Arr };
 }
 
 export interface ForwardResult { logits: Arr; cache?: Record<string, Arr> }

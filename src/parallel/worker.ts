@@ -6,7 +6,7 @@ import { Piscina } from 'piscina';
 import { WasmBackend } from '../kernels/wasm/index.js';
 import { HookedTransformer, SharedModel } from '../model/hooked-transformer.js';
 import { setters } from '../patching/index.js';
-import { Tensor } from '../tensor/index.js';
+import { cat, Tensor } from '../tensor/index.js';
 import type { ForwardTask, ForwardResult, Arr } from './protocol.js';
 
 const { model: desc, slots: slotBuf, scratch } = workerData as { model: SharedModel; slots: SharedArrayBuffer; scratch: { ptrs: number[]; bytes: number } };
@@ -26,13 +26,13 @@ export default function run(task: ForwardTask): ForwardResult {
   if (task.kind === 'die') process.exit(1); // fault injection for tests: this thread ends abruptly
   if (task.kind === 'throw') throw new Error('injected failure');
   const hooks: [string, (a: Tensor) => Tensor | void][] = [];
+  let input = task.resid ? tensor(task.resid) : tensor(task.tokens!);
   if (task.patch) {
-    const { hook, setter, index, clean } = task.patch;
-    const fn = setters[setter];
-    const c = tensor(clean);
-    hooks.push([hook, (act: Tensor) => fn(act, index, c)]);
+    const { hook, setter, indices, clean } = task.patch;
+    const fn = setters[setter], c = tensor(clean), k = indices.length, b = input.shape[0];
+    if (k > 1) input = cat(Array.from({ length: k }, () => input), 0);
+    hooks.push([hook, (act: Tensor) => { indices.forEach((idx, j) => fn(act.slice(0, j * b, (j + 1) * b), idx, c)); return act; }]);
   }
-  const input = task.resid ? tensor(task.resid) : tensor(task.tokens!);
   const opts = { startAtLayer: task.startAtLayer, lastPositionLogits: task.lastPositionLogits };
   let logits: Tensor;
   const cache: Record<string, Arr> = {};
