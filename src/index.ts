@@ -23,3 +23,4 @@ export { headDetectorScores, diagonalScore } from './analysis/heads.js';
 export { exploratoryDemo, ioiData, ioiPrompts } from './analysis/ioi-demo.js';
 export type { IoiData, DemoResult, DemoVariant } from './analysis/ioi-demo.js';
 export { Report } from './report/html.js';
+export { ForwardPool } from './parallel/pool.js';

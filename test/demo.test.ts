@@ -34,7 +34,7 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   t.same(data.tokens.shape, [8, 15]);
   t.same(data.exampleRepeatedTokens.shape, [1, 43]);
   t.same(data.repeatedRandomTokens.shape, [2, 128]);
-  const r = exploratoryDemo(model, data, quiet);
+  const r = await exploratoryDemo(model, data, quiet);
   const L = 2, H = 4, B = 8, P = 15;
   const text = r.lines.join('\n');
   t.match(text, /^Tokenized prompt: \['<\|endoftext\|>', 'After', ' John', ' and', ' Mary', ' went', ' to', ' the', ' store'/m);
@@ -98,6 +98,15 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   t.match(byTitle('Original vs Post-Ablation Direct Logit Attribution of Heads'), { kind: 'scatter', xTitle: 'Ablated', yTitle: 'Original' });
   t.equal(figs.filter((f) => f.title.startsWith('Top 3 Positive Logit Attribution Heads')).length, 3);
   t.ok(figs.filter((f) => f.kind === 'attention').every((f) => f.shape[0] === P && f.shape[1] === P));
+  // the same demo with the sweeps on a worker pool: the same numbers, bit for bit
+  const { ForwardPool } = await import('../src/parallel/pool.js');
+  const pool = await ForwardPool.create(model, { threads: 2 });
+  const rp = await exploratoryDemo(model, data, { ...quiet, pool });
+  for (const k of ['patchedResidPre', 'patchedAttnOut', 'patchedMlpOut', 'patchedHeadZ', 'patchedHeadV', 'patchedHeadPattern'] as const) {
+    t.ok(rp[k].f32().every((v, i) => Object.is(v, r[k].f32()[i])), `${k}: pool = serial`);
+  }
+  t.same(rp.lines, r.lines, 'same printed output');
+  await pool.destroy();
   const html = r.report.html();
   t.ok(html.length > 3e6, 'plotly.js is inlined');
   t.notMatch(html, /<script[^>]+src=/, 'no external scripts');
@@ -124,7 +133,7 @@ t.test('every section runs on the reference fixtures (token ids folded into thei
       exampleRepeatedTokens: Tensor.from([model.cfg.bos_token_id, 1, 2, 3, 4, 1, 2, 3, 4], [1, 9]),
       repeatedRandomTokens: Tensor.from(rows.flatMap((r) => [...r, ...r]), [2, 2 * seqLen]), seqLen,
     };
-    const r = exploratoryDemo(model, data, quiet);
+    const r = await exploratoryDemo(model, data, quiet);
     const { n_layers: L, n_heads: H } = model.cfg;
     t.same(r.patchedResidPre.shape, [L, 15], `${name}: resid_pre grid`);
     t.same(r.headScores.induction.shape, [L, H], `${name}: induction scores`);

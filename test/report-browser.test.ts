@@ -21,7 +21,7 @@ t.test('the report renders every figure in headless Chromium, offline, without e
   }
   const model = HookedTransformer.fromHFTensors(hfConfig(PRESETS.tiny), randomGPT2(PRESETS.tiny, 2),
     { foldLn: true, centerWritingWeights: true, centerUnembed: true, refactorFactoredAttnMatrices: true });
-  const { report } = exploratoryDemo(model, ioiData(model, 'seed'), { print: () => {}, banner: 'random weights (test)' });
+  const { report } = await exploratoryDemo(model, ioiData(model, 'seed'), { print: () => {}, banner: 'random weights (test)' });
   model.dispose();
   const dir = mkdtempSync(join(tmpdir(), 'typelens-report-'));
   const path = join(dir, 'index.html');

@@ -10,8 +10,9 @@ import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { rng } from '../model/make-weights.js';
 import {
   getActPatchAttnHeadOutAllPos, getActPatchAttnHeadPatternAllPos, getActPatchAttnHeadVAllPos,
-  getActPatchAttnOut, getActPatchMlpOut, getActPatchResidPre, PatchingMetric,
+  getActPatchAttnOut, getActPatchMlpOut, getActPatchResidPre, parallel, PatchingMetric,
 } from '../patching/index.js';
+import type { ForwardPool } from '../parallel/pool.js';
 import { Report } from '../report/html.js';
 import { pyRound, torchRepr, torchSize } from '../report/format.js';
 import { argmax, map, Tensor, topk } from '../tensor/index.js';
@@ -93,6 +94,8 @@ export interface DemoOptions {
   /** Shown at the top of the report (e.g. "these are random weights"). */
   banner?: string;
   modelName?: string;
+  /** Run the patching sweeps on this worker pool. */
+  pool?: ForwardPool;
 }
 
 /** Every number the demo computes, for tests and for callers who want data, not text. */
@@ -126,7 +129,7 @@ const headLabel = (i: number, H: number): string => `L${Math.floor(i / H)}H${i %
 const fmt3 = (x: number): string => pyRound(x, 3).toFixed(3);
 const fmt2 = (x: number): string => pyRound(x, 2).toFixed(2);
 
-export function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: DemoOptions = {}): DemoResult {
+export async function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: DemoOptions = {}): Promise<DemoResult> {
   const lines: string[] = [];
   const print = (l: string) => { for (const x of l.split('\n')) lines.push(x); (opts.print ?? console.log)(l); };
   const bar = (label: string) => opts.progress?.(label);
@@ -216,23 +219,29 @@ export function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: D
   printed();
   const metric: PatchingMetric = (lg) => (logitsToAveLogitDiff(lg, data.answerTokens) - corrupted) / (original - corrupted);
   const positionLabels = strTokens0.map((t, i) => `${t}_${i}`);
-  const sweep = (label: string, fn: typeof getActPatchResidPre) => fn(model, data.corruptedTokens, cache, metric, { onProgress: bar(label), lastPositionLogits: true });
-  const patchedResidPre = sweep('patching resid_pre', getActPatchResidPre);
+  // the sweeps run on the worker pool when there is one (same numbers, bit for bit)
+  type Name = 'getActPatchResidPre' | 'getActPatchAttnOut' | 'getActPatchMlpOut' | 'getActPatchAttnHeadOutAllPos' | 'getActPatchAttnHeadVAllPos' | 'getActPatchAttnHeadPatternAllPos';
+  const serialFns = { getActPatchResidPre, getActPatchAttnOut, getActPatchMlpOut, getActPatchAttnHeadOutAllPos, getActPatchAttnHeadVAllPos, getActPatchAttnHeadPatternAllPos };
+  const sweep = async (label: string, name: Name): Promise<Tensor> => {
+    const o = { onProgress: bar(label), lastPositionLogits: true };
+    return opts.pool ? parallel[name](opts.pool, data.corruptedTokens, cache, metric, o) : serialFns[name](model, data.corruptedTokens, cache, metric, o);
+  };
+  const patchedResidPre = await sweep('patching resid_pre', 'getActPatchResidPre');
   report.heading('Residual stream', 3).imshow(grid(patchedResidPre), { x: positionLabels, xTitle: 'Position', yTitle: 'Layer', title: 'Logit Difference From Patched Residual Stream' });
-  const patchedAttnOut = sweep('patching attn_out', getActPatchAttnOut);
-  const patchedMlpOut = sweep('patching mlp_out', getActPatchMlpOut);
+  const patchedAttnOut = await sweep('patching attn_out', 'getActPatchAttnOut');
+  const patchedMlpOut = await sweep('patching mlp_out', 'getActPatchMlpOut');
   report.heading('Attention and MLP layers', 3)
     .imshow(grid(patchedAttnOut), { x: positionLabels, xTitle: 'Position', yTitle: 'Layer', title: 'Logit Difference From Patched Attention Layer' });
   report.imshow(grid(patchedMlpOut), { x: positionLabels, xTitle: 'Position', yTitle: 'Layer', title: 'Logit Difference From Patched MLP Layer' });
-  const patchedHeadZ = sweep('patching head outputs', getActPatchAttnHeadOutAllPos);
+  const patchedHeadZ = await sweep('patching head outputs', 'getActPatchAttnHeadOutAllPos');
   report.heading('Heads', 3).imshow(grid(patchedHeadZ), { xTitle: 'Head', yTitle: 'Layer', title: 'Logit Difference From Patched Head Output' });
-  const patchedHeadV = sweep('patching head values', getActPatchAttnHeadVAllPos);
+  const patchedHeadV = await sweep('patching head values', 'getActPatchAttnHeadVAllPos');
   report.imshow(grid(patchedHeadV), { xTitle: 'Head', yTitle: 'Layer', title: 'Logit Difference From Patched Head Value' });
   const headLabels = Array.from({ length: L * H }, (_, i) => headLabel(i, H));
   const layerOfHead = Array.from({ length: L * H }, (_, i) => Math.floor(i / H));
   report.scatter({ x: patchedHeadV.toArray(), y: patchedHeadZ.toArray(), xTitle: 'Value Patch', yTitle: 'Output Patch', color: layerOfHead, colorTitle: 'Layer',
     hover: headLabels, rangeX: [-0.5, 0.5], rangeY: [-0.5, 0.5], title: 'Scatter plot of output patching vs value patching' });
-  const patchedHeadPattern = sweep('patching head patterns', getActPatchAttnHeadPatternAllPos);
+  const patchedHeadPattern = await sweep('patching head patterns', 'getActPatchAttnHeadPatternAllPos');
   report.imshow(grid(patchedHeadPattern), { xTitle: 'Head', yTitle: 'Layer', title: 'Logit Difference From Patched Head Pattern' });
   report.scatter({ x: patchedHeadPattern.toArray(), y: patchedHeadZ.toArray(), xTitle: 'Attention Patch', yTitle: 'Output Patch', hover: headLabels,
     title: 'Scatter plot of output patching vs attention patching' });

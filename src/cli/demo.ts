@@ -6,6 +6,8 @@ import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
 import { DemoVariant, exploratoryDemo, ioiData } from '../analysis/ioi-demo.js';
 import { progress } from './progress.js';
+import { defaultThreads, WasmBackend } from '../kernels/index.js';
+import { ForwardPool } from '../parallel/pool.js';
 
 type Parse = (argv: string[], o: NonNullable<Parameters<typeof parseArgs>[0]>['options']) => { values: Record<string, unknown> };
 
@@ -49,7 +51,10 @@ export async function runDemo(argv: string[], parse: Parse, usageError: (m: stri
     console.log(`Loaded pretrained model ${dir === real ? 'gpt2-small' : dir} into HookedTransformer`);
     console.error(`(loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, backend ${model.backend.name})`);
     const t1 = performance.now();
-    const result = exploratoryDemo(model, ioiData(model, variant), { banner, progress });
+    const threads = defaultThreads();
+    const pool = threads > 1 && model.backend instanceof WasmBackend ? await ForwardPool.create(model, { threads }) : undefined;
+    if (pool) console.error(`(patching sweeps on ${threads} worker threads)`);
+    const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool });
     const path = join(out, 'index.html');
     result.report.write(path);
     console.log(`\nwrote ${path} (${result.report.figures.length} figures) in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
