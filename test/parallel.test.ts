@@ -99,6 +99,9 @@ t.test('pool faults: a throwing worker, a worker killed mid-sweep, dispose durin
   const r = await sweep.then(() => 'ok', (e) => e);
   t.ok(r === 'ok' || (r instanceof TypelensError && /worker failed/.test(r.message)), `killed mid-sweep: ${r instanceof Error ? r.message : r}`);
   t.ok(same(await patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric), want), 'the pool recovered: the next sweep is right');
+  for (let i = 0; i < 5; i++) { pool.killWorker(); await new Promise((r) => setTimeout(r, 30)); await pool.runBatch(clean); }
+  t.ok(same((await pool.runBatch(clean)).logits, m.forward(clean)), 'still right after five more kills');
+  t.ok(pool.slotsInUse <= 2, `dead workers' scratch regions were freed (${pool.slotsInUse} in use)`);
 
   const running = patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric);
   await new Promise((res) => setTimeout(res, 5));

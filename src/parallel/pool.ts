@@ -18,16 +18,22 @@ export class ForwardPool {
   private piscina: Piscina;
   private scratch: number[];
   private closed = false;
+  private slots: Int32Array;
 
   private constructor(readonly model: HookedTransformer, readonly threads: number, scratchBytes: number) {
     const be = model.backend as WasmBackend;
     const nslots = threads + 4; // spare regions for workers that replace dead ones
     this.scratch = Array.from({ length: nslots }, () => be.arena.alloc(scratchBytes));
+    const slots = new SharedArrayBuffer(4 * nslots);
+    this.slots = new Int32Array(slots);
     this.piscina = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
       minThreads: threads, maxThreads: threads, idleTimeout: 60_000,
-      workerData: { model: model.sharedDescriptor(), slots: new SharedArrayBuffer(4 * nslots), scratch: { ptrs: this.scratch, bytes: scratchBytes } },
+      workerData: { model: model.sharedDescriptor(), slots, scratch: { ptrs: this.scratch, bytes: scratchBytes } },
     });
+    // a worker that is gone gives its scratch region back (slots hold the owner's threadId;
+    // an exited worker is no longer among the live threads, or reads threadId -1)
+    this.piscina.on('workerDestroy', () => this.reclaim());
     model.onDispose.push(() => { void this.destroy(); });
   }
 
@@ -42,9 +48,18 @@ export class ForwardPool {
     return pool;
   }
 
+  private reclaim(): void {
+    const live = new Set(this.piscina.threads.map((w) => w.threadId).filter((id) => id > 0));
+    for (let i = 0; i < this.slots.length; i++) {
+      const owner = Atomics.load(this.slots, i);
+      if (owner !== 0 && !live.has(owner)) Atomics.compareExchange(this.slots, i, owner, 0);
+    }
+  }
+
   /** One forward pass in a worker. Errors (a throwing or dying worker) come back as TypelensError. */
   async run(task: Omit<ForwardTask, 'kind'> & { kind?: ForwardTask['kind'] }): Promise<ForwardResult> {
     if (this.closed) throw new TypelensError('this worker pool was closed (model disposed?)', 'EDISPOSED');
+    this.reclaim();
     try {
       return await this.piscina.run({ kind: 'forward', ...task } as ForwardTask) as ForwardResult;
     } catch (e) {
@@ -73,6 +88,9 @@ export class ForwardPool {
 
   /** Terminate one worker thread now, whatever it is doing (fault injection for tests). */
   killWorker(): void { void this.piscina.threads[0]?.terminate(); }
+
+  /** Scratch regions held by live workers (for tests: a dead worker's region is freed). */
+  get slotsInUse(): number { return this.slots.filter((v) => v !== 0).length; }
 
   /** Make one worker end abruptly (fault-injection for tests of recovery). */
   async injectFault(kind: 'die' | 'throw'): Promise<void> {

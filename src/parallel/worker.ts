@@ -1,7 +1,7 @@
 // A piscina worker: a replica of the main thread's model over the same shared WebAssembly.Memory
 // (no weight copies), running whole forward passes: plain, from a layer on, with a declarative
 // patch, with or without a cache. Results go back as transferred buffers (moved, not copied).
-import { workerData } from 'node:worker_threads';
+import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { WasmBackend } from '../kernels/wasm/index.js';
 import { HookedTransformer, SharedModel } from '../model/hooked-transformer.js';
@@ -14,7 +14,8 @@ const { model: desc, slots: slotBuf, scratch } = workerData as { model: SharedMo
 // claim a scratch region of the shared memory for this thread's matmuls
 const slots = new Int32Array(slotBuf);
 let slot = -1;
-for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, 1) === 0) slot = i;
+// the slot holds our threadId, so that the pool can free it when this thread is gone
+for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, threadId) === 0) slot = i;
 if (slot < 0) throw new Error('typelens worker: no free scratch region (too many worker restarts)');
 const backend = new WasmBackend({ memory: desc.memory, module: desc.module, fmaModule: desc.fma, scratch: { ptr: scratch.ptrs[slot], bytes: scratch.bytes } });
 const model = HookedTransformer.fromShared(desc, backend);
