@@ -44,8 +44,10 @@ export class MatmulHelpers {
       // A helper that died mid-job never answers: after the deadline its range runs here and the
       // helper is retired. (Both writing the same values into C is harmless.)
       const deadline = Date.now() + 2000;
-      let s: number;
-      while ((s = Atomics.load(h.ctrl, CTRL.state)) === CtrlState.job && Date.now() < deadline) Atomics.wait(h.ctrl, CTRL.state, CtrlState.job, 20);
+      let s: number, spins = 0;
+      while ((s = Atomics.load(h.ctrl, CTRL.state)) === CtrlState.job && (++spins < 200_000 || Date.now() < deadline)) {
+        if (spins >= 200_000) Atomics.wait(h.ctrl, CTRL.state, CtrlState.job, 20); // spin first: the helper is usually close behind
+      }
       if (s === CtrlState.job) { this.retire(h); own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]); continue; }
       Atomics.store(h.ctrl, CTRL.state, CtrlState.idle);
       if (s !== CtrlState.done) own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]);
