@@ -66,7 +66,7 @@ t.test('usage errors name the token, hook, layer or size', async (t) => {
   oneLine(t, () => m.runWithHooks([[1, 2]], { fwdHooks: [['blocks.0.attn.hook_z', () => Tensor.zeros([1, 2, 3])]] }), /blocks\.0\.attn\.hook_z.*returned shape \[1, 2, 3\]/, 'hook returns wrong shape');
   const { cache } = m.runWithCache([[1, 2, 3]], { namesFilter: ['blocks.0.hook_resid_pre'] });
   oneLine(t, () => cache.get('blocks.0.hook_resid_post'), /blocks\.0\.hook_resid_post/, 'not cached');
-  oneLine(t, () => m.runWithCache([[1, 2, 3]], { posSlice: 7 }), /7|out of range|outside/, 'posSlice out of range');
+  oneLine(t, () => m.runWithCache([[1, 2, 3]], { posSlice: 7 }), /slice index 7 out of range for an axis of 3/, 'posSlice out of range');
   oneLine(t, () => m.runWithCache(Tensor.from(Array(8 * 32).fill(1), [8, 32])), /cache would need [\d.]+ MiB, over the 0 MiB budget: pass namesFilter or posSlice, or raise cacheBudgetBytes/, 'cache over budget');
   oneLine(t, () => m.forward(Tensor.zeros([1, 2, 3]), { startAtLayer: 9 }), /startAtLayer 9 is outside \[0, 2\]/, 'startAtLayer');
   t.equal(getActName('resid_pre', 1), 'blocks.1.hook_resid_pre');
@@ -110,6 +110,11 @@ t.test('CLI: unknown flags, missing values, unreadable paths, unwritable outputs
     [['fetch-weights', 'gpt2-small', '--dir'], /argument missing/, 2],
     [['run', '--model', fixture, '--tokens', '1,2', '--out', join(ro, 'sub', 'x.safetensors')], /cannot write .*x\.safetensors/, 1],
   ];
+  // unreadable even for root: model.safetensors is a folder
+  const dirModel = join(tmp, 'dirmodel');
+  mkdirSync(join(dirModel, 'model.safetensors'), { recursive: true });
+  writeFileSync(join(dirModel, 'config.json'), JSON.stringify(config));
+  cases.push([['run', '--model', dirModel, '--tokens', '1', '--out', join(tmp, 'd.safetensors')], /cannot read .*dirmodel\/model\.safetensors: EISDIR/, 1]);
   if (!root) cases.push([['run', '--model', unreadable, '--tokens', '1', '--out', join(tmp, 'u.safetensors')], /unreadable.*(EACCES|permission)/i, 1]);
   for (const [args, re, code] of cases) {
     const r = cli(...args);
