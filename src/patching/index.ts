@@ -62,44 +62,37 @@ function checkIndex(i: number, n: number, what: string, act: Tensor): void {
   if (!Number.isInteger(i) || i < 0 || i >= n) throw new TypelensError(`patch index ${what} = ${i} is outside [0, ${n}) for an activation of shape [${act.shape.join(', ')}]`, 'EINDEX');
 }
 
+/**
+ * A setter writing clean into act at index[1..] along the given axes (index[0] is the layer):
+ * act[sel] = clean[sel], in place, where sel fixes each listed axis at its index value.
+ */
+function setAt(...axes: [axis: number, what: string][]): PatchSetter {
+  return (act, index, clean) => {
+    let a = act, c = clean;
+    axes.forEach(([axis, what], i) => {
+      checkIndex(index[i + 1], act.shape[axis], what, act);
+      a = slot(a, axis, index[i + 1]);
+      c = slot(c, axis, index[i + 1]);
+    });
+    a.assign(c);
+    return act;
+  };
+}
+
 /** TL's patch setters (spec 9.2): in place on the corrupted activation, which is returned. */
 export const setters = {
   /** (layer, pos): act[:, pos, ...] = clean[:, pos, ...] */
-  layerPos: ((act, [, pos], clean) => {
-    checkIndex(pos, act.shape[1], 'pos', act);
-    slot(act, 1, pos).assign(slot(clean, 1, pos));
-    return act;
-  }) as PatchSetter,
+  layerPos: setAt([1, 'pos']),
   /** (layer, pos, head): act[:, pos, head] = clean[:, pos, head] */
-  layerPosHeadVector: ((act, [, pos, head], clean) => {
-    checkIndex(pos, act.shape[1], 'pos', act); checkIndex(head, act.shape[2], 'head', act);
-    slot(slot(act, 1, pos), 2, head).assign(slot(slot(clean, 1, pos), 2, head));
-    return act;
-  }) as PatchSetter,
+  layerPosHeadVector: setAt([1, 'pos'], [2, 'head']),
   /** (layer, head): act[:, :, head] = clean[:, :, head] */
-  layerHeadVector: ((act, [, head], clean) => {
-    checkIndex(head, act.shape[2], 'head', act);
-    slot(act, 2, head).assign(slot(clean, 2, head));
-    return act;
-  }) as PatchSetter,
+  layerHeadVector: setAt([2, 'head']),
   /** (layer, head): act[:, head, :, :] = clean[:, head, :, :] */
-  layerHeadPattern: ((act, [, head], clean) => {
-    checkIndex(head, act.shape[1], 'head', act);
-    slot(act, 1, head).assign(slot(clean, 1, head));
-    return act;
-  }) as PatchSetter,
+  layerHeadPattern: setAt([1, 'head']),
   /** (layer, head, dest): act[:, head, dest, :] = clean[:, head, dest, :] */
-  layerHeadPosPattern: ((act, [, head, dest], clean) => {
-    checkIndex(head, act.shape[1], 'head', act); checkIndex(dest, act.shape[2], 'dest_pos', act);
-    slot(slot(act, 1, head), 2, dest).assign(slot(slot(clean, 1, head), 2, dest));
-    return act;
-  }) as PatchSetter,
+  layerHeadPosPattern: setAt([1, 'head'], [2, 'dest_pos']),
   /** (layer, head, dest, src): act[:, head, dest, src] = clean[:, head, dest, src] */
-  layerHeadDestSrcPosPattern: ((act, [, head, dest, src], clean) => {
-    checkIndex(head, act.shape[1], 'head', act); checkIndex(dest, act.shape[2], 'dest_pos', act); checkIndex(src, act.shape[3], 'src_pos', act);
-    slot(slot(slot(act, 1, head), 2, dest), 3, src).assign(slot(slot(slot(clean, 1, head), 2, dest), 3, src));
-    return act;
-  }) as PatchSetter,
+  layerHeadDestSrcPosPattern: setAt([1, 'head'], [2, 'dest_pos'], [3, 'src_pos']),
 };
 
 function axisRange(model: HookedTransformer, axis: IndexAxis, seqLen: number): number {
