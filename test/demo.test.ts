@@ -147,7 +147,7 @@ t.test('typelens demo --prompts seed on a small checkpoint writes the report; ba
   const tmp = mkdtempSync(join(tmpdir(), 'typelens-demo-'));
   const model = join(tmp, 'tiny'), out = join(tmp, 'report');
   t.equal(spawnSync(process.execPath, [bin, 'make-weights', '--preset', 'tiny', '--out', model]).status, 0);
-  const r = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--out', out, '--prompts', 'seed'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--out', out, '--prompts', 'seed', '--threads', '2'], { encoding: 'utf8' });
   t.equal(r.status, 0, r.stderr);
   t.match(r.stdout, /^Per prompt logit difference: tensor\(\[\s*-?\d\.\d{4}\]\)$/m);
   t.match(r.stdout, /^Prompt as tokens: \['<\|endoftext\|>', 'When', ' John', ' and', ' Mary', ' went', ' to', ' the', ' shops', ',', ' John', ' gave', ' the', ' bag', ' to'\]$/m);
@@ -155,6 +155,9 @@ t.test('typelens demo --prompts seed on a small checkpoint writes the report; ba
   t.ok(existsSync(join(out, 'index.html')));
   t.same(readdirSync(out), ['index.html'], 'no temp files left');
   t.ok(readFileSync(join(out, 'index.html'), 'utf8').includes('Logit Difference From Patched Head Pattern'));
+  const badThreads = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--threads', '0'], { encoding: 'utf8' });
+  t.equal(badThreads.status, 2);
+  t.match(badThreads.stderr, /--threads must be a positive integer, got "0"/);
   const bad = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--prompts', 'many'], { encoding: 'utf8' });
   t.equal(bad.status, 2);
   t.match(bad.stderr, /--prompts must be classic or seed, got "many"/);

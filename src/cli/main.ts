@@ -11,6 +11,7 @@ import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
 import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
+import { wasmBackend } from '../kernels/index.js';
 import { progress } from './progress.js';
 
 export { progress };
@@ -19,10 +20,10 @@ const USAGE = `usage: typelens <command> [options]
 
 commands:
   run --model DIR (--tokens "1,2,3[;4,5,6]" | --prompt TEXT) --out FILE.safetensors
-      [--no-processing] [--dtype f32|f16|bf16] [--cache all|NAME,NAME] [--repeat N]
+      [--no-processing] [--dtype f32|f16|bf16] [--cache all|NAME,NAME] [--repeat N] [--threads N]
   test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
-  demo [--model DIR] [--out DIR] [--prompts classic|seed]
+  demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]`;
 
 /** A usage mistake: exit code 2 with the usage text. */
@@ -62,8 +63,13 @@ function parseTokens(s: string): Tensor {
 async function cmdRun(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
     model: { type: 'string' }, tokens: { type: 'string' }, prompt: { type: 'string' }, out: { type: 'string' },
-    'no-processing': { type: 'boolean' }, dtype: { type: 'string' }, cache: { type: 'string' }, repeat: { type: 'string' },
+    'no-processing': { type: 'boolean' }, dtype: { type: 'string' }, cache: { type: 'string' }, repeat: { type: 'string' }, threads: { type: 'string' },
   });
+  if (v.threads !== undefined) {
+    const n = Number(v.threads);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${v.threads}"`);
+    wasmBackend()?.setThreads(n);
+  }
   const dir = need(v.model, '--model DIR');
   const out = need(v.out, '--out FILE.safetensors');
   if ((v.tokens === undefined) === (v.prompt === undefined)) throw new UsageError('give exactly one of --tokens or --prompt');
