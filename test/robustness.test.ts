@@ -126,3 +126,14 @@ t.test('CLI: unknown flags, missing values, unreadable paths, unwritable outputs
   chmodSync(ro, 0o700);
   t.ok(!existsSync(join(tmp, 'w', 'model.safetensors')), 'nothing written for a usage error');
 });
+
+t.test('loading reports progress, monotonic, ending at its total', async (t) => {
+  const seen: [number, number][] = [];
+  const m = HookedTransformer.fromDir(fixture, { onProgress: (d, n) => seen.push([d, n]) });
+  const total = seen[0][1];
+  t.equal(total, 2 * m.cfg.n_layers + 2);
+  t.same(seen[0], [0, total]);
+  t.same(seen[seen.length - 1], [total, total]);
+  t.ok(seen.every(([d, n], i) => n === total && (i === 0 || d >= seen[i - 1][0])), 'monotonic');
+  m.dispose();
+});

@@ -49,7 +49,7 @@ export async function runDemo(argv: string[], parse: Parse, usageError: (m: stri
   }
   variant ??= 'classic';
   const t0 = performance.now();
-  const model = HookedTransformer.fromDir(dir, DEMO_FLAGS);
+  const model = HookedTransformer.fromDir(dir, { ...DEMO_FLAGS, onProgress: progress('loading the model') });
   try {
     console.log(`Loaded pretrained model ${dir === real ? 'gpt2-small' : dir} into HookedTransformer`);
     console.error(`(loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, backend ${model.backend.name})`);

@@ -20,6 +20,8 @@ export interface LoadOptions extends ProcessingOptions {
   allowNonFinite?: boolean;
   /** Refuse caches larger than this many bytes before allocating them. */
   cacheBudgetBytes?: number;
+  /** Loading progress: units done of total (reading, per-layer processing, per-layer packing). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export type TokensInput = string | string[] | Tensor | number[] | number[][];
@@ -74,7 +76,8 @@ export class HookedTransformer {
   /** Run at dispose (worker pools attached to this model shut down with it). */
   onDispose: (() => void)[] = [];
 
-  constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: { dtype?: DType; backend?: BackendName | Backend; cacheBudgetBytes?: number; replica?: ReplicaParts } = {}) {
+  constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: { dtype?: DType; backend?: BackendName | Backend; cacheBudgetBytes?: number; replica?: ReplicaParts;
+    onProgress?: (done: number, total: number) => void } = {}) {
     this.backend = typeof opts.backend === 'object' ? opts.backend : getBackend(opts.backend ?? 'auto');
     this.cacheBudgetBytes = opts.cacheBudgetBytes ?? 8 * 2 ** 30;
     this.replica = !!opts.replica;
@@ -95,7 +98,7 @@ export class HookedTransformer {
       for (const k of ['W_Q', 'W_K', 'W_V', 'W_O', 'W_in', 'W_out'] as const) blk[k] = store(blk[k]);
     }
     weights.W_U = store(weights.W_U);
-    this.packed = weights.blocks.map((blk) => ({
+    this.packed = weights.blocks.map((blk, l) => (opts.onProgress?.(l, weights.blocks.length + 1), {
       WQ: pack(Tensor.encode(blk.W_Q.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D),
       WK: pack(Tensor.encode(blk.W_K.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D),
       WV: pack(Tensor.encode(blk.W_V.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D),
@@ -104,6 +107,7 @@ export class HookedTransformer {
       Wout: pack(blk.W_out, F, M),
     }));
     this.packedWU = pack(weights.W_U, M, V);
+    opts.onProgress?.(weights.blocks.length + 1, weights.blocks.length + 1);
     // Embeddings move into the kernels' shared memory, so that worker replicas read them in place.
     if (this.backend instanceof WasmBackend) {
       const be = this.backend;
@@ -176,9 +180,13 @@ export class HookedTransformer {
       throw new TypelensError(`${cfgPath}: not valid JSON (${(e as Error).message})`, 'ECONFIG');
     }
     const cfg = configFromHF(hf, cfgPath, (hf._name_or_path as string) ?? dir);
+    const L = cfg.n_layers, total = 2 * L + 2, tick = opts.onProgress;
+    tick?.(0, total);
     const W = convertGPT2(readSafetensors(stPath), cfg, { allowNonFinite: opts.allowNonFinite });
-    processWeights(W, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) });
-    return new HookedTransformer(cfg, W, opts);
+    tick?.(1, total);
+    processWeights(W, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) }, (l) => tick?.(1 + l, total));
+    tick?.(1 + L, total);
+    return new HookedTransformer(cfg, W, { ...opts, onProgress: tick && ((d) => tick(1 + L + d, total)) });
   }
 
   /** Build from HF-layout tensors already in memory (generated models, tests). */

@@ -130,9 +130,10 @@ function mulRows(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor 
 }
 
 /** Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (spec 4.2). */
-function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig): void {
+function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l: number) => void): void {
   const { d_model: M, n_heads: H, d_head: D } = cfg;
-  for (const blk of W.blocks) {
+  for (const [l, blk] of W.blocks.entries()) {
+    onLayer?.(l);
     const WQ = f32(blk.W_Q), WK = f32(blk.W_K), bQ = f32(blk.b_Q), bK = f32(blk.b_K);
     for (let h = 0; h < H; h++) {
       const aug = (Wm: Float32Array, b: Float32Array) => {
@@ -160,12 +161,12 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig): void {
 }
 
 /** Apply the switched-on steps in TL's order. Mutates `W` and `cfg`. */
-export function processWeights(W: Weights, cfg: ModelConfig, opts: ProcessingOptions = {}): void {
+export function processWeights(W: Weights, cfg: ModelConfig, opts: ProcessingOptions = {}, onLayer?: (l: number) => void): void {
   const o = { ...DEFAULT_PROCESSING, ...opts };
   if (o.foldLn) foldLayerNorm(W, cfg);
   // TL skips centring for models whose residual stream is not read through an LN
   if (o.centerWritingWeights) centerWritingWeights(W, cfg);
   if (o.centerUnembed) centerUnembed(W, cfg);
   if (o.foldValueBiases) for (const blk of W.blocks) foldValueBias(blk, cfg);
-  if (o.refactorFactoredAttnMatrices) refactorFactoredAttnMatrices(W, cfg);
+  if (o.refactorFactoredAttnMatrices) refactorFactoredAttnMatrices(W, cfg, onLayer);
 }
