@@ -162,3 +162,25 @@ t.test('fromPretrained without weights says how to get them', async (t) => {
   t.throws(() => HookedTransformer.fromPretrained('gpt2-small', { dir: '/nonexistent/typelens' }), /typelens fetch-weights gpt2-small/);
   t.throws(() => HookedTransformer.fromPretrained('gpt7'), /unknown model "gpt7"/);
 });
+
+t.test('long prompts: attention through the matmul kernel equals the plain loop (1e-5 on logits, 1e-6 on patterns)', async (t) => {
+  fc.assert(fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 9 }), fc.nat(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 40 }),
+    (n_layer, n_head, d_head, seed, B, P) => {
+      const shape = { n_layer, n_embd: n_head * d_head, n_head, n_positions: 48, vocab_size: 30 };
+      const m = HookedTransformer.fromHFTensors(hfConfig(shape, 29), randomGPT2(shape, seed));
+      const tok = Tensor.from(Array.from({ length: B * P }, (_, i) => (seed + 7 * i) % 30), [B, P]);
+      const before = HookedTransformer.ATTN_MATMUL_MIN_POS;
+      try {
+        HookedTransformer.ATTN_MATMUL_MIN_POS = 1e9;
+        const loop = m.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
+        HookedTransformer.ATTN_MATMUL_MIN_POS = 1;
+        const mm = m.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
+        return allClose(mm.logits.f32(), loop.logits.f32(), 0, 1e-5) &&
+          loop.cache.keys().every((k) => allClose(mm.cache.get(k).f32(), loop.cache.get(k).f32(), 0, 1e-6));
+      } finally {
+        HookedTransformer.ATTN_MATMUL_MIN_POS = before;
+        m.dispose();
+      }
+    }), { numRuns: 30 });
+  t.pass();
+});

@@ -63,6 +63,8 @@ export interface SharedModel {
 
 /** GPT-2-shaped transformer with TransformerLens's hook points, names and numbers. */
 export class HookedTransformer {
+  /** From this many positions on, attention runs through the backend's matmul (see attnScores). */
+  static ATTN_MATMUL_MIN_POS = 32;
   readonly hookDict = new Map<string, HookPoint>();
   readonly backend: Backend;
   private packed: Packed[];
@@ -402,6 +404,70 @@ export class HookedTransformer {
     }
   }
 
+  /**
+   * Causal attention scores [B, H, P, P] from q, k [B, P, H, D]: q.k / attn_scale, -inf above the
+   * diagonal. Short prompts use a plain loop; from HookedTransformer.ATTN_MATMUL_MIN_POS positions on, each head's
+   * q @ k^T goes through the backend's matmul (SIMD, threads), which is what makes long prompts
+   * practical (the loop is ~30x slower there).
+   */
+  private attnScores(q: Float32Array, k: Float32Array, B: number, P: number): Float32Array {
+    const { n_heads: H, d_head: D } = this.cfg;
+    const scores = new Float32Array(B * H * P * P);
+    const inv = 1 / this.cfg.attn_scale;
+    if (P < HookedTransformer.ATTN_MATMUL_MIN_POS) {
+      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
+        const o = ((b * H + h) * P + i) * P, qo = ((b * P + i) * H + h) * D;
+        for (let j = 0; j < P; j++) {
+          if (j > i) { scores[o + j] = -Infinity; continue; }
+          const ko = ((b * P + j) * H + h) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += q[qo + d] * k[ko + d];
+          scores[o + j] = Math.fround(s) * inv;
+        }
+      }
+      return scores;
+    }
+    const qh = new Float32Array(P * D), kT = new Float32Array(D * P), out = new Float32Array(P * P);
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      for (let i = 0; i < P; i++) {
+        const src = ((b * P + i) * H + h) * D;
+        for (let d = 0; d < D; d++) { qh[i * D + d] = q[src + d]; kT[d * P + i] = k[src + d]; }
+      }
+      const w = this.backend.pack(kT, D, P, 'f32');
+      try { this.backend.matmul(qh, P, w, out); } finally { w.release(); }
+      const o = (b * H + h) * P * P;
+      for (let i = 0; i < P; i++) for (let j = 0; j < P; j++) scores[o + i * P + j] = j > i ? -Infinity : out[i * P + j] * inv;
+    }
+    return scores;
+  }
+
+  /** z [B, P, H, D] = pattern [B, H, P, P] @ v per head (loop for short prompts, matmul for long). */
+  private attnMix(pattern: Float32Array, v: Float32Array, B: number, P: number): Float32Array {
+    const { n_heads: H, d_head: D } = this.cfg;
+    const z = new Float32Array(B * P * H * D);
+    if (P < HookedTransformer.ATTN_MATMUL_MIN_POS) {
+      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
+        const po = ((b * H + h) * P + i) * P, zo = ((b * P + i) * H + h) * D;
+        for (let j = 0; j < P; j++) {
+          const p = pattern[po + j];
+          if (p === 0) continue;
+          const vo = ((b * P + j) * H + h) * D;
+          for (let d = 0; d < D; d++) z[zo + d] += p * v[vo + d];
+        }
+      }
+      return z;
+    }
+    const vh = new Float32Array(P * D), out = new Float32Array(P * D);
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      for (let j = 0; j < P; j++) { const src = ((b * P + j) * H + h) * D; for (let d = 0; d < D; d++) vh[j * D + d] = v[src + d]; }
+      const w = this.backend.pack(vh, P, D, 'f32');
+      const o = (b * H + h) * P * P;
+      try { this.backend.matmul(pattern.subarray(o, o + P * P), P, w, out); } finally { w.release(); }
+      for (let i = 0; i < P; i++) { const dst = ((b * P + i) * H + h) * D; for (let d = 0; d < D; d++) z[dst + d] = out[i * D + d]; }
+    }
+    return z;
+  }
+
   /** The model's logits [B, P, V] (or the residual stream when stopAtLayer is given). */
   forward(input: TokensInput, opts: RunOptions = {}): Tensor {
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
@@ -436,30 +502,9 @@ export class HookedTransformer {
       const q = this.fire(pre + 'attn.hook_q', this.linear(xq, pk.WQ, blk.b_Q, [B, P, H, D])).f32();
       const k = this.fire(pre + 'attn.hook_k', this.linear(xk, pk.WK, blk.b_K, [B, P, H, D])).f32();
       const v = this.fire(pre + 'attn.hook_v', this.linear(xv, pk.WV, blk.b_V, [B, P, H, D])).f32();
-      const scores = new Float32Array(B * H * P * P);
-      const inv = 1 / this.cfg.attn_scale;
-      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
-        const o = ((b * H + h) * P + i) * P, qo = ((b * P + i) * H + h) * D;
-        for (let j = 0; j < P; j++) {
-          if (j > i) { scores[o + j] = -Infinity; continue; }
-          const ko = ((b * P + j) * H + h) * D;
-          let s = 0;
-          for (let d = 0; d < D; d++) s += q[qo + d] * k[ko + d];
-          scores[o + j] = Math.fround(s) * inv;
-        }
-      }
-      const sc = this.fire(pre + 'attn.hook_attn_scores', new Tensor(scores, [B, H, P, P]));
+      const sc = this.fire(pre + 'attn.hook_attn_scores', new Tensor(this.attnScores(q, k, B, P), [B, H, P, P]));
       const pattern = this.fire(pre + 'attn.hook_pattern', softmax(sc)).f32();
-      const z = new Float32Array(B * P * H * D);
-      for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
-        const po = ((b * H + h) * P + i) * P, zo = ((b * P + i) * H + h) * D;
-        for (let j = 0; j < P; j++) {
-          const p = pattern[po + j];
-          if (p === 0) continue;
-          const vo = ((b * P + j) * H + h) * D;
-          for (let d = 0; d < D; d++) z[zo + d] += p * v[vo + d];
-        }
-      }
+      const z = this.attnMix(pattern, v, B, P);
       const zt = this.fire(pre + 'attn.hook_z', new Tensor(z, [B, P, H, D]));
       const attnOut = this.fire(pre + 'hook_attn_out', this.linear(zt, pk.WO, blk.b_O, [B, P, M]));
       const residMid = this.fire(pre + 'hook_resid_mid', add(residPre, attnOut));
