@@ -52,8 +52,9 @@ export class Report {
     if (o.x) { trace.customdata = z.map(() => o.x); trace.hovertemplate = `${o.xTitle ?? 'x'}: %{customdata}<br>${o.yTitle ?? 'y'}: %{y}<br>value: %{z:.4f}<extra></extra>`; }
     const layout = {
       title: { text: o.title ?? '' },
-      xaxis: { title: { text: o.xTitle ?? '' }, constrain: 'domain', scaleanchor: 'y', ...(o.x ? { tickmode: 'array', tickvals: xs, ticktext: o.x.map(tokLabel), tickangle: -45 } : {}) },
-      yaxis: { title: { text: o.yTitle ?? '' }, autorange: 'reversed', constrain: 'domain' },
+      // integer ticks: rows and columns are layers, heads or positions
+      xaxis: { title: { text: o.xTitle ?? '' }, constrain: 'domain', scaleanchor: 'y', dtick: 1, ...(o.x ? { tickmode: 'array', tickvals: xs, ticktext: o.x.map(tokLabel), tickangle: -45 } : {}) },
+      yaxis: { title: { text: o.yTitle ?? '' }, autorange: 'reversed', constrain: 'domain', dtick: 1 },
       margin: { t: 60, b: o.x ? 120 : 60 },
     };
     return this.figure({ kind: 'heatmap', title: o.title ?? '', xTitle: o.xTitle ?? '', yTitle: o.yTitle ?? '', shape: [rows, cols] }, { data: [trace], layout });
