@@ -88,7 +88,7 @@ export class Report {
     const side = Math.min(560, 140 + 22 * n);
     return heads.map(({ name, pattern }) => {
       const hover = pattern.map((row, i) => row.map((_, j) => `${esc(labels[i])} \u2192 ${esc(labels[j])}`));
-      const trace = { type: 'heatmap', z: pattern, x: ticks, y: ticks, zmin: 0, zmax: 1, colorscale: 'Blues', text: hover,
+      const trace = { type: 'heatmap', z: pattern, x: ticks, y: ticks, zmin: 0, zmax: 1, colorscale: 'Blues', reversescale: true, text: hover,
         hovertemplate: '%{text}<br>weight %{z:.3f}<extra></extra>' };
       const axis = (t: string) => ({ title: { text: t }, tickmode: 'array', tickvals: ticks, ticktext: labels, tickfont: { size: 10 } });
       const layout = { title: { text: `${name}` }, xaxis: { ...axis('Source token'), tickangle: -60 }, yaxis: { ...axis('Destination token'), autorange: 'reversed' }, margin: { l: 120, b: 120, t: 40 } };
