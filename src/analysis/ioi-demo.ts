@@ -133,7 +133,7 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   const lines: string[] = [];
   const print = (l: string) => { for (const x of l.split('\n')) lines.push(x); (opts.print ?? console.log)(l); };
   const bar = (label: string) => opts.progress?.(label);
-  const { n_layers: L, n_heads: H, d_model: M } = model.cfg;
+  const { n_layers: L, n_heads: H } = model.cfg;
   const B = data.tokens.shape[0], P = data.tokens.shape[1];
   const report = new Report(`Exploratory Analysis Demo (typelens, ${data.variant} prompts)`);
   if (opts.banner) report.banner(opts.banner);
@@ -298,7 +298,6 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   print(`Ablation LN scale ${torchRepr(Tensor.from(Array.from(sAbl, (x) => pyRound(x, 2)), [B, 1]))}`);
   print(`Original LN scale ${torchRepr(Tensor.from(Array.from(sOrig, (x) => pyRound(x, 2)), [B, 1]))}`);
   printed();
-  void M;
 
   return {
     lines, report, perPromptLogitDiff: perPrompt, originalAverageLogitDiff: original, calculatedAverageLogitDiff: calculated,
