@@ -79,3 +79,23 @@ t.test('random models: CUDA logits equal WASM logits', { skip }, async (t) => {
   }), { numRuns: 15 });
   t.pass();
 });
+
+t.test('the device-resident forward (no hooks) equals the host path (identity hook) and WASM', { skip }, async (t) => {
+  for (const name of ['tiny', 'tiny-hf']) {
+    const dir = fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url));
+    for (const opts of [NO_PROCESSING, {}]) {
+      const cuda = HookedTransformer.fromDir(dir, { ...opts, backend: 'cuda' });
+      const wasm = HookedTransformer.fromDir(dir, { ...opts, backend: 'wasm' });
+      const tok = Tensor.from([1, 2, 3, 4, 5, 6, 7, 8], [2, 4]);
+      const device = cuda.forward(tok);
+      const host = cuda.runWithHooks(tok, { fwdHooks: [['blocks.0.hook_resid_pre', (x) => x]] });
+      t.ok(maxAbsDiff(device.f32(), host.f32()) <= 1e-4, `${name}: device path = host path`);
+      t.ok(maxAbsDiff(device.f32(), wasm.forward(tok).f32()) <= 1e-4, `${name}: device path = WASM`);
+      const last = cuda.forward(tok, { lastPositionLogits: true });
+      t.same(last.shape, [2, 1, cuda.cfg.d_vocab]);
+      const resid = cuda.forward(tok, { stopAtLayer: 1 });
+      t.ok(maxAbsDiff(resid.f32(), wasm.forward(tok, { stopAtLayer: 1 }).f32()) <= 1e-4, `${name}: stopAtLayer`);
+      cuda.dispose(); wasm.dispose();
+    }
+  }
+});

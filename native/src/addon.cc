@@ -10,6 +10,8 @@ cudaError_t tl_sgemm(const float* A, const float* B, float* C, int M, int K, int
 cudaError_t tl_layernorm(const float* x, float* out, float* scale, const float* w, const float* b, int rows, int d, float eps);
 cudaError_t tl_attention(const float* q, const float* k, const float* v, float* pattern, float* z, int B, int P, int H, int D, float inv_scale);
 cudaError_t tl_gelu(const float* x, float* out, size_t n);
+cudaError_t tl_add_bias(float* x, const float* bias, size_t rows, int n);
+cudaError_t tl_add(const float* a, const float* b, float* out, size_t n);
 }
 
 namespace {
@@ -108,6 +110,21 @@ Napi::Value Gelu(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value AddBias(const Napi::CallbackInfo& info) {
+  size_t rows = (size_t)info[2].As<Napi::Number>().Int64Value();
+  int n = num(info, 3);
+  Buf& x = buf(info, 0, rows * n); Buf& b = buf(info, 1, n);
+  check(info.Env(), tl_add_bias(x.ptr, b.ptr, rows, n), "addBias");
+  return info.Env().Undefined();
+}
+
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  size_t n = (size_t)info[3].As<Napi::Number>().Int64Value();
+  Buf& a = buf(info, 0, n); Buf& b = buf(info, 1, n); Buf& out = buf(info, 2, n);
+  check(info.Env(), tl_add(a.ptr, b.ptr, out.ptr, n), "add");
+  return info.Env().Undefined();
+}
+
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   check(info.Env(), cudaDeviceSynchronize(), "synchronize");
   return info.Env().Undefined();
@@ -124,6 +141,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("gelu", Napi::Function::New(env, Gelu));
+  exports.Set("addBias", Napi::Function::New(env, AddBias));
+  exports.Set("add", Napi::Function::New(env, Add));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));
   return exports;
 }

@@ -133,7 +133,28 @@ __global__ void gelu_kernel(const float* x, float* out, size_t n) {
   if (i < n) { float v = x[i]; out[i] = 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); }
 }
 
+// x[r, j] += bias[j] for rows of n (the linear layers' biases)
+__global__ void add_bias_kernel(float* x, const float* bias, size_t rows, int n) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < rows * n) x[i] += bias[i % n];
+}
+
+// out = a + b (residual additions)
+__global__ void add_kernel(const float* a, const float* b, float* out, size_t n) {
+  size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = a[i] + b[i];
+}
+
 extern "C" {
+cudaError_t tl_add_bias(float* x, const float* bias, size_t rows, int n) {
+  size_t total = rows * n;
+  add_bias_kernel<<<(unsigned)((total + 255) / 256), 256>>>(x, bias, rows, n);
+  return cudaGetLastError();
+}
+cudaError_t tl_add(const float* a, const float* b, float* out, size_t n) {
+  add_kernel<<<(unsigned)((n + 255) / 256), 256>>>(a, b, out, n);
+  return cudaGetLastError();
+}
 cudaError_t tl_sgemm(const float* A, const float* B, float* C, int M, int K, int N) {
   dim3 grid((N + TN - 1) / TN, (M + TM - 1) / TM);
   sgemm_kernel<<<grid, 256>>>(A, B, C, M, K, N);

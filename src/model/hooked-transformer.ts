@@ -1,7 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TypelensError } from '../errors.js';
-import { Backend, BackendName, getBackend, PackedWeight, WasmBackend } from '../kernels/index.js';
+import { Backend, BackendName, CudaBackend, getBackend, PackedWeight, WasmBackend } from '../kernels/index.js';
+import { cudaForward, DeviceModel } from '../kernels/cuda/forward.js';
 import { add, centreAndScale, divideRows, DType, geluNew, map, mul, softmax, Tensor, embedding, stack } from '../tensor/index.js';
 import { HookFn, HookPoint, NameFilter } from '../hooks/hookpoint.js';
 import { ActivationCache } from '../hooks/cache.js';
@@ -404,6 +405,22 @@ export class HookedTransformer {
     }
   }
 
+  private deviceModel(B: number, P: number, start: number, stop: number, final: boolean): DeviceModel {
+    const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = this.cfg;
+    const ln = (w?: Tensor, b?: Tensor): [Float32Array, Float32Array] | undefined =>
+      (this.cfg.normalization_type === 'LN' && w && b ? [w.f32(), b.f32()] : undefined);
+    const W = this.weights;
+    return {
+      B, P, M, H, D, F, V, eps: this.cfg.eps, attnScale: this.cfg.attn_scale, start, stop, final,
+      blocks: W.blocks.map((k, l) => ({
+        ln1: ln(k.ln1_w, k.ln1_b), ln2: ln(k.ln2_w, k.ln2_b),
+        bQ: k.b_Q.f32(), bK: k.b_K.f32(), bV: k.b_V.f32(), bO: k.b_O.f32(), bIn: k.b_in.f32(), bOut: k.b_out.f32(),
+        WQ: this.packed[l].WQ, WK: this.packed[l].WK, WV: this.packed[l].WV, WO: this.packed[l].WO, Win: this.packed[l].Win, Wout: this.packed[l].Wout,
+      })),
+      lnFinal: ln(W.ln_final_w, W.ln_final_b), bU: W.b_U.f32(), WU: this.packedWU,
+    };
+  }
+
   /**
    * Causal attention scores [B, H, P, P] from q, k [B, P, H, D]: q.k / attn_scale, -inf above the
    * diagonal. Short prompts use a plain loop; from HookedTransformer.ATTN_MATMUL_MIN_POS positions on, each head's
@@ -492,6 +509,13 @@ export class HookedTransformer {
     const [B, P] = resid.shape;
     let stop = opts.stopAtLayer ?? L;
     if (stop < 0) stop += L;
+    // With the CUDA backend and nothing asking for an activation, the whole pass stays on the device.
+    if (this.backend instanceof CudaBackend && this.cfg.act_fn === 'gelu_new' && ![...this.hookDict.values()].some((hp) => hp.hooks.length)) {
+      const out = cudaForward(this.backend, this.deviceModel(B, P, start, Math.min(stop, L), stop >= L), resid.f32());
+      if (stop < L) return new Tensor(out, [B, P, M]);
+      const logits = new Tensor(out, [B, P, V]);
+      return opts.lastPositionLogits ? logits.slice(1, P - 1, P).contiguous() : logits;
+    }
     for (let l = start; l < Math.min(stop, L); l++) {
       const blk = W.blocks[l], pk = this.packed[l], pre = `blocks.${l}.`;
       const residPre = this.fire(pre + 'hook_resid_pre', resid);

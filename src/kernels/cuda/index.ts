@@ -17,6 +17,8 @@ export interface CudaAddon {
   layerNorm(x: number, out: number, scale: number, w: number | null, b: number | null, rows: number, d: number, eps: number): void;
   attention(q: number, k: number, v: number, pattern: number, z: number, B: number, P: number, H: number, D: number, invScale: number): void;
   gelu(x: number, out: number, n: number): void;
+  addBias(x: number, bias: number, rows: number, n: number): void;
+  add(a: number, b: number, out: number, n: number): void;
   synchronize(): void;
 }
 
@@ -106,6 +108,23 @@ export class CudaBackend implements Backend {
     const pattern = new Float32Array(B * H * P * P), z = new Float32Array(n);
     cu.download(PT, pattern); cu.download(Z, z);
     return { pattern, z };
+  }
+
+  private named = new Map<string, Scratch>();
+  private uploaded = new WeakMap<Float32Array, number>();
+
+  /** A device buffer for one role in a forward pass ("resid", "q", ...), grown on demand and reused. */
+  dev(role: string, n: number): number {
+    let s = this.named.get(role);
+    if (!s) { s = new Scratch(this.cu); this.named.set(role, s); }
+    return s.get(n);
+  }
+
+  /** Upload a small host array once (biases, LN weights) and keep it on the device. */
+  resident(data: Float32Array): number {
+    let id = this.uploaded.get(data);
+    if (id === undefined) { id = this.cu.alloc(data.length); this.cu.upload(id, data); this.uploaded.set(data, id); }
+    return id;
   }
 
   gelu(x: Float32Array): Float32Array {
