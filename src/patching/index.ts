@@ -196,6 +196,8 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
   let done = 0;
   const tokArr = arr(toks);
   const cleanArr = new Map<string, { data: Float32Array; shape: number[] }>();
+  const residArr = new Map<number, { data: Float32Array; shape: number[] }>();
+  const residOf = (l: number) => { if (!residArr.has(l)) residArr.set(l, arr(residPre!.get(names[l]))); return residArr.get(l)!; };
   const hookName = (idx: number[]) => getActName(activationName, idx[0]);
   // keep every worker busy: no bigger batches than an even share of the sweep
   const k = Math.min(batchSizeFor(opts, toks.shape[0] * toks.shape[1]), Math.max(1, Math.ceil(indices.length / pool.threads)));
@@ -209,7 +211,7 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
     }
     const inBlock = name.startsWith(`blocks.${layer}.`);
     const r = await pool.run({
-      ...(residPre && inBlock ? { resid: arr(residPre.get(names[layer])), startAtLayer: layer } : { tokens: tokArr }),
+      ...(residPre && inBlock ? { resid: residOf(layer), startAtLayer: layer } : { tokens: tokArr }),
       lastPositionLogits: opts.lastPositionLogits, patch: { hook: name, setter, indices: g.map((i) => indices[i]), clean: cleanArr.get(name)! },
     });
     const logits = new Tensor(r.logits.data, r.logits.shape);
