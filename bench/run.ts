@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WasmBackend, wasmBackend } from '../src/kernels/index.js';
+import { cudaStatus, WasmBackend, wasmBackend } from '../src/kernels/index.js';
 import { ForwardPool } from '../src/parallel/pool.js';
 import * as patching from '../src/patching/index.js';
 import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
@@ -175,6 +175,8 @@ function benchParallel(): void {
 
 /** WASM vs CUDA on the same machine and process: 15 tokens with the full cache, and 8 x 15. */
 function benchCuda(): void {
+  const { addon, reason } = cudaStatus();
+  if (!addon) { console.error(`bench cuda: ${reason}`); process.exitCode = 1; return; }
   const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
   if (!existsSync(join(dir, 'model.safetensors'))) { console.log('generating random gpt2-small (seed 0)...'); makeWeights(dir, PRESETS['gpt2-small'], 0); }
   const rows: Record<string, unknown>[] = [];

@@ -22,7 +22,10 @@ const cudaHome = candidates.find((d) => existsSync(join(d, 'include', 'cuda_runt
 if (!cudaHome) fail(`no CUDA runtime found (looked for include/cuda_runtime.h and lib64/libcudart.so in ${candidates.join(', ')})`);
 
 const nodeDir = resolve(process.execPath, '..', '..');
-if (!existsSync(join(nodeDir, 'include', 'node', 'node_api.h'))) fail(`Node's headers are not in ${nodeDir}/include/node (install Node from a package or tarball that ships them)`);
+const fullHeaders = existsSync(join(nodeDir, 'include', 'node', 'node_api.h'));
+// a device bundle (scripts/device-bundle.mjs) carries just the Node-API headers
+const bundledHeaders = join(here, 'node-headers');
+if (!fullHeaders && !existsSync(join(bundledHeaders, 'node_api.h'))) fail(`Node's headers are not in ${nodeDir}/include/node (install Node from a package or tarball that ships them)`);
 
 mkdirSync(join(here, 'obj'), { recursive: true });
 const arch = (process.env.TYPELENS_CUDA_ARCH ?? '80,90').split(',');
@@ -32,6 +35,19 @@ try {
   execFileSync(nvcc, ['-O3', '-std=c++17', '-Xcompiler', '-fPIC', ...gencode, '-c', join(here, 'src', 'kernels.cu'), '-o', join(here, 'obj', 'kernels.o')], { stdio: 'inherit' });
 } catch { fail('nvcc failed (see above)'); }
 const gyp = join(here, '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
-const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodeDir}`, '--directory', here], { stdio: 'inherit', env: { ...process.env, CUDA_HOME: cudaHome } });
-if (r.status !== 0) fail('node-gyp failed (see above)');
+if (fullHeaders && existsSync(gyp)) {
+  const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodeDir}`, '--directory', here], { stdio: 'inherit', env: { ...process.env, CUDA_HOME: cudaHome } });
+  if (r.status !== 0) fail('node-gyp failed (see above)');
+} else {
+  // no node-gyp (a device bundle carries no dev dependencies): one g++ line does the same link
+  const napi = join(here, '..', 'node_modules', 'node-addon-api');
+  const out = join(here, 'build', 'Release');
+  mkdirSync(out, { recursive: true });
+  const args = ['-shared', '-fPIC', '-O2', '-std=c++17', '-fexceptions', '-DNAPI_VERSION=8', '-DNAPI_CPP_EXCEPTIONS',
+    `-I${napi}`, `-I${fullHeaders ? join(nodeDir, 'include', 'node') : bundledHeaders}`, `-I${join(cudaHome, 'include')}`,
+    join(here, 'src', 'addon.cc'), join(here, 'obj', 'kernels.o'), `-L${join(cudaHome, 'lib64')}`, '-lcudart', `-Wl,-rpath,${join(cudaHome, 'lib64')}`,
+    '-o', join(out, 'typelens_cuda.node')];
+  console.log('build:cuda: node-gyp not available, linking with g++ directly');
+  try { execFileSync('g++', args, { stdio: 'inherit' }); } catch { fail('g++ failed (see above)'); }
+}
 console.log(`build:cuda: built ${join(here, 'build', 'Release', 'typelens_cuda.node')}`);

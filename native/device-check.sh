@@ -6,9 +6,15 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "device-check: $*"; }
+if ! command -v node >/dev/null 2>&1 && [ -f ../node.xz ]; then
+  # a device bundle (scripts/device-bundle.mjs) carries this Node, compressed
+  mkdir -p /tmp/typelens-node/bin && xz -dc ../node.xz > /tmp/typelens-node/bin/node && chmod +x /tmp/typelens-node/bin/node
+  export PATH="/tmp/typelens-node/bin:$PATH"
+  say "using the bundled Node $(node -v)"
+fi
 if ! command -v node >/dev/null 2>&1; then
-  say "Node.js is not installed on this machine. Provide Node >= 20 (e.g. unpack the official"
-  say "linux-x64 tarball and put its bin/ on PATH; it ships the headers the addon build needs), then rerun."
+  say "Node.js is not installed on this machine. Provide Node >= 20: unpack the official linux-x64"
+  say "tarball and put its bin/ on PATH, or carry a bundle made by scripts/device-bundle.mjs; then rerun."
   exit 3
 fi
 major=$(node -p 'process.versions.node.split(".")[0]')
@@ -16,12 +22,12 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/device-check: GPU: /'
 if [ ! -d node_modules ]; then
   say "node_modules missing: running npm ci (needs the npm registry)"
-  npm ci --no-audit --no-fund >/dev/null || { say "npm ci failed: copy node_modules from a machine with registry access"; exit 3; }
+  npm ci --no-audit --no-fund >/dev/null || { say "npm ci failed: carry a bundle made by scripts/device-bundle.mjs"; exit 3; }
 fi
 [ -f dist/src/index.js ] || npm run build >/dev/null || { say "build failed"; exit 1; }
 start=$(date +%s)
-timeout 240 npm run build:cuda || { say "CUDA addon build failed"; exit 1; }
+timeout 240 node native/build.mjs || { say "CUDA addon build failed"; exit 1; }
 say "addon built in $(( $(date +%s) - start )) s"
-timeout 120 npx tap dist/test/cuda.test.js || say "CUDA tests FAILED (see above)"
+timeout 150 node dist/bench/device-check.js || say "CUDA checks FAILED (see above)"
 timeout 200 node dist/bench/run.js cuda || say "benchmark failed"
 say "total $(( $(date +%s) - start )) s"
