@@ -56,6 +56,26 @@ t.test('intra-op: a hook that throws fails that forward only', async (t) => {
   be.setThreads(1);
 });
 
+t.test('intra-op: a helper thread that dies is retired; results stay right and nothing hangs', async (t) => {
+  const be = wasmBackend()!;
+  be.setThreads(2); await be.whenReady();
+  const K = 300, N = 256, M = 40;
+  const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i)), b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i));
+  const w = be.pack(b, K, N, 'f32');
+  const want = be.matmul(a, M, w).slice();
+  await be.killHelper();
+  const t0 = Date.now();
+  const got = be.matmul(a, M, w);
+  t.ok(got.every((v, i) => Object.is(v, want[i])), 'same result after the helper died');
+  t.ok(Date.now() - t0 < 5000, `finished in ${Date.now() - t0} ms (deadline 2 s)`);
+  t.equal(be.threads, 1, 'the dead helper was retired');
+  const t1 = Date.now();
+  be.matmul(a, M, w);
+  t.ok(Date.now() - t1 < 500, 'later matmuls do not wait for it');
+  w.release();
+  be.setThreads(1);
+});
+
 t.test('pool: sweeps and batches equal the single-thread results bit for bit', async (t) => {
   await fc.assert(fc.asyncProperty(arbCfg, fc.integer({ min: 1, max: 3 }), fc.boolean(), async (c, threads, last) => {
     const m = build(c);

@@ -62,6 +62,9 @@ export class MatmulHelpers {
 
   get count(): number { return this.helpers.length; }
 
+  /** Fault injection for tests: end one helper thread abruptly, as a crash would. */
+  async killOne(): Promise<void> { await this.helpers[0]?.worker.terminate(); }
+
   terminate(): void {
     for (const h of this.helpers) { Atomics.store(h.ctrl, CTRL.state, CtrlState.exit); Atomics.notify(h.ctrl, CTRL.state); void h.worker.terminate(); }
     this.helpers = [];

@@ -91,6 +91,8 @@ export class WasmBackend implements Backend {
     this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, () => this.arena.alloc(KC * NR * 4)) : null;
   }
   get threads(): number { return (this.helpers?.count ?? 0) + 1; }
+  /** Fault injection for tests: one intra-op helper thread dies. */
+  async killHelper(): Promise<void> { await this.helpers?.killOne(); }
   /** Block until the helper threads have started (they otherwise join as they become ready). */
   async whenReady(timeoutMs = 5000): Promise<void> {
     const t0 = Date.now();
