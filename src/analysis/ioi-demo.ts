@@ -160,7 +160,8 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
     print(`Prompt length: ${str.length}`);
     print(`Prompt as tokens: ${pyList(str)}`);
   }
-  const { logits: originalLogits, cache } = model.runWithCache(data.tokens);
+  // shared: the pool's workers read the clean activations in place
+  const { logits: originalLogits, cache } = model.runWithCache(data.tokens, { shared: !!opts.pool });
   cache.log = print;
   const perPrompt = logitsToAveLogitDiff(originalLogits, data.answerTokens, true);
   const original = logitsToAveLogitDiff(originalLogits, data.answerTokens);

@@ -40,6 +40,11 @@ export interface RunOptions {
   lastPositionLogits?: boolean;
 }
 export interface CacheOptions extends RunOptions {
+  /**
+   * Keep the cached activations in SharedArrayBuffers: worker threads (and pool workers sending
+   * caches back) then share them instead of copying.
+   */
+  shared?: boolean;
   namesFilter?: string | string[] | ((name: string) => boolean);
   posSlice?: SliceInput;
   removeBatchDim?: boolean;
@@ -298,14 +303,21 @@ export class HookedTransformer {
     }
     const slice = opts.posSlice == null ? null : Slice.unwrap(opts.posSlice);
     const store = new Map<string, Tensor>();
+    const copy = (a: Tensor): Tensor => {
+      if (!opts.shared) return a.clone();
+      const d = new Float32Array(new SharedArrayBuffer(a.size * 4));
+      d.set(a.f32());
+      return new Tensor(d, a.shape);
+    };
     const hooks: FwdHook[] = names.map((name) => [name, (act: Tensor) => {
-      let t = act.clone();
+      // slice the view first, then copy once: only what is kept is copied
+      let t = act;
       if (slice) {
         const zAxis = /hook_(q|k|v|z|result)$/.test(name);
-        if (t.ndim >= (zAxis ? 3 : 2)) t = slice.apply(t, zAxis ? -3 : -2).contiguous();
+        if (t.ndim >= (zAxis ? 3 : 2)) t = slice.apply(t, zAxis ? -3 : -2);
       }
-      if (opts.removeBatchDim) t = t.index(0, 0).contiguous();
-      store.set(name, t);
+      if (opts.removeBatchDim) t = t.index(0, 0);
+      store.set(name, copy(t));
     }]);
     const logits = this.runWithHooks(tokens, { ...opts, fwdHooks: hooks });
     return { logits, cache: new ActivationCache(store, this, !opts.removeBatchDim) };

@@ -190,8 +190,12 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
   const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
   const skip = opts.skipUnchangedLayers ?? true;
   const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
-  const residPre = skip ? model.runWithCache(toks, { namesFilter: names }).cache : null;
-  const arr = (t: Tensor) => ({ data: Float32Array.from(t.f32()), shape: [...t.shape] });
+  const residPre = skip ? model.runWithCache(toks, { namesFilter: names, shared: true }).cache : null;
+  // activations already in shared memory (runWithCache({ shared: true })) go to workers uncopied
+  const arr = (t: Tensor) => {
+    const d = t.f32();
+    return { data: d.buffer instanceof SharedArrayBuffer ? d : Float32Array.from(d), shape: [...t.shape] };
+  };
   const out = new Float32Array(indices.length);
   let done = 0;
   const tokArr = arr(toks);
