@@ -95,7 +95,6 @@ t.test('pool: sweeps and batches equal the single-thread results bit for bit', a
     const sharedRef = m.runWithCache(clean, { shared: true, posSlice: -1 });
     const sliced = m.runWithCache(clean, { posSlice: -1 });
     ok &&= sharedRef.cache.keys().every((k) => sharedRef.cache.get(k).data.buffer instanceof SharedArrayBuffer && same(sharedRef.cache.get(k), sliced.cache.get(k)));
-    if (threads === 1) ok &&= batch.cache!.keys().every((k) => batch.cache!.get(k).data.buffer instanceof SharedArrayBuffer);
     ok &&= same(batch.logits, ref.logits) && ref.cache.keys().every((k) => same(batch.cache!.get(k), ref.cache.get(k)));
     m.dispose(); // closes the pool
     return ok;
