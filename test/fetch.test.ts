@@ -23,14 +23,17 @@ const ckpt: PinnedCheckpoint = {
   files: [{ name: 'config.json', sha256: sha(files['config.json']) }, { name: 'model.safetensors', size: files['model.safetensors'].length, sha256: sha(files['model.safetensors']) }],
 };
 
-type Mode = 'ok' | 'broken' | 'truncate' | 'stall' | 'corrupt' | 'no-range';
+type Mode = 'ok' | 'broken' | 'truncate' | 'stall' | 'corrupt' | 'no-range' | 'redirect';
 interface Server { url: string; mode: Mode; requests: { path: string; range?: string }[]; close(): Promise<void> }
 
 async function serve(): Promise<Server> {
   const state: Server = { url: '', mode: 'ok', requests: [], close: async () => {} };
   const srv = createServer((req: IncomingMessage, res: ServerResponse) => {
     state.requests.push({ path: req.url ?? '', range: req.headers.range });
-    const m = req.url?.match(/^\/test-org\/tiny\/resolve\/abc123\/(.+)$/);
+    // HuggingFace answers /resolve/ with a redirect to its CDN: do the same in 'redirect' mode
+    if (state.mode === 'redirect' && req.url?.startsWith('/test-org/')) { res.writeHead(302, { location: req.url.replace('/test-org/tiny/resolve/abc123/', '/cdn/') }).end(); return; }
+    const cdn = req.url?.match(/^\/cdn\/(.+)$/);
+    const m = cdn ?? req.url?.match(/^\/test-org\/tiny\/resolve\/abc123\/(.+)$/);
     const body = m ? files[m[1]] : undefined;
     if (!body) { res.writeHead(404).end('not found'); return; }
     if (state.mode === 'broken') { res.writeHead(500).end('server error'); return; }
@@ -75,6 +78,18 @@ t.test('downloads the pinned revision, verifies it, and the result loads', async
   s.requests.length = 0;
   await fetchWeights(ckpt, { dir, baseUrl: s.url });
   t.same(s.requests, [], 'already complete: no requests');
+  await s.close();
+});
+
+t.test('redirects (as HuggingFace sends to its CDN) are followed, resume included', async (t) => {
+  const s = await serve();
+  const dir = fresh();
+  s.mode = 'truncate';
+  await t.rejects(fetchWeights(ckpt, { dir, baseUrl: s.url }));
+  s.mode = 'redirect'; s.requests.length = 0;
+  await fetchWeights(ckpt, { dir, baseUrl: s.url });
+  t.same(readFileSync(join(dir, 'model.safetensors')), files['model.safetensors'], 'byte-identical after a redirected resume');
+  t.ok(s.requests.some((r) => r.path.startsWith('/cdn/') && /^bytes=\d+-$/.test(r.range ?? '')), 'the Range header survived the redirect');
   await s.close();
 });
 
