@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 extern "C" {
 cudaError_t tl_sgemm(const float* A, const float* B, float* C, int M, int K, int N);
@@ -131,19 +132,13 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
-  exports.Set("deviceCount", Napi::Function::New(env, DeviceCount));
-  exports.Set("deviceName", Napi::Function::New(env, DeviceName));
-  exports.Set("alloc", Napi::Function::New(env, Alloc));
-  exports.Set("free", Napi::Function::New(env, Free));
-  exports.Set("upload", Napi::Function::New(env, Upload));
-  exports.Set("download", Napi::Function::New(env, Download));
-  exports.Set("matmul", Napi::Function::New(env, Matmul));
-  exports.Set("layerNorm", Napi::Function::New(env, LayerNorm));
-  exports.Set("attention", Napi::Function::New(env, Attention));
-  exports.Set("gelu", Napi::Function::New(env, Gelu));
-  exports.Set("addBias", Napi::Function::New(env, AddBias));
-  exports.Set("add", Napi::Function::New(env, Add));
-  exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  using Fn = Napi::Value (*)(const Napi::CallbackInfo&);
+  const std::pair<const char*, Fn> fns[] = {
+    {"deviceCount", DeviceCount}, {"deviceName", DeviceName}, {"alloc", Alloc}, {"free", Free},
+    {"upload", Upload}, {"download", Download}, {"matmul", Matmul}, {"layerNorm", LayerNorm},
+    {"attention", Attention}, {"gelu", Gelu}, {"addBias", AddBias}, {"add", Add}, {"synchronize", Synchronize},
+  };
+  for (const auto& [name, fn] : fns) exports.Set(name, Napi::Function::New(env, fn));
   return exports;
 }
 
