@@ -116,6 +116,22 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   model.dispose();
 });
 
+t.test('seed variant: one prompt, and the logit lens divided by the number of components (spec 10.10 quirk 1, 10.11)', async (t) => {
+  const model = HookedTransformer.fromHFTensors(hfConfig(PRESETS.tiny), randomGPT2(PRESETS.tiny, 4), DEMO_FLAGS);
+  const data = ioiData(model, 'seed');
+  t.same(data.prompts, ['When John and Mary went to the shops, John gave the bag to']);
+  t.same(data.answerTokens.toNested(), [[5335, 1757]]);
+  t.same(data.corruptedPrompts, ['When John and Mary went to the shops, Mary gave the bag to']);
+  t.same(data.testPrompt, ['After John and Mary went to the shops, John gave a bottle of milk to', ' Mary']);
+  const r = await exploratoryDemo(model, data, quiet);
+  const n = r.logitLens.shape[0];
+  t.equal(n, 5);
+  t.ok(Math.abs(r.logitLens.get(n - 1) * n - r.calculatedAverageLogitDiff) < 1e-5, 'last logit-lens value x number of components = the DLA of the final residual');
+  t.ok(Math.abs(sum(r.perLayer).item() * r.perLayer.shape[0] - r.calculatedAverageLogitDiff) < 1e-4, 'per-layer values are divided by their count too');
+  t.match(r.lines.join('\n'), /^Per prompt logit difference: tensor\(\[\s*-?\d\.\d{4}\]\)$/m);
+  model.dispose();
+});
+
 t.test('every section runs on the reference fixtures (token ids folded into their small vocab)', async (t) => {
   for (const name of ['tiny', 'tiny-odd']) {
     const dir = fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url));
