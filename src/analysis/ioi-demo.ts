@@ -8,10 +8,7 @@ import { ActivationCache } from '../hooks/cache.js';
 import { getActName } from '../hooks/names.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { rng } from '../model/make-weights.js';
-import {
-  getActPatchAttnHeadOutAllPos, getActPatchAttnHeadPatternAllPos, getActPatchAttnHeadVAllPos,
-  getActPatchAttnOut, getActPatchMlpOut, getActPatchResidPre, parallel, PatchingMetric,
-} from '../patching/index.js';
+import { parallel, PatchingMetric, serial } from '../patching/index.js';
 import type { ForwardPool } from '../parallel/pool.js';
 import { Report } from '../report/html.js';
 import { pyRound, torchRepr, torchSize } from '../report/format.js';
@@ -221,11 +218,9 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   const metric: PatchingMetric = (lg) => (logitsToAveLogitDiff(lg, data.answerTokens) - corrupted) / (original - corrupted);
   const positionLabels = strTokens0.map((t, i) => `${t}_${i}`);
   // the sweeps run on the worker pool when there is one (same numbers, bit for bit)
-  type Name = 'getActPatchResidPre' | 'getActPatchAttnOut' | 'getActPatchMlpOut' | 'getActPatchAttnHeadOutAllPos' | 'getActPatchAttnHeadVAllPos' | 'getActPatchAttnHeadPatternAllPos';
-  const serialFns = { getActPatchResidPre, getActPatchAttnOut, getActPatchMlpOut, getActPatchAttnHeadOutAllPos, getActPatchAttnHeadVAllPos, getActPatchAttnHeadPatternAllPos };
-  const sweep = async (label: string, name: Name): Promise<Tensor> => {
+  const sweep = async (label: string, name: keyof typeof serial): Promise<Tensor> => {
     const o = { onProgress: bar(label), lastPositionLogits: true };
-    return opts.pool ? parallel[name](opts.pool, data.corruptedTokens, cache, metric, o) : serialFns[name](model, data.corruptedTokens, cache, metric, o);
+    return opts.pool ? parallel[name](opts.pool, data.corruptedTokens, cache, metric, o) : serial[name](model, data.corruptedTokens, cache, metric, o);
   };
   const patchedResidPre = await sweep('patching resid_pre', 'getActPatchResidPre');
   report.heading('Residual stream', 3).imshow(grid(patchedResidPre), { x: positionLabels, xTitle: 'Position', yTitle: 'Layer', title: 'Logit Difference From Patched Residual Stream' });
@@ -249,7 +244,7 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
 
   // ---- 10.7: consolidating ----
   report.heading('Consolidating understanding').para('The ten heads whose output patching matters most, split into early, middle and late layers (7 and 9 as boundaries, as in the notebook).');
-  const topPatched = topk(absT(patchedHeadZ.reshape([L * H])), Math.min(10, L * H)).indices.toArray();
+  const topPatched = topk(map(patchedHeadZ.reshape([L * H]), Math.abs), Math.min(10, L * H)).indices.toArray();
   const firstMid = 7 * H, firstLate = 9 * H;
   visualizeAttentionPatterns(report, topPatched.filter((i) => i < firstMid), cache, strTokens0, H, 'Top Early Heads');
   visualizeAttentionPatterns(report, topPatched.filter((i) => i >= firstMid && i < firstLate), cache, strTokens0, H, 'Top Middle Heads');
@@ -308,8 +303,6 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
     ablation: { head: top, original, postAblation: post, dla, naive: original - dla, perHeadAblated, lnScaleRatio: ratio },
   };
 }
-
-function absT(t: Tensor): Tensor { return new Tensor(t.f32().map(Math.abs), t.shape); }
 
 /** ln_final.hook_scale at the final position, one value per prompt. */
 function lastScale(cache: ActivationCache, P: number): Float32Array {

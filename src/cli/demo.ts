@@ -1,15 +1,13 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { parseArgs } from 'node:util';
 import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
 import { DemoVariant, exploratoryDemo, ioiData } from '../analysis/ioi-demo.js';
 import { progress } from './progress.js';
-import { defaultThreads, WasmBackend, wasmBackend } from '../kernels/index.js';
+import { WasmBackend, wasmBackend } from '../kernels/index.js';
+import { parse, threads, UsageError } from './args.js';
 import { ForwardPool } from '../parallel/pool.js';
-
-type Parse = (argv: string[], o: NonNullable<Parameters<typeof parseArgs>[0]>['options']) => { values: Record<string, unknown> };
 
 const DEFAULT_SEED = 0;
 export const DEMO_FLAGS = { foldLn: true, centerWritingWeights: true, centerUnembed: true, refactorFactoredAttnMatrices: true };
@@ -23,13 +21,12 @@ const RANDOM_BANNER = 'GPT-2 small weights were not found in weights/gpt2-small/
  * `typelens demo`: TransformerLens's Exploratory Analysis Demo end to end. Prints what the notebook
  * prints and writes OUT/index.html with every figure.
  */
-export async function runDemo(argv: string[], parse: Parse, usageError: (m: string) => Error): Promise<number> {
+export async function runDemo(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, { model: { type: 'string' }, out: { type: 'string' }, prompts: { type: 'string' }, threads: { type: 'string' } });
-  const threads = v.threads === undefined ? defaultThreads() : Number(v.threads);
-  if (!Number.isInteger(threads) || threads < 1) throw usageError(`--threads must be a positive integer, got "${v.threads}"`);
-  wasmBackend()?.setThreads(threads);
+  const nthreads = threads(v.threads);
+  wasmBackend()?.setThreads(nthreads);
   let variant = v.prompts as DemoVariant | undefined;
-  if (variant !== undefined && variant !== 'classic' && variant !== 'seed') throw usageError(`--prompts must be classic or seed, got "${v.prompts}"`);
+  if (variant !== undefined && variant !== 'classic' && variant !== 'seed') throw new UsageError(`--prompts must be classic or seed, got "${v.prompts}"`);
   const out = resolve((v.out as string | undefined) ?? 'demo-report');
   let dir = v.model as string | undefined;
   let banner: string | undefined;
@@ -54,8 +51,8 @@ export async function runDemo(argv: string[], parse: Parse, usageError: (m: stri
     console.log(`Loaded pretrained model ${dir === real ? 'gpt2-small' : dir} into HookedTransformer`);
     console.error(`(loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, backend ${model.backend.name})`);
     const t1 = performance.now();
-    const pool = threads > 1 && model.backend instanceof WasmBackend ? await ForwardPool.create(model, { threads }) : undefined;
-    if (pool) console.error(`(patching sweeps on ${threads} worker threads)`);
+    const pool = nthreads > 1 && model.backend instanceof WasmBackend ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
+    if (pool) console.error(`(patching sweeps on ${nthreads} worker threads)`);
     const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool });
     const path = join(out, 'index.html');
     result.report.write(path);

@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs, ParseArgsConfig } from 'node:util';
 import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
@@ -13,6 +12,7 @@ import { runDemo } from './demo.js';
 import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
 import { wasmBackend } from '../kernels/index.js';
 import { progress } from './progress.js';
+import { int, need, parse, threads, UsageError } from './args.js';
 
 export { progress };
 
@@ -25,29 +25,6 @@ commands:
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
   demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]`;
-
-/** A usage mistake: exit code 2 with the usage text. */
-class UsageError extends TypelensError { constructor(m: string) { super(m, 'EUSAGE'); } }
-
-type Flags = Record<string, string | boolean | undefined>;
-function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
-  try {
-    const r = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-    return { values: r.values as Flags, positionals: r.positionals };
-  } catch (e) {
-    throw new UsageError((e as Error).message.split('\n')[0]);
-  }
-}
-const need = (v: unknown, flag: string): string => {
-  if (typeof v !== 'string' || v === '') throw new UsageError(`missing ${flag}`);
-  return v;
-};
-const int = (v: string | boolean | undefined, flag: string, dflt: number): number => {
-  if (v === undefined) return dflt;
-  const n = typeof v === 'string' ? Number(v) : NaN;
-  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag} must be a non-negative integer, got "${v}"`);
-  return n;
-};
 
 function parseTokens(s: string): Tensor {
   const rows = s.split(';').map((r) => r.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
@@ -65,11 +42,7 @@ async function cmdRun(argv: string[]): Promise<number> {
     model: { type: 'string' }, tokens: { type: 'string' }, prompt: { type: 'string' }, out: { type: 'string' },
     'no-processing': { type: 'boolean' }, dtype: { type: 'string' }, cache: { type: 'string' }, repeat: { type: 'string' }, threads: { type: 'string' },
   });
-  if (v.threads !== undefined) {
-    const n = Number(v.threads);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${v.threads}"`);
-    wasmBackend()?.setThreads(n);
-  }
+  if (v.threads !== undefined) wasmBackend()?.setThreads(threads(v.threads));
   const dir = need(v.model, '--model DIR');
   const out = need(v.out, '--out FILE.safetensors');
   if ((v.tokens === undefined) === (v.prompt === undefined)) throw new UsageError('give exactly one of --tokens or --prompt');
@@ -145,7 +118,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'run': return await cmdRun(rest);
       case 'test-prompt': return await cmdTestPrompt(rest);
       case 'make-weights': return await cmdMakeWeights(rest);
-      case 'demo': return await runDemo(rest, parse, (m) => new UsageError(m));
+      case 'demo': return await runDemo(rest);
       case 'fetch-weights': return await cmdFetchWeights(rest);
       case undefined: case '-h': case '--help': case 'help': console.log(USAGE); return cmd === undefined ? 2 : 0;
       default: throw new UsageError(`unknown command "${cmd}"`);

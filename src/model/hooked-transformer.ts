@@ -258,6 +258,8 @@ export class HookedTransformer {
       hp.addHook(fn, opts);
     }
   }
+  /** Whether any hook (permanent or not) is attached anywhere. */
+  hasHooks(): boolean { return [...this.hookDict.values()].some((hp) => hp.hooks.length > 0); }
   addPermaHook(filter: NameFilter, fn: HookFn): void { this.addHook(filter, fn, { isPermanent: true }); }
 
   resetHooks(opts: { clearContexts?: boolean; includingPermanent?: boolean; level?: number | null } = {}): void {
@@ -522,7 +524,7 @@ export class HookedTransformer {
     let stop = opts.stopAtLayer ?? L;
     if (stop < 0) stop += L;
     // With the CUDA backend and nothing asking for an activation, the whole pass stays on the device.
-    if (this.backend instanceof CudaBackend && this.cfg.act_fn === 'gelu_new' && ![...this.hookDict.values()].some((hp) => hp.hooks.length)) {
+    if (this.backend instanceof CudaBackend && this.cfg.act_fn === 'gelu_new' && !this.hasHooks()) {
       const out = cudaForward(this.backend, this.deviceModel(B, P, start, Math.min(stop, L), stop >= L), resid.f32());
       if (stop < L) return new Tensor(out, [B, P, M]);
       const logits = new Tensor(out, [B, P, V]);

@@ -10,13 +10,14 @@ import { CTRL, CtrlState } from './control.js';
 export class MatmulHelpers {
   private helpers: { worker: Worker; ctrl: Int32Array; tmp: number }[] = [];
 
-  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, tmpFor: () => number) {
+  /** `tmp` hands out and takes back each helper's widening buffer in the shared memory. */
+  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, private tmp: { alloc: () => number; free: (ptr: number) => void }) {
     for (let i = 0; i < count; i++) {
       const sab = new SharedArrayBuffer(CTRL.size * 4);
       const worker = new Worker(new URL('./matmul-helper.js', import.meta.url), { workerData: { module, memory, ctrl: sab } });
       worker.unref(); // never keeps the process alive
       worker.on('error', () => { /* a dead helper is simply not ready: its share runs on the caller */ });
-      this.helpers.push({ worker, ctrl: new Int32Array(sab), tmp: tmpFor() });
+      this.helpers.push({ worker, ctrl: new Int32Array(sab), tmp: tmp.alloc() });
     }
   }
 
@@ -24,8 +25,8 @@ export class MatmulHelpers {
   ready(): number { return this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1).length; }
 
   /**
-   * Run kernel panels [0, np) split between the caller (`own`) and the ready helpers. Returns
-   * false if a helper failed (the caller then redoes that range itself).
+   * Run kernel panels [0, np) split between the caller (`own`) and the ready helpers; a helper
+   * that fails or dies has its range redone by the caller.
    */
   run(job: { a: number; b: number; c: number; nrb: number; K: number; npad: number; kind: number }, np: number,
     own: (p0: number, p1: number) => void): void {
@@ -54,10 +55,11 @@ export class MatmulHelpers {
     }
   }
 
-  private retire(h: { worker: Worker; ctrl: Int32Array }): void {
+  private retire(h: { worker: Worker; ctrl: Int32Array; tmp: number }): void {
     Atomics.store(h.ctrl, CTRL.ready, 0);
     this.helpers = this.helpers.filter((x) => x !== h);
     void h.worker.terminate();
+    // a dead thread may still be unwinding inside the kernel: its buffer is not handed out again
   }
 
   get count(): number { return this.helpers.length; }
@@ -66,7 +68,12 @@ export class MatmulHelpers {
   async killOne(): Promise<void> { await this.helpers[0]?.worker.terminate(); }
 
   terminate(): void {
-    for (const h of this.helpers) { Atomics.store(h.ctrl, CTRL.state, CtrlState.exit); Atomics.notify(h.ctrl, CTRL.state); void h.worker.terminate(); }
+    for (const h of this.helpers) {
+      Atomics.store(h.ctrl, CTRL.state, CtrlState.exit);
+      Atomics.notify(h.ctrl, CTRL.state);
+      void h.worker.terminate();
+      this.tmp.free(h.tmp); // idle helpers are outside the kernel: their buffers are free again
+    }
     this.helpers = [];
   }
 }

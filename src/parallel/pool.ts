@@ -4,10 +4,8 @@ import { defaultThreads, WasmBackend } from '../kernels/index.js';
 import { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { cat, Tensor } from '../tensor/index.js';
-import type { Arr, ForwardResult, ForwardTask } from './protocol.js';
+import { fromArr, toArr, type ForwardResult, type ForwardTask } from './protocol.js';
 
-const arr = (t: Tensor): Arr => ({ data: Float32Array.from(t.f32()), shape: [...t.shape] });
-const tensor = (a: Arr) => new Tensor(a.data, a.shape);
 
 /**
  * Worker threads (piscina) that each run whole forward passes of one model, reading its weights
@@ -74,13 +72,13 @@ export class ForwardPool {
     const B = t.shape[0], parts = Math.min(this.threads, B);
     const cut = (i: number) => Math.round((B * i) / parts);
     const results = await Promise.all(Array.from({ length: parts }, (_, i) => this.run({
-      tokens: arr(t.slice(0, cut(i), cut(i + 1))), cache: opts.cache ?? null, lastPositionLogits: opts.lastPositionLogits,
+      tokens: toArr(t.slice(0, cut(i), cut(i + 1))), cache: opts.cache ?? null, lastPositionLogits: opts.lastPositionLogits,
     })));
-    const logits = results.length === 1 ? tensor(results[0].logits) : cat(results.map((r) => tensor(r.logits)), 0);
+    const logits = results.length === 1 ? fromArr(results[0].logits) : cat(results.map((r) => fromArr(r.logits)), 0);
     if (!opts.cache) return { logits };
     const store = new Map<string, Tensor>();
     for (const k of Object.keys(results[0].cache!)) {
-      const parts2 = results.map((r) => tensor(r.cache![k]));
+      const parts2 = results.map((r) => fromArr(r.cache![k]));
       store.set(k, parts2.length === 1 ? parts2[0] : cat(parts2, 0));
     }
     return { logits, cache: new ActivationCache(store, this.model, true) };

@@ -1,4 +1,5 @@
 import type { setters } from '../patching/index.js';
+import { Tensor } from '../tensor/index.js';
 
 export type Arr = { data: Float32Array; shape: number[] };
 export type SetterName = keyof typeof setters;
@@ -17,3 +18,15 @@ export interface ForwardTask {
 }
 
 export interface ForwardResult { logits: Arr; cache?: Record<string, Arr> }
+
+/**
+ * A tensor as a message payload: shared memory passes as is; an array that is its whole buffer
+ * passes as is (postMessage clones it, or the sender transfers it); anything else is copied to
+ * exact size first (a view would otherwise drag its whole buffer along).
+ */
+export function toArr(t: Tensor): Arr {
+  const d = t.f32();
+  const whole = d.buffer instanceof SharedArrayBuffer || (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength);
+  return { data: whole ? d : Float32Array.from(d), shape: [...t.shape] };
+}
+export const fromArr = (a: Arr): Tensor => new Tensor(a.data, a.shape);

@@ -5,9 +5,9 @@ import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { WasmBackend } from '../kernels/wasm/index.js';
 import { HookedTransformer, SharedModel } from '../model/hooked-transformer.js';
-import { setters } from '../patching/index.js';
-import { cat, Tensor } from '../tensor/index.js';
-import type { ForwardTask, ForwardResult, Arr } from './protocol.js';
+import { batchedPatch, setters } from '../patching/index.js';
+import type { Tensor } from '../tensor/index.js';
+import { fromArr, toArr, type ForwardTask, type ForwardResult, type Arr } from './protocol.js';
 
 const { model: desc, slots: slotBuf, scratch } = workerData as { model: SharedModel; slots: SharedArrayBuffer; scratch: { ptrs: number[]; bytes: number } };
 
@@ -20,19 +20,17 @@ if (slot < 0) throw new Error('typelens worker: no free scratch region (too many
 const backend = new WasmBackend({ memory: desc.memory, module: desc.module, fmaModule: desc.fma, scratch: { ptr: scratch.ptrs[slot], bytes: scratch.bytes } });
 const model = HookedTransformer.fromShared(desc, backend);
 
-const tensor = (a: Arr) => new Tensor(a.data, a.shape);
-const out = (t: Tensor): Arr => { const c = t.contiguous(); return { data: c.f32() === c.data ? (c.data as Float32Array) : Float32Array.from(c.f32()), shape: [...c.shape] }; };
 
 export default function run(task: ForwardTask): ForwardResult {
   if (task.kind === 'die') process.exit(1); // fault injection for tests: this thread ends abruptly
   if (task.kind === 'throw') throw new Error('injected failure');
-  const hooks: [string, (a: Tensor) => Tensor | void][] = [];
-  let input = task.resid ? tensor(task.resid) : tensor(task.tokens!);
+  const hooks: [string, (a: Tensor) => Tensor][] = [];
+  let input = fromArr(task.resid ?? task.tokens!);
   if (task.patch) {
-    const { hook, setter, indices, clean } = task.patch;
-    const fn = setters[setter], c = tensor(clean), k = indices.length, b = input.shape[0];
-    if (k > 1) input = cat(Array.from({ length: k }, () => input), 0);
-    hooks.push([hook, (act: Tensor) => { indices.forEach((idx, j) => fn(act.slice(0, j * b, (j + 1) * b), idx, c)); return act; }]);
+    const { hook: name, setter, indices, clean } = task.patch;
+    const p = batchedPatch(input, setters[setter], indices, fromArr(clean), name);
+    input = p.input;
+    hooks.push([name, p.hook]);
   }
   const opts = { startAtLayer: task.startAtLayer, lastPositionLogits: task.lastPositionLogits };
   let logits: Tensor;
@@ -42,9 +40,9 @@ export default function run(task: ForwardTask): ForwardResult {
     // instead was measured: +200 MB peak RSS for a batch of 8 with the full cache, no faster.
     const r = model.hooks(hooks, () => model.runWithCache(input, { ...opts, namesFilter: task.cache === 'all' ? undefined : task.cache as string[] }));
     logits = r.logits;
-    for (const k of r.cache.keys()) { const c = r.cache.get(k); cache[k] = { data: c.data as Float32Array, shape: [...c.shape] }; }
+    for (const k of r.cache.keys()) cache[k] = toArr(r.cache.get(k));
   } else logits = model.runWithHooks(input, { ...opts, fwdHooks: hooks });
-  const value: ForwardResult = { logits: out(logits), cache: task.cache ? cache : undefined };
+  const value: ForwardResult = { logits: toArr(logits), cache: task.cache ? cache : undefined };
   const transferList = [value.logits.data.buffer as ArrayBuffer, ...Object.values(cache).map((a) => a.data.buffer as ArrayBuffer)];
   // moved, not copied, back to the caller
   return Piscina.move({ [Piscina.transferableSymbol]: transferList, [Piscina.valueSymbol]: value } as never) as unknown as ForwardResult;

@@ -4,7 +4,7 @@ import type { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer, TokensInput } from '../model/hooked-transformer.js';
 import { cat, stack, Tensor } from '../tensor/index.js';
 import type { ForwardPool } from '../parallel/pool.js';
-import type { SetterName } from '../parallel/protocol.js';
+import { SetterName, toArr } from '../parallel/protocol.js';
 
 /** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
 export type PatchingMetric = (logits: Tensor) => number;
@@ -51,10 +51,23 @@ const batchSizeFor = (opts: PatchOptions, rows: number) => {
   if (!Number.isInteger(k) || k < 1) throw new TypelensError(`patchBatch must be a positive integer, got ${opts.patchBatch}`, 'EINPUT');
   return k;
 };
-/** k copies of x along the batch axis. */
-const repeatBatch = (x: Tensor, k: number): Tensor => (k === 1 ? x : cat(Array.from({ length: k }, () => x), 0));
 /** The j-th of k equal batch chunks of x. */
 const chunk = (x: Tensor, j: number, k: number): Tensor => { const b = x.shape[0] / k; return k === 1 ? x : x.slice(0, j * b, (j + 1) * b); };
+
+/**
+ * Several patched forwards as one: the input repeated once per index along the batch axis, and
+ * the hook that patches copy j at indices[j] (the serial engine and pool workers both use it).
+ */
+export function batchedPatch(input: Tensor, setter: PatchSetter, indices: readonly number[][], clean: Tensor, name: string): { input: Tensor; hook: (act: Tensor) => Tensor } {
+  const k = indices.length;
+  return {
+    input: k === 1 ? input : cat(Array.from({ length: k }, () => input), 0),
+    hook: (act) => {
+      indices.forEach((idx, j) => { const part = chunk(act, j, k); checkClean(name, clean, part); setter(part, idx, clean); });
+      return act;
+    },
+  };
+}
 
 const slot = (t: Tensor, axis: number, i: number): Tensor => t.slice(axis, i, i + 1);
 
@@ -150,8 +163,7 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
   const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
 
   // Blocks before the patched layer run on unchanged inputs: start from their cached output.
-  const noOtherHooks = [...model.hookDict.values()].every((hp) => hp.hooks.length === 0);
-  const skip = (opts.skipUnchangedLayers ?? true) && noOtherHooks;
+  const skip = (opts.skipUnchangedLayers ?? true) && !model.hasHooks();
   let residPre: Tensor[] | null = null;
   if (skip) {
     const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
@@ -163,17 +175,11 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
   const hookName = (idx: number[]) => getActName(activationName, idx[0]);
   let done = 0;
   for (const g of groupsOf(indices, hookName, batchSizeFor(opts, toks.shape[0] * toks.shape[1]))) {
-    const layer = indices[g[0]][0], name = hookName(indices[g[0]]), k = g.length;
-    const clean = cleanCache.get(name);
-    const hook = (act: Tensor) => {
-      g.forEach((i, j) => { const part = chunk(act, j, k); checkClean(name, clean, part); patchSetter(part, indices[i], clean); });
-      return act;
-    };
-    const inBlock = name.startsWith(`blocks.${layer}.`);
-    const logits = residPre && inBlock
-      ? model.runWithHooks(repeatBatch(residPre[layer], k), { fwdHooks: [[name, hook]], startAtLayer: layer, lastPositionLogits: opts.lastPositionLogits })
-      : model.runWithHooks(repeatBatch(toks, k), { fwdHooks: [[name, hook]], lastPositionLogits: opts.lastPositionLogits });
-    g.forEach((i, j) => { out[i] = patchingMetric(chunk(logits, j, k)); opts.onProgress?.(++done, indices.length); });
+    const layer = indices[g[0]][0], name = hookName(indices[g[0]]);
+    const fromLayer = residPre !== null && name.startsWith(`blocks.${layer}.`);
+    const { input, hook } = batchedPatch(fromLayer ? residPre![layer] : toks, patchSetter, g.map((i) => indices[i]), cleanCache.get(name), name);
+    const logits = model.runWithHooks(input, { fwdHooks: [[name, hook]], startAtLayer: fromLayer ? layer : undefined, lastPositionLogits: opts.lastPositionLogits });
+    g.forEach((i, j) => { out[i] = patchingMetric(chunk(logits, j, g.length)); opts.onProgress?.(++done, indices.length); });
   }
   return new Tensor(out, outShape);
 }
@@ -191,11 +197,8 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
   const skip = opts.skipUnchangedLayers ?? true;
   const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
   const residPre = skip ? model.runWithCache(toks, { namesFilter: names, shared: true }).cache : null;
-  // activations already in shared memory (runWithCache({ shared: true })) go to workers uncopied
-  const arr = (t: Tensor) => {
-    const d = t.f32();
-    return { data: d.buffer instanceof SharedArrayBuffer ? d : Float32Array.from(d), shape: [...t.shape] };
-  };
+  // activations in shared memory (runWithCache({ shared: true })) go to workers uncopied
+  const arr = toArr;
   const out = new Float32Array(indices.length);
   let done = 0;
   const tokArr = arr(toks);
@@ -224,51 +227,46 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
   return new Tensor(out, outShape);
 }
 
-type ReadyParallel = (pool: ForwardPool, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits' | 'patchBatch'>) => Promise<Tensor>;
-const readyParallel = (setter: SetterName, act: string, axes: IndexAxis[]): ReadyParallel =>
-  (pool, corrupted, clean, metric, opts = {}) => genericActivationPatchParallel(pool, corrupted, clean, metric, setter, act, { ...opts, indexAxisNames: axes });
+type ReadyOpts = Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits' | 'patchBatch'>;
+type Ready = (model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: ReadyOpts) => Tensor;
+type ReadyParallel = (pool: ForwardPool, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: ReadyOpts) => Promise<Tensor>;
 
-/** The ready-made functions on a worker pool (same names, same results, async). */
-export const parallel = {
-  getActPatchResidPre: readyParallel('layerPos', 'resid_pre', ['layer', 'pos']),
-  getActPatchResidMid: readyParallel('layerPos', 'resid_mid', ['layer', 'pos']),
-  getActPatchAttnOut: readyParallel('layerPos', 'attn_out', ['layer', 'pos']),
-  getActPatchMlpOut: readyParallel('layerPos', 'mlp_out', ['layer', 'pos']),
-  getActPatchAttnHeadOutByPos: readyParallel('layerPosHeadVector', 'z', ['layer', 'pos', 'head']),
-  getActPatchAttnHeadQByPos: readyParallel('layerPosHeadVector', 'q', ['layer', 'pos', 'head']),
-  getActPatchAttnHeadKByPos: readyParallel('layerPosHeadVector', 'k', ['layer', 'pos', 'head']),
-  getActPatchAttnHeadVByPos: readyParallel('layerPosHeadVector', 'v', ['layer', 'pos', 'head']),
-  getActPatchAttnHeadPatternByPos: readyParallel('layerHeadPosPattern', 'pattern', ['layer', 'head_index', 'dest_pos']),
-  getActPatchAttnHeadPatternDestSrcPos: readyParallel('layerHeadDestSrcPosPattern', 'pattern', ['layer', 'head_index', 'dest_pos', 'src_pos']),
-  getActPatchAttnHeadOutAllPos: readyParallel('layerHeadVector', 'z', ['layer', 'head']),
-  getActPatchAttnHeadQAllPos: readyParallel('layerHeadVector', 'q', ['layer', 'head']),
-  getActPatchAttnHeadKAllPos: readyParallel('layerHeadVector', 'k', ['layer', 'head']),
-  getActPatchAttnHeadVAllPos: readyParallel('layerHeadVector', 'v', ['layer', 'head']),
-  getActPatchAttnHeadPatternAllPos: readyParallel('layerHeadPattern', 'pattern', ['layer', 'head_index']),
-};
+/** TL's ready-made functions (spec 9.3): setter, activation and index axes of each. */
+const READY = {
+  getActPatchResidPre: ['layerPos', 'resid_pre', ['layer', 'pos']],
+  getActPatchResidMid: ['layerPos', 'resid_mid', ['layer', 'pos']],
+  getActPatchAttnOut: ['layerPos', 'attn_out', ['layer', 'pos']],
+  getActPatchMlpOut: ['layerPos', 'mlp_out', ['layer', 'pos']],
+  getActPatchAttnHeadOutByPos: ['layerPosHeadVector', 'z', ['layer', 'pos', 'head']],
+  getActPatchAttnHeadQByPos: ['layerPosHeadVector', 'q', ['layer', 'pos', 'head']],
+  getActPatchAttnHeadKByPos: ['layerPosHeadVector', 'k', ['layer', 'pos', 'head']],
+  getActPatchAttnHeadVByPos: ['layerPosHeadVector', 'v', ['layer', 'pos', 'head']],
+  /** Output [L, H, P]: TL's axis order for this one is layer, head, dest. */
+  getActPatchAttnHeadPatternByPos: ['layerHeadPosPattern', 'pattern', ['layer', 'head_index', 'dest_pos']],
+  getActPatchAttnHeadPatternDestSrcPos: ['layerHeadDestSrcPosPattern', 'pattern', ['layer', 'head_index', 'dest_pos', 'src_pos']],
+  getActPatchAttnHeadOutAllPos: ['layerHeadVector', 'z', ['layer', 'head']],
+  getActPatchAttnHeadQAllPos: ['layerHeadVector', 'q', ['layer', 'head']],
+  getActPatchAttnHeadKAllPos: ['layerHeadVector', 'k', ['layer', 'head']],
+  getActPatchAttnHeadVAllPos: ['layerHeadVector', 'v', ['layer', 'head']],
+  getActPatchAttnHeadPatternAllPos: ['layerHeadPattern', 'pattern', ['layer', 'head_index']],
+} satisfies Record<string, [SetterName, string, IndexAxis[]]>;
+type ReadyName = keyof typeof READY;
 
-type Ready = (model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits' | 'patchBatch'>) => Tensor;
+const build = <F>(make: (setter: SetterName, act: string, axes: IndexAxis[]) => F) =>
+  Object.fromEntries(Object.entries(READY).map(([name, [setter, act, axes]]) => [name, make(setter, act, axes)])) as Record<ReadyName, F>;
 
-const ready = (setter: PatchSetter, act: string, axes: IndexAxis[]): Ready =>
-  (model, corrupted, clean, metric, opts = {}) => genericActivationPatch(model, corrupted, clean, metric, setter, act, { ...opts, indexAxisNames: axes });
+/** The ready-made functions, TL's names in camelCase. */
+export const serial: Record<ReadyName, Ready> = build((setter, act, axes) =>
+  (model, corrupted, clean, metric, opts = {}) => genericActivationPatch(model, corrupted, clean, metric, setters[setter], act, { ...opts, indexAxisNames: axes }));
+/** The same on a worker pool (same names, same results, async). */
+export const parallel: Record<ReadyName, ReadyParallel> = build((setter, act, axes) =>
+  (pool, corrupted, clean, metric, opts = {}) => genericActivationPatchParallel(pool, corrupted, clean, metric, setter, act, { ...opts, indexAxisNames: axes }));
 
-// Ready-made functions of transformer_lens.patching (spec 9.3), TL's names in camelCase.
-export const getActPatchResidPre = ready(setters.layerPos, 'resid_pre', ['layer', 'pos']);
-export const getActPatchResidMid = ready(setters.layerPos, 'resid_mid', ['layer', 'pos']);
-export const getActPatchAttnOut = ready(setters.layerPos, 'attn_out', ['layer', 'pos']);
-export const getActPatchMlpOut = ready(setters.layerPos, 'mlp_out', ['layer', 'pos']);
-export const getActPatchAttnHeadOutByPos = ready(setters.layerPosHeadVector, 'z', ['layer', 'pos', 'head']);
-export const getActPatchAttnHeadQByPos = ready(setters.layerPosHeadVector, 'q', ['layer', 'pos', 'head']);
-export const getActPatchAttnHeadKByPos = ready(setters.layerPosHeadVector, 'k', ['layer', 'pos', 'head']);
-export const getActPatchAttnHeadVByPos = ready(setters.layerPosHeadVector, 'v', ['layer', 'pos', 'head']);
-/** Output [L, H, P]: TL's axis order for this one is layer, head, dest. */
-export const getActPatchAttnHeadPatternByPos = ready(setters.layerHeadPosPattern, 'pattern', ['layer', 'head_index', 'dest_pos']);
-export const getActPatchAttnHeadPatternDestSrcPos = ready(setters.layerHeadDestSrcPosPattern, 'pattern', ['layer', 'head_index', 'dest_pos', 'src_pos']);
-export const getActPatchAttnHeadOutAllPos = ready(setters.layerHeadVector, 'z', ['layer', 'head']);
-export const getActPatchAttnHeadQAllPos = ready(setters.layerHeadVector, 'q', ['layer', 'head']);
-export const getActPatchAttnHeadKAllPos = ready(setters.layerHeadVector, 'k', ['layer', 'head']);
-export const getActPatchAttnHeadVAllPos = ready(setters.layerHeadVector, 'v', ['layer', 'head']);
-export const getActPatchAttnHeadPatternAllPos = ready(setters.layerHeadPattern, 'pattern', ['layer', 'head_index']);
+export const {
+  getActPatchResidPre, getActPatchResidMid, getActPatchAttnOut, getActPatchMlpOut, getActPatchAttnHeadOutByPos, getActPatchAttnHeadQByPos,
+  getActPatchAttnHeadKByPos, getActPatchAttnHeadVByPos, getActPatchAttnHeadPatternByPos, getActPatchAttnHeadPatternDestSrcPos,
+  getActPatchAttnHeadOutAllPos, getActPatchAttnHeadQAllPos, getActPatchAttnHeadKAllPos, getActPatchAttnHeadVAllPos, getActPatchAttnHeadPatternAllPos,
+} = serial;
 
 /** [5, L, H]: output, q, k, v, pattern, each patched for all positions. */
 export const getActPatchAttnHeadAllPosEvery: Ready = (m, c, cc, f, o) => stack([

@@ -56,13 +56,13 @@ class Scratch {
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
   readonly cu: CudaAddon;
-  private s: Scratch[];
+  private named = new Map<string, Scratch>();
+  private uploaded = new WeakMap<Float32Array, number>();
 
   constructor() {
     const { addon, reason } = cudaStatus();
     if (!addon) throw new TypelensError(`CUDA backend unavailable: ${reason}`, 'ENOKERNEL');
     this.cu = addon;
-    this.s = Array.from({ length: 8 }, () => new Scratch(addon));
   }
 
   pack(data: Float32Array | Uint16Array, K: number, N: number, dtype: DType): PackedWeight {
@@ -79,7 +79,7 @@ export class CudaBackend implements Backend {
     const w = b as PackedWeight & { id?: number };
     if (w.backend !== 'cuda' || w.id === undefined) throw new TypelensError(`weight packed for ${b.backend}, not cuda`, 'ENOKERNEL');
     if (a.length !== M * b.K) throw new TypelensError(`matmul: a has ${a.length} values, expected [${M}, ${b.K}]`, 'ESHAPE');
-    const A = this.s[0].get(M * b.K), C = this.s[1].get(M * b.N);
+    const A = this.dev('matmul_a', M * b.K), C = this.dev('matmul_c', M * b.N);
     this.cu.upload(A, a);
     this.cu.matmul(A, w.id, C, M, b.K, b.N);
     this.cu.download(C, out);
@@ -89,10 +89,10 @@ export class CudaBackend implements Backend {
   /** TL's layer norm on rows of d: centred / sqrt(mean sq + eps), then w, b when given. */
   layerNorm(x: Float32Array, d: number, eps: number, w?: Float32Array, b?: Float32Array): { out: Float32Array; scale: Float32Array } {
     const rows = x.length / d, cu = this.cu;
-    const X = this.s[0].get(x.length), O = this.s[1].get(x.length), S = this.s[2].get(rows);
+    const X = this.dev('ln_x', x.length), O = this.dev('ln_out', x.length), S = this.dev('ln_scale', rows);
     cu.upload(X, x);
     let W: number | null = null, Bb: number | null = null;
-    if (w && b) { W = this.s[3].get(d); Bb = this.s[4].get(d); cu.upload(W, w); cu.upload(Bb, b); }
+    if (w && b) { W = this.dev('ln_w', d); Bb = this.dev('ln_b', d); cu.upload(W, w); cu.upload(Bb, b); }
     cu.layerNorm(X, O, S, W, Bb, rows, d, eps);
     const out = new Float32Array(x.length), scale = new Float32Array(rows);
     cu.download(O, out); cu.download(S, scale);
@@ -102,16 +102,13 @@ export class CudaBackend implements Backend {
   /** Causal attention from q, k, v [B, P, H, D]: pattern [B, H, P, P] and z [B, P, H, D]. */
   attention(q: Float32Array, k: Float32Array, v: Float32Array, B: number, P: number, H: number, D: number, attnScale: number): { pattern: Float32Array; z: Float32Array } {
     const n = B * P * H * D, cu = this.cu;
-    const [Q, K, V, PT, Z] = [0, 1, 2, 3, 4].map((i) => this.s[i].get(i === 3 ? B * H * P * P : n));
+    const [Q, K, V, PT, Z] = ['att_q', 'att_k', 'att_v', 'att_pattern', 'att_z'].map((r) => this.dev(r, r === 'att_pattern' ? B * H * P * P : n));
     cu.upload(Q, q); cu.upload(K, k); cu.upload(V, v);
     cu.attention(Q, K, V, PT, Z, B, P, H, D, 1 / attnScale);
     const pattern = new Float32Array(B * H * P * P), z = new Float32Array(n);
     cu.download(PT, pattern); cu.download(Z, z);
     return { pattern, z };
   }
-
-  private named = new Map<string, Scratch>();
-  private uploaded = new WeakMap<Float32Array, number>();
 
   /** A device buffer for one role in a forward pass ("resid", "q", ...), grown on demand and reused. */
   dev(role: string, n: number): number {
@@ -128,7 +125,7 @@ export class CudaBackend implements Backend {
   }
 
   gelu(x: Float32Array): Float32Array {
-    const X = this.s[0].get(x.length), O = this.s[1].get(x.length);
+    const X = this.dev('gelu_x', x.length), O = this.dev('gelu_out', x.length);
     this.cu.upload(X, x);
     this.cu.gelu(X, O, x.length);
     const out = new Float32Array(x.length);

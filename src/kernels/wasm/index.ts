@@ -74,7 +74,7 @@ export class WasmBackend implements Backend {
     }
     this.fma = fma;
     this.module = mod;
-    if (opts.scratch) { this.fixedScratch = opts.scratch; this.scratch = { ...opts.scratch }; }
+    if (opts.scratch) this.fixedScratch = opts.scratch;
     this.name = fma ? 'wasm-simd-fma' : 'wasm-simd';
     const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
     this.kernel = inst.exports.matmul as MatmulFn;
@@ -88,7 +88,7 @@ export class WasmBackend implements Backend {
   setThreads(n: number): void {
     check(Number.isInteger(n) && n >= 1, `threads must be a positive integer, got ${n}`);
     this.helpers?.terminate();
-    this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, () => this.arena.alloc(KC * NR * 4)) : null;
+    this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, { alloc: () => this.arena.alloc(KC * NR * 4), free: (p) => this.arena.release(p) }) : null;
   }
   get threads(): number { return (this.helpers?.count ?? 0) + 1; }
   /** Fault injection for tests: one intra-op helper thread dies. */

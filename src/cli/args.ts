@@ -1,0 +1,38 @@
+import { parseArgs, ParseArgsConfig } from 'node:util';
+import { TypelensError } from '../errors.js';
+import { defaultThreads } from '../kernels/index.js';
+
+/** A usage mistake: exit code 2 with the usage text. */
+export class UsageError extends TypelensError { constructor(m: string) { super(m, 'EUSAGE'); } }
+
+export type Flags = Record<string, string | boolean | undefined>;
+
+/** Strict flag parsing: unknown flags and missing values are usage errors. */
+export function parse(argv: string[], options: ParseArgsConfig['options']): { values: Flags; positionals: string[] } {
+  try {
+    const r = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    return { values: r.values as Flags, positionals: r.positionals };
+  } catch (e) {
+    throw new UsageError((e as Error).message.split('\n')[0]);
+  }
+}
+
+export const need = (v: unknown, flag: string): string => {
+  if (typeof v !== 'string' || v === '') throw new UsageError(`missing ${flag}`);
+  return v;
+};
+
+export const int = (v: string | boolean | undefined, flag: string, dflt: number): number => {
+  if (v === undefined) return dflt;
+  const n = typeof v === 'string' ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag} must be a non-negative integer, got "${v}"`);
+  return n;
+};
+
+/** --threads N (default: every core). */
+export const threads = (v: string | boolean | undefined): number => {
+  if (v === undefined) return defaultThreads();
+  const n = typeof v === 'string' ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${v}"`);
+  return n;
+};
