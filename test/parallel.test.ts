@@ -113,6 +113,9 @@ t.test('pool faults: a throwing worker, a worker killed mid-sweep, dispose durin
   const want = patching.getActPatchAttnHeadVByPos(m, corrupted, cache, metric);
 
   await t.rejects(pool.run({ kind: 'throw' }), /worker failed: injected failure/);
+  m.addHook('blocks.0.hook_resid_pre', (x) => x);
+  await t.rejects(patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric), /the model has hooks attached/, 'main-thread hooks are refused, not silently dropped');
+  m.resetHooks({ includingPermanent: true });
   t.ok(same(await patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric), want), 'after a throwing task, a sweep succeeds');
 
   let killed = false;

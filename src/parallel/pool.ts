@@ -57,6 +57,9 @@ export class ForwardPool {
   /** One forward pass in a worker. Errors (a throwing or dying worker) come back as TypelensError. */
   async run(task: Omit<ForwardTask, 'kind'> & { kind?: ForwardTask['kind'] }): Promise<ForwardResult> {
     if (this.closed) throw new TypelensError('this worker pool was closed (model disposed?)', 'EDISPOSED');
+    // hooks are closures on this thread: a worker's forward cannot run them, and silently leaving
+    // them out would give other numbers than model.forward
+    if (this.model.hasHooks()) throw new TypelensError('the model has hooks attached (closures on the main thread), which worker forwards cannot run: remove them (resetHooks) or run on the main thread', 'EHOOK');
     this.reclaim();
     try {
       return await this.piscina.run({ kind: 'forward', ...task } as ForwardTask) as ForwardResult;
