@@ -11,7 +11,8 @@ for (const c of checks) {
   const t0 = performance.now();
   try { console.log(`ok   ${c.name} (${await c.run()}; ${((performance.now() - t0) / 1000).toFixed(1)} s)`); } catch (e) {
     failed++;
-    console.log(`FAIL ${c.name}: ${(e as Error).message.split('\n')[0]}`);
+    // the first lines carry fast-check's counterexample (shapes, seed) when a property fails
+    console.log(`FAIL ${c.name}: ${(e as Error).message.split('\n').filter((l) => l.trim()).slice(0, 4).join(' | ')}`);
   }
 }
 console.log(`${checks.length - failed} passed, ${failed} failed`);

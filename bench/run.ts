@@ -179,6 +179,30 @@ function benchCuda(): void {
   if (!addon) { console.error(`bench cuda: ${reason}`); process.exitCode = 1; return; }
   const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
   if (!existsSync(join(dir, 'model.safetensors'))) { console.log('generating random gpt2-small (seed 0)...'); makeWeights(dir, PRESETS['gpt2-small'], 0); }
+  // agreement at gpt2-small scale first (the CUDA checks use tiny models): d_model 768 > one block's
+  // 256 threads, K up to 3072, and 200 positions (> the attention kernel's 128 threads, and the host
+  // path's attention scores through the backend's matmul)
+  const agreement: Record<string, unknown>[] = [];
+  {
+    const wasm = HookedTransformer.fromDir(dir, { ...NO_PROCESSING, backend: 'wasm' }), cuda = HookedTransformer.fromDir(dir, { ...NO_PROCESSING, backend: 'cuda' });
+    const maxDiff = (a: Float32Array, b: Float32Array) => { let m = a.length === b.length ? 0 : Infinity; for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i])); return m; };
+    const inputs: [string, Parameters<HookedTransformer['forward']>[0]][] = [
+      ['8 x 15 tokens', Array.from({ length: 8 }, () => PROMPT15)],
+      ['200 tokens', Tensor.from(Array.from({ length: 200 }, (_, i) => (i * 7919) % 50257), [1, 200])],
+    ];
+    for (const [input, tok] of inputs) {
+      const w = wasm.forward(tok).f32(), d = cuda.forward(tok).f32();
+      const h = cuda.runWithHooks(tok, { fwdHooks: [['blocks.0.hook_resid_pre', (x) => x]] }).f32();
+      const scale = w.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
+      const row = { input, max_abs_logit: scale, device_vs_wasm: maxDiff(d, w), host_vs_wasm: maxDiff(h, w), device_vs_host: maxDiff(d, h), ok: true };
+      row.ok = Math.max(row.device_vs_wasm, row.host_vs_wasm) <= 1e-4 * (1 + scale);
+      if (!row.ok) process.exitCode = 1;
+      console.log(`${row.ok ? 'ok  ' : 'FAIL'} gpt2-small logits, ${input}: max |diff| device vs WASM ${row.device_vs_wasm.toExponential(1)}, host vs WASM ${row.host_vs_wasm.toExponential(1)}, device vs host ${row.device_vs_host.toExponential(1)} (max |logit| ${scale.toFixed(2)})`);
+      agreement.push(row);
+    }
+    wasm.dispose(); cuda.dispose();
+  }
+  writeJson('cuda-agreement.json', agreement);
   const rows: Record<string, unknown>[] = [];
   const ms: Record<string, number> = {};
   for (const backend of ['wasm', 'cuda'] as const) {
@@ -195,7 +219,7 @@ function benchCuda(): void {
   console.log('| input | wasm (ms) | cuda (ms) | speedup |\n|---|---|---|---|');
   for (const batch of [1, 8]) for (const cache of ['all', 'none']) {
     const w = ms[`wasm${batch}${cache}`], c = ms[`cuda${batch}${cache}`];
-    rows.push({ batch, tokens: 15, cache, wasm_ms: w, cuda_ms: c, speedup: +(w / c).toFixed(2) });
+    rows.push({ batch, tokens: 15, cache, wasm_ms: w, cuda_ms: c, speedup: +(w / c).toFixed(2), device: addon.deviceName() });
     console.log(`| ${batch === 1 ? '15 tokens' : '8 x 15 tokens'}, ${cache === 'all' ? 'full cache (host path)' : 'logits only (device path)'} | ${w.toFixed(1)} | ${c.toFixed(1)} | ${(w / c).toFixed(2)}x |`);
   }
   writeJson('cuda.json', rows);
