@@ -1,5 +1,5 @@
 import { Tensor } from '../tensor/index.js';
-import { svd } from '../tensor/ops.js';
+import { svd } from '../tensor/linalg.js';
 import type { ModelConfig } from './config.js';
 import type { BlockWeights, Weights } from './weights.js';
 
@@ -129,7 +129,7 @@ function mulRows(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor 
   return new Tensor(d, [n, m]);
 }
 
-/** Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (spec 4.2). */
+/** Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (TL's refactor_factored_attn_matrices). */
 function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l: number) => void): void {
   const { d_model: M, n_heads: H, d_head: D } = cfg;
   for (const [l, blk] of W.blocks.entries()) {
