@@ -167,19 +167,17 @@ t.test('long prompts: attention through the matmul kernel equals the plain loop 
   fc.assert(fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 9 }), fc.nat(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 40 }),
     (n_layer, n_head, d_head, seed, B, P) => {
       const shape = { n_layer, n_embd: n_head * d_head, n_head, n_positions: 48, vocab_size: 30 };
-      const m = HookedTransformer.fromHFTensors(hfConfig(shape, 29), randomGPT2(shape, seed));
+      const m = HookedTransformer.fromHFTensors(hfConfig(shape, 29), randomGPT2(shape, seed), { attnMatmulMinPos: 1e9 });
+      const m1 = HookedTransformer.fromHFTensors(hfConfig(shape, 29), randomGPT2(shape, seed), { attnMatmulMinPos: 1 });
       const tok = Tensor.from(Array.from({ length: B * P }, (_, i) => (seed + 7 * i) % 30), [B, P]);
-      const before = HookedTransformer.ATTN_MATMUL_MIN_POS;
       try {
-        HookedTransformer.ATTN_MATMUL_MIN_POS = 1e9;
         const loop = m.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
-        HookedTransformer.ATTN_MATMUL_MIN_POS = 1;
-        const mm = m.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
+        const mm = m1.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
         return allClose(mm.logits.f32(), loop.logits.f32(), 0, 1e-5) &&
           loop.cache.keys().every((k) => allClose(mm.cache.get(k).f32(), loop.cache.get(k).f32(), 0, 1e-6));
       } finally {
-        HookedTransformer.ATTN_MATMUL_MIN_POS = before;
         m.dispose();
+        m1.dispose();
       }
     }), { numRuns: 30 });
   t.pass();

@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { HookedTransformer, randomGPT2, hfConfig, Tensor, patching, TypelensError } from '../src/index.js';
 import { WasmBackend, wasmBackend } from '../src/kernels/index.js';
 import { ForwardPool } from '../src/parallel/pool.js';
+import { killHelper, killWorker } from '../src/testing.js';
 import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
 
 const arbCfg = fc.record({
@@ -15,18 +16,16 @@ const arbCfg = fc.record({
 type Cfg = { n_layer: number; n_head: number; d_head: number; seed: number; B: number; P: number };
 const V = 97;
 const shapeOf = (c: Cfg) => ({ n_layer: c.n_layer, n_embd: c.n_head * c.d_head, n_head: c.n_head, n_positions: 12, vocab_size: V });
-const build = (c: Cfg) => HookedTransformer.fromHFTensors(hfConfig(shapeOf(c), V - 1), randomGPT2(shapeOf(c), c.seed));
+const build = (c: Cfg, be?: WasmBackend) => HookedTransformer.fromHFTensors(hfConfig(shapeOf(c), V - 1), randomGPT2(shapeOf(c), c.seed), { backend: be });
 const tokensFor = (c: Cfg, shift = 0) => Tensor.from(Array.from({ length: c.B * c.P }, (_, i) => (c.seed + i * 13 + (i % c.P === c.P - 1 ? shift : 0)) % V), [c.B, c.P]);
 const same = (a: Tensor, b: Tensor) => a.shape.join() === b.shape.join() && a.f32().every((v, i) => Object.is(v, b.f32()[i]));
 
 t.test('intra-op: logits and caches with 1, 2 and 3 threads are bit-identical', async (t) => {
-  const be = wasmBackend()!;
-  const before = WasmBackend.PARALLEL_MIN_MACS;
-  WasmBackend.PARALLEL_MIN_MACS = 0; // split even these small matmuls
+  const be = new WasmBackend({ parallelMinMacs: 0 }); // split even these small matmuls
   try {
     const results: boolean[] = [];
     await fc.assert(fc.asyncProperty(arbCfg, fc.integer({ min: 2, max: 3 }), async (c, n) => {
-      const m = build(c);
+      const m = build(c, be);
       const tok = tokensFor(c);
       be.setThreads(1);
       const one = m.runWithCache(tok);
@@ -39,7 +38,6 @@ t.test('intra-op: logits and caches with 1, 2 and 3 threads are bit-identical', 
     }), { numRuns: 12 });
     t.ok(results.length > 0);
   } finally {
-    WasmBackend.PARALLEL_MIN_MACS = before;
     be.setThreads(1);
   }
 });
@@ -63,7 +61,7 @@ t.test('intra-op: a helper thread that dies is retired; results stay right and n
   const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i)), b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i));
   const w = be.pack(b, K, N, 'f32');
   const want = be.matmul(a, M, w).slice();
-  await be.killHelper();
+  await killHelper(be);
   const t0 = Date.now();
   const got = be.matmul(a, M, w);
   t.ok(got.every((v, i) => Object.is(v, want[i])), 'same result after the helper died');
@@ -120,13 +118,13 @@ t.test('pool faults: a throwing worker, a worker killed mid-sweep, dispose durin
 
   let killed = false;
   const sweep = patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric, {
-    onProgress: (done) => { if (!killed && done >= 3) { killed = true; pool.killWorker(); } },
+    onProgress: (done) => { if (!killed && done >= 3) { killed = true; killWorker(pool); } },
   });
   const r = await sweep.then(() => 'ok', (e) => e);
   t.ok(r === 'ok' || (r instanceof TypelensError && /worker failed/.test(r.message)), `killed mid-sweep: ${r instanceof Error ? r.message : r}`);
   t.ok(same(await patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric), want), 'the pool recovered: the next sweep is right');
   // a request racing a kill may fail (that is the contract); the one after it must not
-  for (let i = 0; i < 5; i++) { pool.killWorker(); await new Promise((r) => setTimeout(r, 30)); await pool.runBatch(clean).catch((e) => { if (!(e instanceof TypelensError)) throw e; }); }
+  for (let i = 0; i < 5; i++) { killWorker(pool); await new Promise((r) => setTimeout(r, 30)); await pool.runBatch(clean).catch((e) => { if (!(e instanceof TypelensError)) throw e; }); }
   t.ok(same((await pool.runBatch(clean)).logits, m.forward(clean)), 'still right after five more kills');
   t.ok(pool.slotsInUse <= 2, `dead workers' scratch regions were freed (${pool.slotsInUse} in use)`);
 

@@ -1,16 +1,29 @@
 import { TypelensError } from '../errors.js';
-import { cat, div, matmul, mean, mul, stack, sub, sum, Tensor } from '../tensor/index.js';
-import type { HookedTransformer } from '../model/hooked-transformer.js';
+import { cat, div, matmul, mean, mul, sameShape, stack, sub, sum, Tensor } from '../tensor/index.js';
+import type { MatmulKernel } from '../tensor/linalg.js';
 import { getActName } from './names.js';
 import { Slice, SliceInput } from './slice.js';
 
 export type CacheKey = string | [string, (number | null)?, (string | null)?];
 type Labelled = [Tensor, string[]];
 
+/**
+ * What an ActivationCache needs from its model (TL's cache holds the model for the same few
+ * things): sizes, the W_O / W_out it decomposes through, the biases and unembedding directions,
+ * and the kernels to multiply with.
+ */
+export interface CacheModel {
+  readonly cfg: { readonly n_layers: number; readonly n_heads: number; readonly d_mlp: number };
+  readonly backend: MatmulKernel;
+  readonly weights: { readonly blocks: readonly { readonly W_O: Tensor; readonly W_out: Tensor }[] };
+  accumulatedBias(layer: number, mlpInput?: boolean, includeMlpBiases?: boolean): Tensor;
+  tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor;
+}
+
 interface LnOpts { layer?: number | null; mlpInput?: boolean; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean }
 
 /**
- * TransformerLens's ActivationCache (spec 7): a name -> activation map in firing order, plus
+ * TransformerLens's ActivationCache (activation_cache.py): a name -> activation map in firing order, plus
  * the decomposition helpers. `layer = -1 / null` means "the final LayerNorm" in the helpers
  * (n_layers), while `get(['resid_post', -1])` means the last block, as in TL.
  */
@@ -18,7 +31,7 @@ export class ActivationCache {
   /** Where TL's informational messages go ("Tried to stack head results ..."). */
   log: (line: string) => void = (line) => console.log(line);
 
-  constructor(readonly cacheDict: Map<string, Tensor>, readonly model: HookedTransformer, public hasBatchDim = true) {}
+  constructor(readonly cacheDict: Map<string, Tensor>, readonly model: CacheModel, public hasBatchDim = true) {}
 
   get hasEmbed(): boolean { return this.cacheDict.has('hook_embed'); }
   get hasPosEmbed(): boolean { return this.cacheDict.has('hook_pos_embed'); }
@@ -128,7 +141,7 @@ export class ActivationCache {
     for (let l = 0; l < L; l++) {
       const z = this.get(`blocks.${l}.attn.hook_z`);
       const WO = this.model.weights.blocks[l].W_O;
-      const heads = Array.from({ length: H }, (_, h) => matmul(z.index(-2, h), WO.index(0, h)));
+      const heads = Array.from({ length: H }, (_, h) => matmul(z.index(-2, h), WO.index(0, h), this.model.backend));
       this.cacheDict.set(`blocks.${l}.attn.hook_result`, stack(heads, -2));
     }
   }
@@ -213,7 +226,7 @@ export class ActivationCache {
     let dirs = this.model.tokensToResidualDirections(tokens);
     if (opts.incorrectTokens !== undefined) {
       const wrong = this.model.tokensToResidualDirections(opts.incorrectTokens);
-      if (wrong.ndim !== dirs.ndim || wrong.shape.some((d, i) => d !== dirs.shape[i])) {
+      if (!sameShape(wrong.shape, dirs.shape)) {
         throw new TypelensError(`tokens and incorrectTokens have different shapes ([${dirs.shape.slice(0, -1).join(', ')}] vs [${wrong.shape.slice(0, -1).join(', ')}])`, 'ESHAPE');
       }
       dirs = sub(dirs, wrong);

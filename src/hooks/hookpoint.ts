@@ -1,5 +1,5 @@
 import { TypelensError } from '../errors.js';
-import type { Tensor } from '../tensor/index.js';
+import { sameShape, type Tensor } from '../tensor/index.js';
 
 /** A hook receives the live activation and the point; returning a tensor replaces it. */
 export type HookFn = (activation: Tensor, hook: HookPoint) => Tensor | void | undefined | null;
@@ -38,7 +38,7 @@ export class HookPoint {
     for (const h of [...this.hooks]) {
       const r = h.fn(x, this);
       if (r !== undefined && r !== null) {
-        if (r.ndim !== x.ndim || r.shape.some((d, i) => d !== x.shape[i])) {
+        if (!sameShape(r.shape, x.shape)) {
           throw new TypelensError(`hook on "${this.name}" returned shape [${r.shape.join(', ')}], expected [${x.shape.join(', ')}]`, 'ESHAPE');
         }
         x = r;

@@ -8,7 +8,7 @@ const ATTN_NAMES = new Set(['k', 'v', 'q', 'z', 'rot_k', 'rot_q', 'result', 'pat
 const MLP_NAMES = new Set(['pre', 'post', 'mid', 'pre_linear']);
 
 /**
- * TransformerLens's utils.get_act_name (spec 7.2), quirks included: "attn" is the pattern,
+ * TransformerLens's utils.get_act_name, quirks included: "attn" is the pattern,
  * "k6" overrides the layer argument, ("scale", 4) without ln1/ln2 gives a name that is no hook.
  */
 export function getActName(name: string, layer?: number | null, layerType?: string | null): string {

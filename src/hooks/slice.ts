@@ -2,7 +2,7 @@ import { check } from '../errors.js';
 import { indexSelect, Tensor } from '../tensor/index.js';
 
 /**
- * TransformerLens's Slice (spec 7.3). In TypeScript the Python forms map to:
+ * TransformerLens's utils.Slice. In TypeScript the Python forms map to:
  *   null -> identity; k (number) -> index k, axis removed; number[] -> gather, axis kept;
  *   { stop } ~ Python (a,) i.e. [:a]; { start, stop, step } ~ (a, b[, c]).
  */

@@ -1,11 +1,13 @@
-import { availableParallelism } from 'node:os';
 import { TypelensError } from '../errors.js';
+import { runtimeConfig } from '../platform/env.js';
+import { setDefaultMatmulKernel } from '../tensor/linalg.js';
 import type { Backend } from './backend.js';
 import { jsBackend } from './js/index.js';
 import { WasmBackend } from './wasm/index.js';
 import { CudaBackend, cudaStatus } from './cuda/index.js';
 
-export type { Backend, PackedWeight } from './backend.js';
+export type { Backend, PackedWeight, PackedDesc, SharedMemory, DeviceParams } from './backend.js';
+export type { LayerOps, LnParams } from './layer-ops.js';
 export { jsBackend } from './js/index.js';
 export { WasmBackend } from './wasm/index.js';
 
@@ -24,8 +26,7 @@ let wasmDefault: WasmBackend | null | undefined;
 
 /** TYPELENS_THREADS, else the machine's available parallelism. */
 export function defaultThreads(): number {
-  const env = Number(process.env.TYPELENS_THREADS);
-  return Number.isInteger(env) && env >= 1 ? env : availableParallelism();
+  return runtimeConfig().threads;
 }
 
 /** The WASM backend shared by the whole process (one Memory), or null when unavailable. */
@@ -33,7 +34,7 @@ export function wasmBackend(): WasmBackend | null {
   if (wasmDefault === undefined) {
     // FMA (relaxed SIMD) is opt-in: on the 2-core EPYC we measure, V8 11.3's relaxed_madd
     // kernel is slower than the plain mul+add one (bench/results/matmul.json has both).
-    try { wasmDefault = new WasmBackend({ fma: process.env.TYPELENS_FMA === '1' }); } catch { wasmDefault = null; }
+    try { wasmDefault = new WasmBackend({ fma: runtimeConfig().fma }); } catch { wasmDefault = null; }
     // intra-op threads: TYPELENS_THREADS, else every core
     if (wasmDefault) wasmDefault.setThreads(defaultThreads());
   }
@@ -47,7 +48,7 @@ let announced = false;
  * stderr), else WASM SIMD when it loads, else plain JS. TYPELENS_BACKEND overrides auto.
  */
 export function getBackend(name: BackendName = 'auto'): Backend {
-  const want = name === 'auto' ? (process.env.TYPELENS_BACKEND as BackendName | undefined) ?? 'auto' : name;
+  const want = name === 'auto' ? (runtimeConfig().backend as BackendName | undefined) ?? 'auto' : name;
   if (want === 'js') return jsBackend;
   if (want === 'cuda') {
     const c = cudaBackend();
@@ -66,3 +67,15 @@ export function getBackend(name: BackendName = 'auto'): Backend {
   if (want === 'wasm') throw new TypelensError('WASM backend unavailable (kernels not built or no SIMD support)', 'ENOKERNEL');
   return jsBackend;
 }
+
+/**
+ * A backend over memory shared with the main thread (a worker's replica of a model): the kernel
+ * module and memory come from the main thread's `sharedMemory`, and this thread's matmuls use the
+ * fixed `scratch` region (the memory's allocator belongs to the main thread).
+ */
+export function sharedBackend(shared: { memory: WebAssembly.Memory; module: WebAssembly.Module; fma: boolean }, scratch: { ptr: number; bytes: number }): Backend {
+  return new WasmBackend({ memory: shared.memory, module: shared.module, fmaModule: shared.fma, scratch });
+}
+
+// tensor/'s matmul dispatches to the process's backend without importing it
+setDefaultMatmulKernel(() => getBackend());

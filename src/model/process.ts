@@ -1,5 +1,5 @@
 import { Tensor } from '../tensor/index.js';
-import { svd } from '../tensor/ops.js';
+import { svd } from '../tensor/linalg.js';
 import type { ModelConfig } from './config.js';
 import type { BlockWeights, Weights } from './weights.js';
 
@@ -105,7 +105,7 @@ export function factoredSvd(A: Tensor, B: Tensor): { U: Tensor; S: Tensor; V: Te
   const a = svd(A), bt = svd(B.T.contiguous()); // B^T = Ub' S V'^T  ->  B = V' S Ub'^T
   const Ub = bt.V, Vb = bt.U;
   const mid = a.S.reshape([-1, 1]).contiguous();
-  const C = mulRows(matmulSmall(mulRows(a.V.T.contiguous(), mid), Ub), null, bt.S);
+  const C = scaleRowsCols(matmulSmall(scaleRowsCols(a.V.T.contiguous(), mid), Ub), null, bt.S);
   const c = svd(C);
   return { U: matmulSmall(a.U, c.U), S: c.S, V: matmulSmall(Vb, c.V) };
 }
@@ -121,7 +121,7 @@ function matmulSmall(a: Tensor, b: Tensor): Tensor {
   return new Tensor(out, [n, m]);
 }
 /** diag(rowScale) @ x @ diag(colScale). */
-function mulRows(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor {
+function scaleRowsCols(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor {
   const [n, m] = x.shape;
   const d = Float32Array.from(x.f32());
   const r = rowScale?.f32(), c = colScale?.f32();
@@ -129,7 +129,7 @@ function mulRows(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor 
   return new Tensor(d, [n, m]);
 }
 
-/** Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (spec 4.2). */
+/** Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (TL's refactor_factored_attn_matrices). */
 function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l: number) => void): void {
   const { d_model: M, n_heads: H, d_head: D } = cfg;
   for (const [l, blk] of W.blocks.entries()) {
@@ -144,7 +144,7 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
       };
       const { U, S, V } = factoredSvd(aug(WQ, bQ), aug(WK, bK).T);
       const sq = new Tensor(S.f32().map(Math.sqrt), [D]);
-      const q = mulRows(U, null, sq).f32(), k = mulRows(V, null, sq).f32();
+      const q = scaleRowsCols(U, null, sq).f32(), k = scaleRowsCols(V, null, sq).f32();
       WQ.set(q.subarray(0, M * D), h * M * D); bQ.set(q.subarray(M * D), h * D);
       WK.set(k.subarray(0, M * D), h * M * D); bK.set(k.subarray(M * D), h * D);
     }
@@ -154,7 +154,7 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
       const v = new Tensor(WV.slice(h * M * D, (h + 1) * M * D), [M, D]);
       const o = new Tensor(WO.slice(h * D * M, (h + 1) * D * M), [D, M]);
       const { U, S, V } = factoredSvd(v, o);
-      WV.set(mulRows(U, null, S).f32(), h * M * D);
+      WV.set(scaleRowsCols(U, null, S).f32(), h * M * D);
       WO.set(V.T.contiguous().f32(), h * D * M);
     }
   }

@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync, renameSync, writeSync, unlinkSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../util/fs.js';
 import { TypelensError } from '../errors.js';
 import { bf16ToF32, f16ToF32 } from '../tensor/dtype.js';
 
@@ -162,20 +163,7 @@ export function serializeSafetensors(tensors: Record<string, StTensorOut>, metad
 
 /** Write a safetensors file atomically (temp file + rename): never a half-written file. */
 export function writeSafetensors(path: string, tensors: Record<string, StTensorOut>, metadata?: Record<string, string>): void {
-  const chunks = serializeSafetensors(tensors, metadata);
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  let fd: number | null = null;
-  try {
-    fd = openSync(tmp, 'w');
-    for (const c of chunks) writeSync(fd, c);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, path);
-  } catch (e) {
-    if (fd !== null) try { closeSync(fd); } catch { /* already closed */ }
-    try { unlinkSync(tmp); } catch { /* nothing to remove */ }
-    throw new TypelensError(`cannot write ${path}: ${(e as Error).message}`, 'EIO');
-  }
+  writeFileAtomic(path, serializeSafetensors(tensors, metadata), { createDir: false });
 }
 
 /** Parse tensors serialised in memory (tests, generated models). */

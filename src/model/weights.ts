@@ -1,5 +1,5 @@
 import { TypelensError } from '../errors.js';
-import { Tensor } from '../tensor/index.js';
+import { sameShape, Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import { StFile, tensorF32 } from './safetensors.js';
 
@@ -25,7 +25,7 @@ export interface Weights {
 }
 
 /**
- * HF GPT-2 (Conv1D weights stored [in, out], used as x @ W) -> TL layout (spec 2.2). Names may
+ * HF GPT-2 (Conv1D weights stored [in, out], used as x @ W) -> TL layout (TL's convert_gpt2_weights). Names may
  * carry a `transformer.` prefix; attention mask buffers are ignored. Missing or misshapen
  * tensors are reported by name.
  */
@@ -37,7 +37,7 @@ export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite
     const full = prefix + name;
     const e = st.entries.get(full);
     if (!e) throw new TypelensError(`${st.path}: missing tensor "${full}"`, 'EMISSING');
-    const ok = e.shape.length === shape.length && e.shape.every((d, i) => d === shape[i]);
+    const ok = sameShape(e.shape, shape);
     if (!ok && !(name === 'wpe.weight' && e.shape.length === 2 && e.shape[0] >= C && e.shape[1] === M)) {
       throw new TypelensError(`${st.path}: tensor "${full}" has shape [${e.shape.join(', ')}], expected [${shape.join(', ')}]`, 'ESHAPE');
     }

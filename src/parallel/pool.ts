@@ -1,9 +1,11 @@
 import { Piscina } from 'piscina';
 import { TypelensError } from '../errors.js';
-import { defaultThreads, WasmBackend } from '../kernels/index.js';
+import { defaultThreads, SharedMemory } from '../kernels/index.js';
 import { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
+import { sharedDescriptor } from '../model/replica.js';
 import { cat, Tensor } from '../tensor/index.js';
+import { evenCut } from '../util/split.js';
 import { fromArr, toArr, type ForwardResult, type ForwardTask } from './protocol.js';
 
 
@@ -18,16 +20,15 @@ export class ForwardPool {
   private closed = false;
   private slots: Int32Array;
 
-  private constructor(readonly model: HookedTransformer, readonly threads: number, scratchBytes: number) {
-    const be = model.backend as WasmBackend;
+  private constructor(readonly model: HookedTransformer, readonly threads: number, scratchBytes: number, private readonly shared: SharedMemory) {
     const nslots = threads + 4; // spare regions for workers that replace dead ones
-    this.scratch = Array.from({ length: nslots }, () => be.arena.alloc(scratchBytes));
+    this.scratch = Array.from({ length: nslots }, () => shared.alloc(scratchBytes));
     const slots = new SharedArrayBuffer(4 * nslots);
     this.slots = new Int32Array(slots);
     this.piscina = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
       minThreads: threads, maxThreads: threads, idleTimeout: 60_000,
-      workerData: { model: model.sharedDescriptor(), slots, scratch: { ptrs: this.scratch, bytes: scratchBytes } },
+      workerData: { model: sharedDescriptor(model), slots, scratch: { ptrs: this.scratch, bytes: scratchBytes } },
     });
     // a worker that is gone gives its scratch region back (slots hold the owner's threadId;
     // an exited worker is no longer among the live threads, or reads threadId -1)
@@ -39,8 +40,8 @@ export class ForwardPool {
   static async create(model: HookedTransformer, opts: { threads?: number; scratchBytes?: number } = {}): Promise<ForwardPool> {
     const threads = opts.threads ?? defaultThreads();
     if (!Number.isInteger(threads) || threads < 1) throw new TypelensError(`threads must be a positive integer, got ${threads}`, 'EINPUT');
-    model.sharedDescriptor(); // throws a clear error for non-WASM backends
-    const pool = new ForwardPool(model, threads, opts.scratchBytes ?? 32 * 2 ** 20);
+    sharedDescriptor(model); // throws a clear error for backends without shared memory
+    const pool = new ForwardPool(model, threads, opts.scratchBytes ?? 32 * 2 ** 20, model.backend.sharedMemory!);
     // wait until every worker is up so that timings and failures are about work, not startup
     await Promise.all(Array.from({ length: threads }, () => pool.piscina.run({ kind: 'forward', tokens: { data: Float32Array.of(0), shape: [1, 1] }, lastPositionLogits: true } as ForwardTask)));
     return pool;
@@ -73,7 +74,7 @@ export class ForwardPool {
   async runBatch(tokens: Tensor, opts: { cache?: string[] | 'all'; lastPositionLogits?: boolean } = {}): Promise<{ logits: Tensor; cache?: ActivationCache }> {
     const t = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
     const B = t.shape[0], parts = Math.min(this.threads, B);
-    const cut = (i: number) => Math.round((B * i) / parts);
+    const cut = evenCut(B, parts);
     const results = await Promise.all(Array.from({ length: parts }, (_, i) => this.run({
       tokens: toArr(t.slice(0, cut(i), cut(i + 1))), cache: opts.cache ?? null, lastPositionLogits: opts.lastPositionLogits,
     })));
@@ -87,22 +88,13 @@ export class ForwardPool {
     return { logits, cache: new ActivationCache(store, this.model, true) };
   }
 
-  /** Terminate one worker thread now, whatever it is doing (fault injection for tests). */
-  killWorker(): void { void this.piscina.threads[0]?.terminate(); }
-
   /** Scratch regions held by live workers (for tests: a dead worker's region is freed). */
   get slotsInUse(): number { return this.slots.filter((v) => v !== 0).length; }
-
-  /** Make one worker end abruptly (fault-injection for tests of recovery). */
-  async injectFault(kind: 'die' | 'throw'): Promise<void> {
-    await this.piscina.run({ kind } as ForwardTask).catch(() => undefined);
-  }
 
   async destroy(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.piscina.destroy();
-    const be = this.model.backend as WasmBackend;
-    for (const p of this.scratch) be.arena.release(p);
+    for (const p of this.scratch) this.shared.release(p);
   }
 }

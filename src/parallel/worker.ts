@@ -3,8 +3,8 @@
 // patch, with or without a cache. Results go back as transferred buffers (moved, not copied).
 import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import { WasmBackend } from '../kernels/wasm/index.js';
-import { HookedTransformer, SharedModel } from '../model/hooked-transformer.js';
+import { sharedBackend } from '../kernels/index.js';
+import { fromShared, SharedModel } from '../model/replica.js';
 import { batchedPatch, setters } from '../patching/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { fromArr, toArr, type ForwardTask, type ForwardResult, type Arr } from './protocol.js';
@@ -17,12 +17,11 @@ let slot = -1;
 // the slot holds our threadId, so that the pool can free it when this thread is gone
 for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, threadId) === 0) slot = i;
 if (slot < 0) throw new Error('typelens worker: no free scratch region (too many worker restarts)');
-const backend = new WasmBackend({ memory: desc.memory, module: desc.module, fmaModule: desc.fma, scratch: { ptr: scratch.ptrs[slot], bytes: scratch.bytes } });
-const model = HookedTransformer.fromShared(desc, backend);
+const model = fromShared(desc, sharedBackend(desc, { ptr: scratch.ptrs[slot], bytes: scratch.bytes }));
 
 
 export default function run(task: ForwardTask): ForwardResult {
-  if (task.kind === 'die') process.exit(1); // fault injection for tests: this thread ends abruptly
+  if (task.kind === 'die') process.exit(1); // fault injection (src/testing.ts): this thread ends abruptly
   if (task.kind === 'throw') throw new Error('injected failure');
   const hooks: [string, (a: Tensor) => Tensor][] = [];
   let input = fromArr(task.resid ?? task.tokens!);

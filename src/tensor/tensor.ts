@@ -4,6 +4,10 @@ import { DType, Storage, decode, encode } from './dtype.js';
 export type Shape = readonly number[];
 
 export const numel = (shape: Shape): number => shape.reduce((a, b) => a * b, 1);
+/** The one shape-equality test (hooks, caches, weights and ops all use it). */
+export const sameShape = (a: Shape, b: Shape): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+/** A tensor as plain data (worker messages, replica descriptors): contiguous f32 and its shape. */
+export type Arr = { data: Float32Array; shape: number[] };
 
 export function contiguousStrides(shape: Shape): number[] {
   const s = new Array<number>(shape.length);
@@ -28,14 +32,18 @@ export function normAxis(axis: number, ndim: number, what = 'axis'): number {
 export class Tensor {
   readonly shape: Shape;
   readonly strides: readonly number[];
+  readonly dtype: DType;
 
   constructor(
     readonly data: Storage,
     shape: Shape,
     strides?: readonly number[],
     readonly offset = 0,
-    readonly dtype: DType = data instanceof Float32Array ? 'f32' : 'f16',
+    dtype?: DType,
   ) {
+    // half-precision bits say nothing about which format they are in (f16 or bf16): say it
+    check(dtype !== undefined || data instanceof Float32Array, 'a Tensor over Uint16Array data needs its dtype (f16 or bf16)');
+    this.dtype = dtype ?? 'f32';
     for (const d of shape) check(Number.isInteger(d) && d >= 0, `invalid shape [${shape.join(', ')}]`);
     this.shape = [...shape];
     this.strides = strides ? [...strides] : contiguousStrides(shape);
@@ -106,7 +114,7 @@ export class Tensor {
    */
   assign(src: Tensor): this {
     check(this.dtype === 'f32', `cannot assign into ${this.dtype} storage`);
-    check(src.ndim === this.ndim && src.shape.every((d, i) => d === this.shape[i]),
+    check(sameShape(src.shape, this.shape),
       () => `cannot assign a [${src.shape.join(', ')}] tensor into a [${this.shape.join(', ')}] view`);
     const from = src.f32(), dst = this.data as Float32Array;
     let i = 0;

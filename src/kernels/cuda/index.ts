@@ -2,32 +2,22 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { TypelensError } from '../../errors.js';
+import { runtimeConfig } from '../../platform/env.js';
 import { decode, DType } from '../../tensor/dtype.js';
-import type { Backend, PackedWeight } from '../backend.js';
+import type { Backend, DeviceParams, PackedWeight } from '../backend.js';
+import type { LayerOps } from '../layer-ops.js';
+import type { CudaAddon } from './addon.js';
+import { cudaLayerOps } from './ops.js';
 
-/** The N-API addon's surface (native/src/addon.cc); buffers are integer handles to device memory. */
-export interface CudaAddon {
-  deviceCount(): number;
-  deviceName(): string;
-  alloc(n: number): number;
-  free(id: number): void;
-  upload(id: number, data: Float32Array): void;
-  download(id: number, out: Float32Array): void;
-  matmul(a: number, b: number, c: number, M: number, K: number, N: number): void;
-  layerNorm(x: number, out: number, scale: number, w: number | null, b: number | null, rows: number, d: number, eps: number): void;
-  attention(q: number, k: number, v: number, pattern: number, z: number, B: number, P: number, H: number, D: number, invScale: number): void;
-  gelu(x: number, out: number, n: number): void;
-  addBias(x: number, bias: number, rows: number, n: number): void;
-  add(a: number, b: number, out: number, n: number): void;
-  synchronize(): void;
-}
+export type { CudaAddon } from './addon.js';
 
-const ADDON = process.env.TYPELENS_CUDA_ADDON ?? fileURLToPath(new URL('../../../../native/build/Release/typelens_cuda.node', import.meta.url));
+const addonPath = () => runtimeConfig().cudaAddon ?? fileURLToPath(new URL('../../../../native/build/Release/typelens_cuda.node', import.meta.url));
 let probe: { addon: CudaAddon | null; reason: string } | undefined;
 
 /** Load the addon once: null with the reason when it is not built, fails to load, or sees no GPU. */
 export function cudaStatus(): { addon: CudaAddon | null; reason: string } {
   if (probe) return probe;
+  const ADDON = addonPath();
   if (!existsSync(ADDON)) return (probe = { addon: null, reason: `CUDA addon not built (${ADDON} is missing; run npm run build:cuda)` });
   let addon: CudaAddon;
   try { addon = createRequire(import.meta.url)(ADDON) as CudaAddon; } catch (e) {
@@ -51,7 +41,7 @@ class Scratch {
 /**
  * CUDA backend: weights are uploaded once at pack time and stay on the device; a matmul copies the
  * activation in and the result out (the explicit host boundary of the current forward). The fused
- * kernels (layer norm, causal attention, gelu_new) are exposed for the device-resident path.
+ * kernels (layer norm, causal attention, gelu_new) back the `deviceOps` capability (./ops.ts).
  */
 export class CudaBackend implements Backend {
   readonly name = 'cuda';
@@ -75,13 +65,23 @@ export class CudaBackend implements Backend {
     return { K, N, dtype, backend: 'cuda', bytes: K * N * 4, id, release() { if (live) { cu.free(id); live = false; } } } as PackedWeight & { id: number };
   }
 
-  matmul(a: Float32Array, M: number, b: PackedWeight, out = new Float32Array(M * b.N)): Float32Array {
+  /** Capability: GPT-2's layer operations on device buffers (see ./ops.ts). */
+  deviceOps(p: DeviceParams): LayerOps<unknown> | undefined {
+    return cudaLayerOps(this, p) as LayerOps<unknown> | undefined;
+  }
+
+  weightId(b: PackedWeight): number {
     const w = b as PackedWeight & { id?: number };
     if (w.backend !== 'cuda' || w.id === undefined) throw new TypelensError(`weight packed for ${b.backend}, not cuda`, 'ENOKERNEL');
+    return w.id;
+  }
+
+  matmul(a: Float32Array, M: number, b: PackedWeight, out = new Float32Array(M * b.N)): Float32Array {
+    const id = this.weightId(b);
     if (a.length !== M * b.K) throw new TypelensError(`matmul: a has ${a.length} values, expected [${M}, ${b.K}]`, 'ESHAPE');
     const A = this.dev('matmul_a', M * b.K), C = this.dev('matmul_c', M * b.N);
     this.cu.upload(A, a);
-    this.cu.matmul(A, w.id, C, M, b.K, b.N);
+    this.cu.matmul(A, id, C, M, b.K, b.N);
     this.cu.download(C, out);
     return out;
   }

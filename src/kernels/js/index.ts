@@ -1,5 +1,6 @@
 import { check } from '../../errors.js';
 import { decode, DType } from '../../tensor/dtype.js';
+import { matmulRef } from '../../tensor/linalg.js';
 import type { Backend, PackedWeight } from '../backend.js';
 
 class JsWeight implements PackedWeight {
@@ -25,16 +26,6 @@ export const jsBackend: Backend = {
     check(b instanceof JsWeight, 'weight was packed for another backend');
     const { K, N, w } = b as JsWeight;
     check(a.length >= M * K, `matmul: A has ${a.length} elements, needs ${M}x${K}`);
-    const c = out ?? new Float32Array(M * N);
-    c.fill(0, 0, M * N);
-    for (let i = 0; i < M; i++) {
-      const ci = i * N;
-      for (let k = 0; k < K; k++) {
-        const av = a[i * K + k];
-        const bk = k * N;
-        for (let j = 0; j < N; j++) c[ci + j] = c[ci + j] + Math.fround(av * w[bk + j]);
-      }
-    }
-    return c;
+    return matmulRef(a, M, w, K, N, out ?? new Float32Array(M * N));
   },
 };

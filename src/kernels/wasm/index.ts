@@ -3,16 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { check, TypelensError } from '../../errors.js';
 import { bytesPerElement, DType } from '../../tensor/dtype.js';
-import type { Backend, PackedWeight } from '../backend.js';
+import type { Backend, PackedDesc, PackedWeight, SharedMemory } from '../backend.js';
 import { Arena } from './arena.js';
-import { MatmulHelpers } from '../../parallel/intra-op.js';
-
-// Must match src/kernels/wasm/matmul.wat.mjs.
-const NR = 8;
-const KC = 512;
-
-type MatmulFn = (a: number, b: number, c: number, nrb: number, K: number, p0: number, p1: number,
-  npad: number, kind: number, tmp: number) => void;
+import type { MatmulFn } from './control.js';
+import { MatmulHelpers } from './threads.js';
 
 const wasmPath = (name: string) => fileURLToPath(new URL(`../../../wasm/${name}.wasm`, import.meta.url));
 
@@ -25,11 +19,13 @@ function compile(bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module | null {
 }
 
 class WasmWeight implements PackedWeight {
-  readonly backend = 'wasm';
   private live = true;
+  readonly npad: number;
   constructor(private readonly owner: WasmBackend, readonly ptr: number, readonly bytes: number,
-    readonly K: number, readonly N: number, readonly dtype: DType) {}
-  get npad(): number { return Math.ceil(this.N / NR) * NR; }
+    readonly K: number, readonly N: number, readonly dtype: DType) {
+    this.npad = Math.ceil(N / owner.nr) * owner.nr;
+  }
+  get backend(): string { return this.owner.name; }
   assertLive(): void { check(this.live, 'this packed weight was released (model disposed?)'); }
   release(): void { if (this.live) { this.live = false; this.owner.arena.release(this.ptr); } }
 }
@@ -50,12 +46,17 @@ export class WasmBackend implements Backend {
   readonly module: WebAssembly.Module;
   private helpers: MatmulHelpers | null = null;
   /** Matmuls smaller than this many multiply-adds stay on one thread (waking a helper costs ~20 us). */
-  static PARALLEL_MIN_MACS = 1 << 20;
+  readonly parallelMinMacs: number;
+  /** Column-panel width and K block of the kernel (from matmul.wat.mjs, via the module's exports). */
+  readonly nr: number;
+  readonly kc: number;
 
   /** A fixed scratch region (worker replicas: the memory's allocator belongs to the main thread). */
   private fixedScratch: { ptr: number; bytes: number } | null = null;
 
-  constructor(opts: { fma?: boolean; memory?: WebAssembly.Memory; module?: WebAssembly.Module; fmaModule?: boolean; scratch?: { ptr: number; bytes: number } } = {}) {
+  constructor(opts: { fma?: boolean; memory?: WebAssembly.Memory; module?: WebAssembly.Module; fmaModule?: boolean; scratch?: { ptr: number; bytes: number };
+    parallelMinMacs?: number } = {}) {
+    this.parallelMinMacs = opts.parallelMinMacs ?? 1 << 20;
     this.memory = opts.memory ?? new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true });
     this.arena = new Arena(this.memory);
     let mod: WebAssembly.Module | null = opts.module ?? null;
@@ -79,6 +80,22 @@ export class WasmBackend implements Backend {
     const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
     this.kernel = inst.exports.matmul as MatmulFn;
     this.mr = (inst.exports.mr as () => number)();
+    this.nr = (inst.exports.nr as () => number)();
+    this.kc = (inst.exports.kc as () => number)();
+  }
+
+  /** Capability: the memory and kernel module worker replicas share (see src/model/replica.ts). */
+  get sharedMemory(): SharedMemory {
+    return {
+      memory: this.memory, module: this.module, fma: this.fma,
+      alloc: (bytes) => this.arena.alloc(bytes),
+      release: (ptr) => this.arena.release(ptr),
+      describe: (w) => {
+        check(w instanceof WasmWeight, 'weight was packed for another backend');
+        return { ptr: w.ptr, bytes: w.bytes, K: w.K, N: w.N, dtype: w.dtype };
+      },
+      adopt: (d) => this.adopt(d),
+    };
   }
 
   /**
@@ -88,11 +105,9 @@ export class WasmBackend implements Backend {
   setThreads(n: number): void {
     check(Number.isInteger(n) && n >= 1, `threads must be a positive integer, got ${n}`);
     this.helpers?.terminate();
-    this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, { alloc: () => this.arena.alloc(KC * NR * 4), free: (p) => this.arena.release(p) }) : null;
+    this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, { alloc: () => this.arena.alloc(this.kc * this.nr * 4), free: (p) => this.arena.release(p) }) : null;
   }
   get threads(): number { return (this.helpers?.count ?? 0) + 1; }
-  /** Fault injection for tests: one intra-op helper thread dies. */
-  async killHelper(): Promise<void> { await this.helpers?.killOne(); }
   /** Block until the helper threads have started (they otherwise join as they become ready). */
   async whenReady(timeoutMs = 5000): Promise<void> {
     const t0 = Date.now();
@@ -104,6 +119,7 @@ export class WasmBackend implements Backend {
   pack(data: Float32Array | Uint16Array, K: number, N: number, dtype: DType): PackedWeight {
     check(data.length === K * N, `weight of ${data.length} elements is not [${K}, ${N}]`);
     check((dtype === 'f32') === data instanceof Float32Array, `weight storage does not match dtype ${dtype}`);
+    const NR = this.nr;
     const npanels = Math.ceil(N / NR);
     const bytes = npanels * K * NR * bytesPerElement(dtype);
     const ptr = this.arena.alloc(bytes);
@@ -124,7 +140,7 @@ export class WasmBackend implements Backend {
   }
 
   /** Wrap an existing packed weight living in this (shared) memory: worker replicas use this. */
-  adopt(w: { ptr: number; bytes: number; K: number; N: number; dtype: DType }): PackedWeight {
+  adopt(w: PackedDesc): PackedWeight {
     return new WasmWeight(this, w.ptr, w.bytes, w.K, w.N, w.dtype);
   }
 
@@ -152,7 +168,8 @@ export class WasmBackend implements Backend {
     if (K === 0) { c.fill(0, 0, M * N); return c; }
     const MR = this.mr;
     const nrb = Math.ceil(M / MR), mpad = nrb * MR, npad = w.npad;
-    const aBytes = mpad * K * 4, cBytes = mpad * npad * 4, tBytes = KC * NR * 4;
+    const NR = this.nr;
+    const aBytes = mpad * K * 4, cBytes = mpad * npad * 4, tBytes = this.kc * NR * 4;
     if (this.fixedScratch && aBytes + cBytes + tBytes > this.fixedScratch.bytes) {
       // a fixed scratch region: run the rows in chunks that fit (rows are independent)
       const rows = Math.floor((this.fixedScratch.bytes - tBytes) / ((K + npad) * 4) / MR) * MR;
@@ -178,7 +195,7 @@ export class WasmBackend implements Backend {
     }
     const kind = w.dtype === 'f32' ? 0 : w.dtype === 'bf16' ? 1 : 2;
     const np = npad / NR;
-    if (this.helpers && np >= 2 && M * K * N >= WasmBackend.PARALLEL_MIN_MACS && this.helpers.ready() > 0) {
+    if (this.helpers && np >= 2 && M * K * N >= this.parallelMinMacs && this.helpers.ready() > 0) {
       this.helpers.run({ a: aPtr, b: w.ptr, c: cPtr, nrb, K, npad, kind }, np, (p0, p1) => this.kernel(aPtr, w.ptr, cPtr, nrb, K, p0, p1, npad, kind, tPtr));
     } else this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, np, npad, kind, tPtr);
     const c0 = cPtr >> 2;
@@ -186,4 +203,9 @@ export class WasmBackend implements Backend {
     else for (let i = 0; i < M; i++) c.set(mem.subarray(c0 + i * npad, c0 + i * npad + N), i * N);
     return c;
   }
+}
+
+/** End one intra-op helper thread abruptly, as a crash would (fault injection: src/testing.ts). */
+export async function killIntraOpHelper(be: Backend): Promise<void> {
+  if (be instanceof WasmBackend) await be['helpers']?.killOne();
 }

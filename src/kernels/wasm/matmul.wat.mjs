@@ -82,6 +82,9 @@ export function matmulWat({ fma, MR }) {
   ;; tmp first, once, then reused by every row block).
   ;; rows per micro-kernel block, read by the loader to pack A
   (func (export "mr") (result i32) (i32.const ${MR}))
+  ;; the layout constants, so that the loader and helper threads read them from this one source
+  (func (export "nr") (result i32) (i32.const ${NR}))
+  (func (export "kc") (result i32) (i32.const ${KC}))
 
   (func (export "matmul")
     (param $a i32) (param $b i32) (param $c i32) (param $nrb i32) (param $K i32)

@@ -2,9 +2,7 @@
 // shared control block, runs the panel range it is given and signals completion. No messages
 // per matmul: Atomics only, so the caller's forward pass stays synchronous.
 import { workerData } from 'node:worker_threads';
-import { CTRL, CtrlState } from './control.js';
-
-type MatmulFn = (a: number, b: number, c: number, nrb: number, K: number, p0: number, p1: number, npad: number, kind: number, tmp: number) => void;
+import { CTRL, CtrlState, type MatmulFn } from './control.js';
 
 const { module, memory, ctrl: sab } = workerData as { module: WebAssembly.Module; memory: WebAssembly.Memory; ctrl: SharedArrayBuffer };
 const ctrl = new Int32Array(sab);

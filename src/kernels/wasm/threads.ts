@@ -1,4 +1,5 @@
 import { Worker } from 'node:worker_threads';
+import { evenCut } from '../../util/split.js';
 import { CTRL, CtrlState } from './control.js';
 
 /**
@@ -32,7 +33,7 @@ export class MatmulHelpers {
     own: (p0: number, p1: number) => void): void {
     const ready = this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1 && Atomics.load(h.ctrl, CTRL.state) === CtrlState.idle);
     const parts = ready.length + 1;
-    const cut = (i: number) => Math.round((np * i) / parts);
+    const cut = evenCut(np, parts);
     ready.forEach((h, i) => {
       const c = h.ctrl;
       c[CTRL.a] = job.a; c[CTRL.b] = job.b; c[CTRL.c] = job.c; c[CTRL.nrb] = job.nrb; c[CTRL.K] = job.K;
@@ -64,7 +65,7 @@ export class MatmulHelpers {
 
   get count(): number { return this.helpers.length; }
 
-  /** Fault injection for tests: end one helper thread abruptly, as a crash would. */
+  /** End one helper thread abruptly, as a crash would (fault injection: src/testing.ts). */
   async killOne(): Promise<void> { await this.helpers[0]?.worker.terminate(); }
 
   terminate(): void {
