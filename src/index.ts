@@ -17,10 +17,13 @@ export { Slice } from './hooks/slice.js';
 export * as utils from './analysis/utils.js';
 export { fetchWeights, CHECKPOINTS } from './model/fetch.js';
 export type { PinnedCheckpoint, PinnedFile, FetchOptions } from './model/fetch.js';
-export * as patching from './patching/index.js';
 export { logitsToAveLogitDiff, logitDiffDirections, residualStackToLogitDiff } from './analysis/logit-diff.js';
 export { headDetectorScores, diagonalScore } from './analysis/heads.js';
 export { exploratoryDemo, ioiData, ioiPrompts } from './analysis/ioi-demo.js';
 export type { IoiData, DemoResult, DemoVariant } from './analysis/ioi-demo.js';
 export { Report } from './report/html.js';
 export { ForwardPool } from './parallel/pool.js';
+import * as serialPatching from './patching/index.js';
+import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
+/** TL's patching module; `patching.parallel` holds the same ready-made functions on a ForwardPool. */
+export const patching = { ...serialPatching, parallel, genericActivationPatchParallel };
