@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
-import { DemoVariant, exploratoryDemo, ioiData } from '../analysis/ioi-demo.js';
+import { exploratoryDemo, ioiData, type DemoVariant } from '../demo/index.js';
 import { progress } from './progress.js';
 import { WasmBackend, wasmBackend } from '../kernels/index.js';
 import { parse, threads, UsageError } from './args.js';
