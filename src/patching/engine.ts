@@ -56,7 +56,7 @@ export const batchSizeFor = (opts: PatchOptions, rows: number): number => {
 /** The j-th of k equal batch chunks of x. */
 export const chunk = (x: Tensor, j: number, k: number): Tensor => { const b = x.shape[0] / k; return k === 1 ? x : x.slice(0, j * b, (j + 1) * b); };
 
-// TODO(merge): the core's one shapesEqual in tensor/ replaces this local copy.
+// TODO(merge): the one shape comparison in tensor/ (sameShape) replaces this local copy.
 const shapesEqual = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
 
 export function checkClean(name: string, clean: Tensor, act: { shape: readonly number[] }): void {
