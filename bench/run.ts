@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { cudaStatus, WasmBackend, wasmBackend } from '../src/kernels/index.js';
 import { ForwardPool } from '../src/parallel/pool.js';
 import * as patching from '../src/patching/index.js';
+import { parallel as parallelPatching } from '../src/parallel/sweep.js';
 import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
 import { Tensor } from '../src/tensor/index.js';
 import { HookedTransformer } from '../src/model/hooked-transformer.js';
@@ -121,7 +122,7 @@ async function parallelOne(dir: string, threads: number): Promise<void> {
     be.setThreads(1); // the pool's workers are the threads now
     pool = await ForwardPool.create(model, { threads });
     const t0 = performance.now();
-    await patching.parallel.getActPatchAttnHeadOutAllPos(pool, [corrupted], cache, metric);
+    await parallelPatching.getActPatchAttnHeadOutAllPos(pool, [corrupted], cache, metric);
     sweep = performance.now() - t0;
     const tok = Tensor.from(eight.flat(), [8, 15]);
     await pool.runBatch(tok);

@@ -1,26 +1,71 @@
-export * from './errors.js';
-export * from './tensor/index.js';
-export { getBackend, jsBackend, WasmBackend } from './kernels/index.js';
-export type { Backend, PackedWeight, BackendName } from './kernels/index.js';
+/**
+ * typelens's public API, listed by name: what a user of the library needs, with every type that
+ * appears in these signatures. Kernels' classes, arenas, replica descriptors and formatting helpers
+ * are internal. The Exploratory Analysis Demo and the HTML report are the `typelens/demo` subpath
+ * (src/demo/index.ts).
+ */
+export { TypelensError } from './errors.js';
+
+// tensors and the TL-facing ops on them
+export { Tensor, numel } from './tensor/index.js';
+export type { Shape, NestedArray, DType, Storage } from './tensor/index.js';
+export {
+  add, sub, mul, div, map, sum, max, min, mean, argmax, topk, softmax, logSoftmax, layerNorm, geluNew, maskCausal,
+  embedding, indexSelect, cat, stack, matmul, einsum, svd, broadcastShapes,
+} from './tensor/index.js';
+
+// backends: chosen by name in LoadOptions.backend; the Backend interface for custom ones
+export { getBackend } from './kernels/index.js';
+export type { Backend, BackendName, PackedWeight } from './kernels/index.js';
+
+// the model
 export { HookedTransformer } from './model/hooked-transformer.js';
-export type { LoadOptions, TokensInput, FwdHook, CacheOptions } from './model/hooked-transformer.js';
-export type { ModelConfig } from './model/config.js';
+export type { LoadOptions, RunOptions, CacheOptions, TokensInput, FwdHook } from './model/hooked-transformer.js';
+export type { ModelConfig, ActFn } from './model/config.js';
+export type { Weights, BlockWeights } from './model/weights.js';
 export { DEFAULT_PROCESSING, NO_PROCESSING } from './model/process.js';
 export type { ProcessingOptions } from './model/process.js';
-export * from './model/safetensors.js';
+export { readSafetensors, parseSafetensors, writeSafetensors, serializeSafetensors, tensorF32, tensorF64 } from './model/safetensors.js';
+export type { StFile, StEntry, StDType, StTensorOut } from './model/safetensors.js';
 export { makeWeights, randomGPT2, hfConfig, PRESETS } from './model/make-weights.js';
-export { HookPoint } from './hooks/hookpoint.js';
-export type { HookFn, NameFilter } from './hooks/hookpoint.js';
-export { ActivationCache } from './hooks/cache.js';
-export { getActName } from './hooks/names.js';
-export { Slice } from './hooks/slice.js';
-export * as utils from './analysis/utils.js';
+export type { GPT2Shape } from './model/make-weights.js';
 export { fetchWeights, CHECKPOINTS } from './model/fetch.js';
 export type { PinnedCheckpoint, PinnedFile, FetchOptions } from './model/fetch.js';
-export * as patching from './patching/index.js';
+
+// hooks and the activation cache
+export { HookPoint } from './hooks/hookpoint.js';
+export type { HookFn, HookHandle, NameFilter } from './hooks/hookpoint.js';
+export { ActivationCache } from './hooks/cache.js';
+export type { CacheKey } from './hooks/cache.js';
+export { getActName } from './hooks/names.js';
+export { Slice } from './hooks/slice.js';
+export type { SliceInput } from './hooks/slice.js';
+
+// analysis (TL's utils, the demo's logit-difference metric and attributions, head detection)
+import { getActName } from './hooks/names.js';
+import { testPrompt } from './analysis/utils.js';
+/** TL's transformer_lens.utils: test_prompt and get_act_name. */
+export const utils = { getActName, testPrompt };
 export { logitsToAveLogitDiff, logitDiffDirections, residualStackToLogitDiff } from './analysis/logit-diff.js';
 export { headDetectorScores, diagonalScore } from './analysis/heads.js';
-export { exploratoryDemo, ioiData, ioiPrompts } from './analysis/ioi-demo.js';
-export type { IoiData, DemoResult, DemoVariant } from './analysis/ioi-demo.js';
-export { Report } from './report/html.js';
+export type { HeadScores } from './analysis/heads.js';
+
+// activation patching, serial and on worker threads
 export { ForwardPool } from './parallel/pool.js';
+import {
+  setters, genericActivationPatch, serial, getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery,
+} from './patching/index.js';
+import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
+/**
+ * TL's transformer_lens.patching in camelCase, and `patching.parallel`: the same ready-made
+ * functions on a ForwardPool. Joined here, at the root of the import graph, so that patching/
+ * never imports parallel/ (the pool runs patching's setters, not the other way round).
+ */
+export const patching = {
+  setters, genericActivationPatch, genericActivationPatchParallel, ...serial,
+  getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery, parallel,
+};
+export type {
+  PatchSetter, SetterName, PatchingMetric, PatchOptions, IndexAxis, ReadyMade, ReadyMadeName, ReadyMadeOptions,
+} from './patching/index.js';
+export type { ReadyMadeParallel } from './parallel/sweep.js';

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HookedTransformer, randomGPT2, hfConfig, PRESETS, Tensor, sum } from '../src/index.js';
-import { exploratoryDemo, ioiData, ioiPrompts, IoiData } from '../src/analysis/ioi-demo.js';
+import { exploratoryDemo, ioiData, ioiPrompts, IoiData } from '../src/demo/index.js';
 import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
 import { torchRepr } from '../src/report/format.js';
 import { toTokens } from '../src/model/tokenizer.js';

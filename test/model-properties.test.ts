@@ -2,7 +2,8 @@
 // Tolerance: 2e-4 absolute on logits-scale quantities (f32 through a few layers); exact where stated.
 import t from 'tap';
 import fc from 'fast-check';
-import { HookedTransformer, randomGPT2, hfConfig, NO_PROCESSING, Tensor, sub, mean, sum, add, getActName, ActivationCache, utils } from '../src/index.js';
+import { HookedTransformer, randomGPT2, hfConfig, NO_PROCESSING, Tensor, sub, mean, sum, add, getActName, ActivationCache } from '../src/index.js';
+import * as utils from '../src/analysis/utils.js';
 import type { ProcessingOptions } from '../src/index.js';
 import { allClose, maxAbsDiff } from './helpers.js';
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import { HookedTransformer, randomGPT2, hfConfig, PRESETS } from '../src/index.js';
-import { exploratoryDemo, ioiData } from '../src/analysis/ioi-demo.js';
+import { exploratoryDemo, ioiData } from '../src/demo/index.js';
 
 const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter(Boolean) as string[];
 const executablePath = candidates.find((p) => existsSync(p));

@@ -41,7 +41,8 @@ export function logitDiffDirections(answerResidualDirections: Tensor): Tensor {
  * The notebook's residual_stack_to_logit_diff: final LN scale applied to a stack [..., B, M] of
  * final-position residual components, dotted with each prompt's logit-difference direction and
  * summed over the batch, then divided by `divisor`. The classic notebook divides by the number of
- * prompts; the seed variant by residual_stack.shape[0] (spec 10.10 quirk 1): pass it explicitly.
+ * prompts; the seed variant by residual_stack.shape[0], a quirk of that version of the notebook kept
+ * so that its numbers match: pass it explicitly.
  */
 export function residualStackToLogitDiff(residualStack: Tensor, cache: ActivationCache, directions: Tensor, divisor: number): Tensor {
   const [B, M] = directions.shape;

@@ -1,8 +1,7 @@
 import { softmax, Tensor } from '../tensor/index.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
-import { getActName } from '../hooks/names.js';
 
-export { getActName };
+// Python's printing, for output that reads like TL's; not public API (src/index.ts lists what is).
 
 /** Python's repr of a str: single quotes unless the string holds a ' and no ". */
 export function pyRepr(s: string): string {
@@ -17,7 +16,7 @@ export const f52 = (x: number): string => x.toFixed(2).padStart(5);
 export const pct = (p: number): string => `${(p * 100).toFixed(2)}%`.padStart(6);
 
 /**
- * TL's utils.test_prompt (spec 5.3): run prompt + answer once, print the answer's rank, logit
+ * TL's utils.test_prompt: run prompt + answer once, print the answer's rank, logit
  * and probability at each answer position, the top k tokens, and the ranks. Returns the lines.
  */
 export function testPrompt(prompt: string, answer: string, model: HookedTransformer,

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { TypelensError } from '../errors.js';
 import { defaultThreads } from '../kernels/index.js';
@@ -35,4 +36,10 @@ export const threads = (v: string | boolean | undefined): number => {
   const n = typeof v === 'string' ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--threads must be a positive integer, got "${v}"`);
   return n;
+};
+
+/** A --model DIR that must exist (a clear error before loading tries to read it). */
+export const existingModelDir = (dir: string): string => {
+  if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
+  return dir;
 };

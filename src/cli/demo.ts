@@ -1,12 +1,11 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
-import { DemoVariant, exploratoryDemo, ioiData } from '../analysis/ioi-demo.js';
+import { exploratoryDemo, ioiData, type DemoVariant } from '../demo/index.js';
 import { progress } from './progress.js';
 import { WasmBackend, wasmBackend } from '../kernels/index.js';
-import { parse, threads, UsageError } from './args.js';
+import { existingModelDir, parse, threads, UsageError } from './args.js';
 import { ForwardPool } from '../parallel/pool.js';
 
 const DEFAULT_SEED = 0;
@@ -30,7 +29,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const out = resolve((v.out as string | undefined) ?? 'demo-report');
   let dir = v.model as string | undefined;
   let banner: string | undefined;
-  if (dir !== undefined && !existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
+  if (dir !== undefined) existingModelDir(dir);
   const real = resolve('weights', 'gpt2-small');
   if (!dir) dir = existsSync(join(real, 'model.safetensors')) ? real : undefined;
   if (!dir) {
@@ -51,6 +50,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`Loaded pretrained model ${dir === real ? 'gpt2-small' : dir} into HookedTransformer`);
     console.error(`(loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, backend ${model.backend.name})`);
     const t1 = performance.now();
+    // TODO(merge): ask for the backend's sharedMemory capability instead of testing its class
     const pool = nthreads > 1 && model.backend instanceof WasmBackend ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
     if (pool) console.error(`(patching sweeps on ${nthreads} worker threads)`);
     const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool });

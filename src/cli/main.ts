@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
@@ -12,7 +11,7 @@ import { runDemo } from './demo.js';
 import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
 import { wasmBackend } from '../kernels/index.js';
 import { progress } from './progress.js';
-import { int, need, parse, threads, UsageError } from './args.js';
+import { existingModelDir, int, need, parse, threads, UsageError } from './args.js';
 
 export { progress };
 
@@ -49,7 +48,7 @@ async function cmdRun(argv: string[]): Promise<number> {
   const dtype = (v.dtype ?? 'f32') as DType;
   if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${v.dtype}"`);
   const repeat = int(v.repeat, '--repeat', 0);
-  if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
+  existingModelDir(dir);
   const model = HookedTransformer.fromDir(dir, { ...(v['no-processing'] ? NO_PROCESSING : {}), dtype });
   const input = v.tokens !== undefined ? parseTokens(v.tokens as string) : model.toTokens(v.prompt as string);
   const names = v.cache === undefined ? [] : v.cache === 'all' ? null : (v.cache as string).split(',').map((s) => s.trim());
@@ -73,7 +72,7 @@ async function cmdTestPrompt(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { model: { type: 'string' }, 'no-prepend-bos': { type: 'boolean' } });
   const dir = need(v.model, '--model DIR');
   if (positionals.length !== 2) throw new UsageError('test-prompt needs exactly two arguments: "PROMPT" " ANSWER"');
-  if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
+  existingModelDir(dir);
   const model = HookedTransformer.fromDir(dir);
   testPrompt(positionals[0], positionals[1], model, { prependBos: !v['no-prepend-bos'] });
   model.dispose();

@@ -1,8 +1,10 @@
-import type { setters } from '../patching/index.js';
+// The messages between ForwardPool and its workers; parallel/ may import patching/, never the reverse.
+import type { SetterName } from '../patching/setters.js';
 import { Tensor } from '../tensor/index.js';
 
+export type { SetterName };
+/** A tensor as a message payload: contiguous f32 data and its shape. */
 export type Arr = { data: Float32Array; shape: number[] };
-export type SetterName = keyof typeof setters;
 
 /** One task for a pool worker: a forward pass, declaratively patched and cached. */
 export interface ForwardTask {
