@@ -16,11 +16,11 @@ export {
 
 // backends: chosen by name in LoadOptions.backend; the Backend interface for custom ones
 export { getBackend } from './kernels/index.js';
-export type { Backend, BackendName, PackedWeight } from './kernels/index.js';
+export type { Backend, BackendName, PackedWeight, SharedMemory, LayerOps, DeviceParams } from './kernels/index.js';
 
 // the model
 export { HookedTransformer } from './model/hooked-transformer.js';
-export type { LoadOptions, RunOptions, CacheOptions, TokensInput, FwdHook } from './model/hooked-transformer.js';
+export type { LoadOptions, RunOptions, CacheOptions, TokensInput, FwdHook, ModelOptions } from './model/hooked-transformer.js';
 export type { ModelConfig, ActFn } from './model/config.js';
 export type { Weights, BlockWeights } from './model/weights.js';
 export { DEFAULT_PROCESSING, NO_PROCESSING } from './model/process.js';
@@ -36,7 +36,9 @@ export type { PinnedCheckpoint, PinnedFile, FetchOptions } from './model/fetch.j
 export { HookPoint } from './hooks/hookpoint.js';
 export type { HookFn, HookHandle, NameFilter } from './hooks/hookpoint.js';
 export { ActivationCache } from './hooks/cache.js';
-export type { CacheKey } from './hooks/cache.js';
+export type { CacheKey, Labelled, LnOpts } from './hooks/cache.js';
+export type { CacheModel } from './hooks/cache.js';
+export type { CacheSettings } from './hooks/registry.js';
 export { getActName } from './hooks/names.js';
 export { Slice } from './hooks/slice.js';
 export type { SliceInput } from './hooks/slice.js';

@@ -4,7 +4,7 @@ import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
 import { exploratoryDemo, ioiData, type DemoVariant } from '../demo/index.js';
 import { progress } from './progress.js';
-import { WasmBackend, wasmBackend } from '../kernels/index.js';
+import { wasmBackend } from '../kernels/index.js';
 import { existingModelDir, parse, threads, UsageError } from './args.js';
 import { ForwardPool } from '../parallel/pool.js';
 
@@ -50,8 +50,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`Loaded pretrained model ${dir === real ? 'gpt2-small' : dir} into HookedTransformer`);
     console.error(`(loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, backend ${model.backend.name})`);
     const t1 = performance.now();
-    // TODO(merge): ask for the backend's sharedMemory capability instead of testing its class
-    const pool = nthreads > 1 && model.backend instanceof WasmBackend ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
+    const pool = nthreads > 1 && model.backend.sharedMemory ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
     if (pool) console.error(`(patching sweeps on ${nthreads} worker threads)`);
     const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool });
     const path = join(out, 'index.html');

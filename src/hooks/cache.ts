@@ -5,7 +5,7 @@ import { getActName } from './names.js';
 import { Slice, SliceInput } from './slice.js';
 
 export type CacheKey = string | [string, (number | null)?, (string | null)?];
-type Labelled = [Tensor, string[]];
+export type Labelled = [Tensor, string[]];
 
 /**
  * What an ActivationCache needs from its model (TL's cache holds the model for the same few
@@ -20,7 +20,7 @@ export interface CacheModel {
   tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor;
 }
 
-interface LnOpts { layer?: number | null; mlpInput?: boolean; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean }
+export interface LnOpts { layer?: number | null; mlpInput?: boolean; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean }
 
 /**
  * TransformerLens's ActivationCache (activation_cache.py): a name -> activation map in firing order, plus

@@ -4,7 +4,8 @@ import { Tensor } from '../tensor/index.js';
 
 export type { SetterName };
 /** A tensor as a message payload: contiguous f32 data and its shape. */
-export type Arr = { data: Float32Array; shape: number[] };
+export type { Arr } from '../tensor/index.js';
+import type { Arr } from '../tensor/index.js';
 
 /** One task for a pool worker: a forward pass, declaratively patched and cached. */
 export interface ForwardTask {

@@ -6,7 +6,7 @@ import { TypelensError } from '../errors.js';
 import { getActName } from '../hooks/names.js';
 import type { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer, TokensInput } from '../model/hooked-transformer.js';
-import { cat, Tensor } from '../tensor/index.js';
+import { cat, sameShape, Tensor } from '../tensor/index.js';
 import type { PatchSetter } from './setters.js';
 
 /** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
@@ -56,11 +56,8 @@ export const batchSizeFor = (opts: PatchOptions, rows: number): number => {
 /** The j-th of k equal batch chunks of x. */
 export const chunk = (x: Tensor, j: number, k: number): Tensor => { const b = x.shape[0] / k; return k === 1 ? x : x.slice(0, j * b, (j + 1) * b); };
 
-// TODO(merge): the one shape comparison in tensor/ (sameShape) replaces this local copy.
-const shapesEqual = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
-
 export function checkClean(name: string, clean: Tensor, act: { shape: readonly number[] }): void {
-  if (!shapesEqual(act.shape, clean.shape)) {
+  if (!sameShape(act.shape, clean.shape)) {
     throw new TypelensError(`clean activation ${name} is [${clean.shape.join(', ')}] but the corrupted run's is [${act.shape.join(', ')}]: ` +
       'clean and corrupted inputs must have the same batch size and length', 'ESHAPE');
   }
