@@ -12,6 +12,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { Tensor } from '../src/tensor/index.js';
 import { FactoredMatrix } from '../src/tensor/factored-matrix.js';
+import { qr64, svd64, mat64 } from '../src/tensor/linalg.js';
 import { bcast, frob, indices, item, M64, m64, maxDiff, mlSvd, mm, randn, tr, invariant } from './weight-space-ref.js';
 
 const TOL = 5e-6;
@@ -231,4 +232,34 @@ t.test('FactoredMatrix errors and small cases', async (t) => {
   t.same(d.S.toArray(), [3, 2], 'singular values of diag(2, 3)');
   t.same(d.eigenvalues.real.toArray().sort(), [2, 3], 'eigenvalues of diag(2, 3)');
   t.ok(Math.abs(d.norm().item() - Math.sqrt(13)) < 1e-6, 'norm of diag(2, 3)');
+});
+
+/** A random float64 matrix, some columns zero or repeated (rank deficiency). */
+const arbMat = fc.record({ r: fc.integer({ min: 1, max: 12 }), c: fc.integer({ min: 1, max: 12 }), seed: fc.nat({ max: 1e9 }), zero: fc.nat(), dup: fc.nat() })
+  .map(({ r, c, seed, zero, dup }) => {
+    const d = Float64Array.from(randn([r, c], seed).f32());
+    if (zero % 3 === 0) for (let i = 0; i < r; i++) d[i * c + (zero % c)] = 0;
+    if (dup % 3 === 0 && c > 1) for (let i = 0; i < r; i++) d[i * c + c - 1] = -3 * d[i * c];
+    return mat64(r, c, d);
+  });
+const asM = (x: { rows: number; cols: number; data: Float64Array }): M64 => m64(x.rows, x.cols, Float64Array.from(x.data)); // a copy
+const isOrthonormal = (q: M64) => { const g = mm(tr(q), q); return g.d.every((x, i) => Math.abs(x - (Math.floor(i / g.c) === i % g.c ? 1 : 0)) <= 1e-12); };
+
+t.test('float64 QR and Jacobi SVD (src/tensor/linalg.ts)', async (t) => {
+  invariant(t, 'qr64: Q R = A, Q orthonormal, R upper triangular (tall)', arbMat, (a0) => {
+    const a = a0.rows >= a0.cols ? a0 : mat64(a0.cols, a0.rows, a0.data);
+    const { Q, R } = qr64(a);
+    const upper = Array.from(R.data).every((x, i) => Math.floor(i / R.cols) <= i % R.cols || x === 0);
+    return maxDiff(mm(asM(Q), asM(R)), asM(a)) <= 1e-12 * (1 + frob(asM(a))) && isOrthonormal(asM(Q)) && upper;
+  }, 100);
+  invariant(t, 'svd64: U S V^T = A, U and V orthonormal (zero singular values too), S descending = ml-matrix\'s', arbMat, (a) => {
+    const { U, S, V } = svd64(a);
+    const k = Math.min(a.rows, a.cols);
+    if (U.cols !== k || V.cols !== k || S.length !== k) return false;
+    const us = asM(U);
+    for (let i = 0; i < us.r; i++) for (let j = 0; j < k; j++) us.d[i * k + j] *= S[j];
+    const want = mlSvd(asM(a));
+    return maxDiff(mm(us, tr(asM(V))), asM(a)) <= 1e-12 * (1 + frob(asM(a))) && isOrthonormal(asM(U)) && isOrthonormal(asM(V))
+      && Array.from(S).every((s, i) => (i === 0 || S[i - 1] >= s) && Math.abs(s - want[i]) <= 1e-12 * (1 + want[0]));
+  }, 100);
 });

@@ -57,11 +57,18 @@ export function compositionScores(left: FactoredMatrix, right: FactoredMatrix, o
     const g = byRight.get(ri[b]);
     if (g) g.push(b); else byRight.set(ri[b], [b]);
   }
+  // With broadcastDims every right matrix meets the same list of left ones: stack them once.
+  let rows: Tensor | undefined, rowsKey = '';
   for (const [r, pairs] of byRight) {
-    const rows = new Float32Array(pairs.length * kl * R);
-    pairs.forEach((b, p) => rows.set(cld.subarray(li[b] * kl * R, (li[b] + 1) * kl * R), p * kl * R));
+    const key = pairs.map((b) => li[b]).join(',');
+    if (!rows || key !== rowsKey) {
+      const d = new Float32Array(pairs.length * kl * R);
+      pairs.forEach((b, p) => d.set(cld.subarray(li[b] * kl * R, (li[b] + 1) * kl * R), p * kl * R));
+      rows = new Tensor(d, [pairs.length * kl, R]);
+      rowsKey = key;
+    }
     const right = new Tensor(crd.subarray(r * R * kr, (r + 1) * R * kr), [R, kr]);
-    const prod = matmul(new Tensor(rows, [pairs.length * kl, R]), right).f32();
+    const prod = matmul(rows, right).f32();
     const comp = blockNorms(prod, kl * kr);
     pairs.forEach((b, p) => { out[b] = comp[p] / rNorm[r] / lNorm[li[b]]; });
   }

@@ -1,6 +1,7 @@
 import { check, TypelensError } from '../errors.js';
 import { FactoredMatrix } from '../tensor/factored-matrix.js';
-import { matmul, mul, svd, Tensor } from '../tensor/index.js';
+import { matmul, mul, Tensor } from '../tensor/index.js';
+import { mat64, svd64 } from '../tensor/linalg.js';
 
 export type SingularVectorType = 'OV' | 'w_in' | 'w_out';
 
@@ -113,12 +114,18 @@ export class SVDInterpreter {
         let w = this.model.W_in.index(0, layerIndex).transpose(0, 1);
         const ln2 = this.model.weights?.blocks[layerIndex]?.ln2_w;
         if (ln2) w = mul(w, ln2);
-        return svd(w.contiguous()).V;
+        return rightVectors(w);
       }
       case 'w_out':
-        return svd(this.model.W_out.index(0, layerIndex).contiguous()).V;
+        return rightVectors(this.model.W_out.index(0, layerIndex));
       default:
         throw new TypelensError(`Vector type must be in ['OV', 'w_in', 'w_out'], instead got ${JSON.stringify(vectorType)}`);
     }
   }
+}
+
+/** Right singular vectors of a 2-D tensor as columns [cols, k], in float64 (src/tensor/linalg.ts). */
+function rightVectors(w: Tensor): Tensor {
+  const { V } = svd64(mat64(w.shape[0], w.shape[1], w.f32()));
+  return new Tensor(Float32Array.from(V.data), [V.rows, V.cols]);
 }

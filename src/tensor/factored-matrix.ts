@@ -1,6 +1,7 @@
 import { EigenvalueDecomposition, Matrix } from 'ml-matrix';
 import { check, TypelensError } from '../errors.js';
-import { broadcastShapes, indexSelect, map, matmul, mul, stack, sum, svd as svd2d } from './ops.js';
+import { Mat64, mat64, matmul64, qr64, svd64, transpose64 } from './linalg.js';
+import { broadcastShapes, indexSelect, map, matmul, mul, stack, sum } from './ops.js';
 import { numel, Shape, Tensor } from './tensor.js';
 
 /**
@@ -74,19 +75,17 @@ export class FactoredMatrix {
   get T(): FactoredMatrix { return new FactoredMatrix(this.B.transpose(-2, -1), this.A.transpose(-2, -1)); }
 
   /**
-   * Thin SVD of AB from the factors (TL's FactoredMatrix.svd): A = Ua Sa Va^T, B = Ub Sb Vb^T,
-   * then the small core diag(Sa) Va^T Ub diag(Sb) = Um Sm Vm^T, so AB = (Ua Um) Sm (Vb Vm)^T.
+   * Thin SVD of AB from the factors, never forming AB (TL's FactoredMatrix.svd). TL takes the
+   * SVDs of A and B and of the small core diag(Sa) Va^T Ub diag(Sb); here the factors' QR
+   * decompositions play the same part (an orthonormal basis times a small factor, and cheaper):
+   * A = Qa Ra when A is tall, B = Rb Qb^T when B is wide, then the core Ra Rb = Uc S Vc^T, so
+   * AB = (Qa Uc) S (Qb Vc)^T. All in float64 (src/tensor/linalg.ts), stored as f32.
    * Returns [U, S, V] with AB = U diag(S) V^T: U [...lead, ldim, k], S [...lead, k] descending,
    * V [...lead, rdim, k], k = min(ldim, mdim, rdim). Computed once per instance.
    */
   svd(): readonly [U: Tensor, S: Tensor, V: Tensor] {
     if (!this.svdCache) {
-      const parts = this.perMatrix((a, b) => {
-        const sa = svd2d(a), sb = svd2d(b);
-        const core = mul(mul(sa.S.unsqueeze(1), matmul(sa.V.T, sb.U)), sb.S.unsqueeze(0));
-        const sm = svd2d(core);
-        return [matmul(sa.U, sm.U), sm.S, matmul(sb.V, sm.V)];
-      });
+      const parts = this.perMatrix(svdOfProduct);
       this.svdCache = [0, 1, 2].map((i) => this.restack(parts.map((p) => p[i]))) as unknown as readonly [Tensor, Tensor, Tensor];
     }
     return this.svdCache;
@@ -229,6 +228,22 @@ export class FactoredMatrix {
     if (ts.length === 0) return Tensor.zeros(lead);
     return stack(ts).reshape([...lead, ...ts[0].shape]);
   }
+}
+
+const toMat64 = (t: Tensor): Mat64 => mat64(t.shape[0], t.shape[1], t.f32());
+const toTensor = (m: Mat64): Tensor => new Tensor(Float32Array.from(m.data), [m.rows, m.cols]);
+
+/** SVD of a @ b for 2-D a [l, m], b [m, r] from QRs of the factors and the SVD of the small core. */
+function svdOfProduct(a: Tensor, b: Tensor): [Tensor, Tensor, Tensor] {
+  const A = toMat64(a), B = toMat64(b);
+  const l = A.rows, m = A.cols, r = B.cols;
+  let Qa: Mat64 | null = null, Ra = A; // A = Qa Ra
+  if (l > m) ({ Q: Qa, R: Ra } = qr64(A));
+  let Qb: Mat64 | null = null, Rb = B; // B = Rb Qb^T
+  if (r > m) { const f = qr64(transpose64(B)); Qb = f.Q; Rb = transpose64(f.R); }
+  const core = svd64(matmul64(Ra, Rb)); // [min(l, m), min(m, r)]
+  const U = Qa ? matmul64(Qa, core.U) : core.U, V = Qb ? matmul64(Qb, core.V) : core.V;
+  return [toTensor(U), new Tensor(Float32Array.from(core.S), [core.S.length]), toTensor(V)];
 }
 
 const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);
