@@ -22,7 +22,8 @@ export interface ComplexTensor { real: Tensor; imag: Tensor }
  *
  * Shapes: A [...lead, ldim, mdim], B [...lead, mdim, rdim]; the leading axes of A and B
  * broadcast against each other (numpy rules) and the broadcast views are what `A` and `B` hold.
- * Computation is f32 except the SVD and eigen decompositions, which ml-matrix does in float64.
+ * Products are f32; the SVD is float64 (src/tensor/linalg.ts) and the eigenvalues are ml-matrix's
+ * float64 eigen solver, both stored as f32.
  */
 export class FactoredMatrix {
   readonly A: Tensor;
@@ -86,7 +87,9 @@ export class FactoredMatrix {
   svd(): readonly [U: Tensor, S: Tensor, V: Tensor] {
     if (!this.svdCache) {
       const parts = this.perMatrix(svdOfProduct);
-      this.svdCache = [0, 1, 2].map((i) => this.restack(parts.map((p) => p[i]))) as unknown as readonly [Tensor, Tensor, Tensor];
+      const k = Math.min(this.ldim, this.mdim, this.rdim);
+      const tails = [[this.ldim, k], [k], [this.rdim, k]];
+      this.svdCache = [0, 1, 2].map((i) => this.restack(parts.map((p) => p[i]), tails[i])) as unknown as readonly [Tensor, Tensor, Tensor];
     }
     return this.svdCache;
   }
@@ -117,7 +120,7 @@ export class FactoredMatrix {
       re.push(Tensor.from(e.realEigenvalues, [m]));
       im.push(Tensor.from(e.imaginaryEigenvalues, [m]));
     }
-    return { real: this.restack(re), imag: this.restack(im) };
+    return { real: this.restack(re, [m]), imag: this.restack(im, [m]) };
   }
 
   /** Frobenius norm of AB per leading index: sqrt(sum S^2) (TL's norm). Shape [...lead]. */
@@ -222,11 +225,11 @@ export class FactoredMatrix {
     return leadingIndices(this.leadingShape).map((idx) => f(at(this.A, idx), at(this.B, idx)));
   }
   /** Stack per-index results back under the leading axes. */
-  private restack(ts: Tensor[]): Tensor {
+  private restack(ts: Tensor[], tail: number[]): Tensor {
     const lead = this.leadingShape;
     if (lead.length === 0) return ts[0].contiguous();
-    if (ts.length === 0) return Tensor.zeros(lead);
-    return stack(ts).reshape([...lead, ...ts[0].shape]);
+    if (ts.length === 0) return Tensor.zeros([...lead, ...tail]); // a zero-size leading axis
+    return stack(ts).reshape([...lead, ...tail]);
   }
 }
 
