@@ -1,7 +1,8 @@
 // Float64 dense linear algebra on plain typed arrays for FactoredMatrix and the weight-space tools:
 // Householder QR and a one-sided Jacobi SVD. ml-matrix's decompositions (used by ops.svd) go
-// through per-element accessor calls and take ~150 ms for a 64 x 64 SVD and ~1 s for 768 x 64,
-// which made a model's QK/OV SVDs take minutes; these work on contiguous columns instead.
+// through per-element accessor calls: on a loaded shared 2-core machine they took ~150 ms for a
+// 64 x 64 SVD and ~1 s for 768 x 64 (so a GPT-2-sized model's QK/OV SVDs would take minutes);
+// these work on contiguous float64 columns instead.
 
 /** A dense float64 matrix, row-major. */
 export interface Mat64 { rows: number; cols: number; data: Float64Array }
