@@ -6,7 +6,7 @@
 import t from 'tap';
 import { fileURLToPath } from 'node:url';
 import { HookedTransformer, readSafetensors, tensorF64, Tensor, NO_PROCESSING } from '../src/index.js';
-import { gpt2Grad, logitDiffMetric } from '../src/autograd/index.js';
+import { gpt2Forward, gpt2Grad, logitDiffMetric } from '../src/autograd/index.js';
 import { ag } from '../src/autograd/index.js';
 
 const fx = (name: string) => fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url));
@@ -67,4 +67,13 @@ for (const name of ['tiny', 'tiny-odd', 'tiny-hf']) {
     });
   }
 }
+t.test('the tape forward gives the model forward\'s logits bit for bit', async (t) => {
+  for (const name of ['tiny', 'tiny-odd']) {
+    const model = HookedTransformer.fromDir(fx(name), NO_PROCESSING);
+    const tok = Tensor.from([[1, 5, 9, 2, 7, 3]]);
+    t.same(Array.from(gpt2Forward(model, tok).f32()), Array.from(model.forward(tok).f32()), `${name}: identical logits`);
+    model.dispose();
+  }
+});
+
 t.teardown(() => console.log('max relative error (max|got-want| / max|want|) per fixture/metric:', JSON.stringify(worst)));
