@@ -61,7 +61,7 @@ export function gpt2Forward(model: HookedTransformer, tokens: Tensor, fire: Fire
     return ag.layerNorm(x, eps, affine ? w : undefined, affine ? b : undefined,
       { scale: (s) => fire(`${prefix}.hook_scale`, s), normalized: (n) => fire(`${prefix}.hook_normalized`, n) });
   };
-  const embed = fire('hook_embed', ag.embedding(W.W_E, tokens));
+  const embed = fire('hook_embed', ag.embedding(W.W_E, tokens, cache));
   const pos = fire('hook_pos_embed', ag.contiguous(ag.expand(ag.unsqueeze(ag.slice(W.W_pos, 0, 0, P), 0), [B, P, M])));
   let resid = ag.add(embed, pos);
   for (let l = 0; l < L; l++) {
@@ -105,7 +105,9 @@ export interface Gpt2GradResult {
  * gradient at a hook point, as TL's backward hooks do.
  */
 export function gpt2Grad(model: HookedTransformer, tokens: Tensor, metric: (logits: Tensor) => Tensor,
-  opts: { params?: boolean; hooks?: boolean; bwdHooks?: [string | ((n: string) => boolean), GradHook][] } = {}): Gpt2GradResult {
+  opts: { params?: boolean; hooks?: boolean; bwdHooks?: [string | ((n: string) => boolean), GradHook][];
+    /** Return weight gradients as views of reused kernel buffers (valid until the next backward), not copies. */
+    views?: boolean } = {}): Gpt2GradResult {
   const wantParams = opts.params ?? true, wantHooks = opts.hooks ?? true;
   const named = namedParameters(model);
   const firings = new Map<string, Tensor[]>();
@@ -132,7 +134,7 @@ export function gpt2Grad(model: HookedTransformer, tokens: Tensor, metric: (logi
   const value = m.item();
   const grads: Gradients = tape.backward(m);
   const params = new Map<string, Tensor>();
-  if (wantParams) for (const [n, t] of named) params.set(n, grads.get(t));
+  if (wantParams) for (const [n, t] of named) params.set(n, opts.views ? grads.view(t) : grads.get(t));
   const hooks = new Map<string, Tensor>();
   for (const [n, list] of firings) {
     if (list.length === 1) { hooks.set(n, list[0]); continue; }

@@ -9,10 +9,11 @@
  */
 import { check, TypelensError } from '../errors.js';
 import type { Backend, PackedWeight } from '../kernels/backend.js';
-import { getBackend } from '../kernels/index.js';
+import { getBackend, WasmBackend } from '../kernels/index.js';
 import * as T from '../tensor/index.js';
 import { forEachOffset, normAxis, numel, Shape, Tensor } from '../tensor/index.js';
-import { tapeFor } from './tape.js';
+import { backwardEpoch, tapeFor } from './tape.js';
+import { GradLayout, outerAvailable, outerInto } from './outer.js';
 
 type TN = Tensor | number;
 const asT = (x: TN): Tensor => (typeof x === 'number' ? Tensor.scalar(x) : x);
@@ -253,7 +254,10 @@ export function crossEntropy(logits: Tensor, targets: Tensor | ArrayLike<number>
   const rows = x.length / V;
   const tv = targets instanceof Tensor ? targets.f32() : targets;
   check(tv.length === rows, () => `crossEntropy: ${tv.length} targets for ${rows} rows of logits`);
-  const lse = new Float64Array(rows);
+  const tape = tapeFor(logits);
+  // when recording, exp(x - max) is kept and becomes the softmax the backward needs
+  const e = tape ? new Float32Array(x.length) : null;
+  const inv = tape ? new Float64Array(rows) : null;
   let total = 0;
   for (let r = 0; r < rows; r++) {
     const o = r * V, t = tv[r];
@@ -261,18 +265,18 @@ export function crossEntropy(logits: Tensor, targets: Tensor | ArrayLike<number>
     let mx = -Infinity;
     for (let i = 0; i < V; i++) if (x[o + i] > mx) mx = x[o + i];
     let s = 0;
-    for (let i = 0; i < V; i++) s += Math.exp(x[o + i] - mx);
-    lse[r] = mx + Math.log(s);
-    total += lse[r] - x[o + t];
+    if (e) for (let i = 0; i < V; i++) { const v = Math.exp(x[o + i] - mx); e[o + i] = v; s += v; }
+    else for (let i = 0; i < V; i++) s += Math.exp(x[o + i] - mx);
+    if (inv) inv[r] = 1 / s;
+    total += mx + Math.log(s) - x[o + t];
   }
   const out = Tensor.scalar(total / rows);
-  const tape = tapeFor(logits);
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
-    const d = new Float32Array(x.length), k = g[0] / rows;
+    const d = e!, k = g[0] / rows;
     for (let r = 0; r < rows; r++) {
-      const o = r * V, l = lse[r];
-      for (let i = 0; i < V; i++) d[o + i] = Math.exp(x[o + i] - l) * k;
+      const o = r * V, c = inv![r] * k;
+      for (let i = 0; i < V; i++) d[o + i] *= c;
       d[o + tv[r]] -= k;
     }
     acc(logits, d);
@@ -352,13 +356,14 @@ export function layerNorm(x: Tensor, eps: number, w?: Tensor, b?: Tensor,
 
 // ---------------------------------------------------------------- embedding
 /** Rows of `table` [V, M] for integer ids -> [...ids.shape, M]; backward scatter-adds rows. */
-export function embedding(table: Tensor, ids: Tensor): Tensor {
+export function embedding(table: Tensor, ids: Tensor, cache?: PackCache): Tensor {
   const out = T.embedding(table, ids);
   const tape = tapeFor(table);
   if (!tape) return out;
   const iv = ids.f32(), M = table.shape[1];
   return tape.record(out, (g, acc) => {
-    const gt = new Float32Array(table.size);
+    // a reused buffer (only the rows written last time are cleared) or a fresh zero table
+    const gt = cache?.sparseGradBuffer(table, iv, M) ?? new Float32Array(table.size);
     for (let i = 0; i < iv.length; i++) {
       const o = iv[i] * M;
       for (let m = 0; m < M; m++) gt[o + m] += g[i * M + m];
@@ -395,12 +400,55 @@ export interface MatWeight {
   packedT(): PackedWeight;
   /** dW [K, N] -> the leaf's layout. */
   toLeaf(dW: Float32Array): Float32Array;
+  /** Where (k, n) of dW lives in the leaf's layout, and the cache owning kernel gradient buffers. */
+  readonly layout?: GradLayout;
+  readonly cache?: PackCache;
 }
 
 /** Lazily packed forward / transposed copies of weights, released together. */
 export class PackCache {
   private m = new Map<Tensor, { fwd?: PackedWeight; T?: PackedWeight }>();
+  private grads = new Map<Tensor, { ptr: number; view: Float32Array; epoch: number }>();
   constructor(readonly backend: Backend = getBackend()) {}
+  /**
+   * A gradient buffer for `leaf` in the WASM backend's memory (the weight-gradient kernel
+   * writes there), reused across backward passes like PyTorch's `.grad`: a gradient handed
+   * out from it is valid until the next backward pass. Null when already handed out in this
+   * pass (a weight used twice takes the general path) or when the backend is not WASM.
+   */
+  /**
+   * A zeroed gradient buffer for an embedding table of which only `rows` will be written:
+   * only the rows written in the previous pass are cleared (a [V, M] table is never swept).
+   */
+  sparseGradBuffer(leaf: Tensor, rows: ArrayLike<number>, M: number): Float32Array | null {
+    const prev = this.grads.has(leaf) ? this.dirty.get(leaf) : null;
+    const buf = this.buffer(leaf);
+    if (!buf) return null;
+    if (!prev) buf.fill(0); // new, or last written densely
+    else for (const r of prev) buf.fill(0, r * M, r * M + M);
+    this.dirty.set(leaf, [...new Set(Array.from(rows))]);
+    return buf;
+  }
+  private dirty = new Map<Tensor, number[]>();
+  gradBuffer(leaf: Tensor): Float32Array | null {
+    const b = this.buffer(leaf);
+    if (b) this.dirty.delete(leaf);
+    return b;
+  }
+  private buffer(leaf: Tensor): Float32Array | null {
+    const be = this.backend;
+    if (!(be instanceof WasmBackend)) return null;
+    const e = backwardEpoch();
+    let g = this.grads.get(leaf);
+    if (g && g.epoch === e) return null;
+    if (!g) {
+      const ptr = be.arena.alloc(Math.max(leaf.size, 1) * 4);
+      g = { ptr, view: new Float32Array(be.memory.buffer, ptr, leaf.size), epoch: e };
+      this.grads.set(leaf, g);
+    }
+    g.epoch = e;
+    return g.view;
+  }
   get(leaf: Tensor, kind: 'fwd' | 'T', K: number, N: number, data: () => Float32Array): PackedWeight {
     let e = this.m.get(leaf);
     if (!e) this.m.set(leaf, e = {});
@@ -410,7 +458,14 @@ export class PackCache {
   invalidate(leaf?: Tensor): void {
     for (const [k, e] of this.m) if (!leaf || k === leaf) { e.fwd?.release(); e.T?.release(); this.m.delete(k); }
   }
-  release(): void { this.invalidate(); }
+  /** Release everything: packings and gradient buffers (gradients handed out become invalid). */
+  release(): void {
+    this.invalidate();
+    const be = this.backend;
+    if (be instanceof WasmBackend) for (const g of this.grads.values()) be.arena.release(g.ptr);
+    this.grads.clear();
+    this.dirty.clear();
+  }
 }
 
 /** A plain [K, N] weight. */
@@ -422,6 +477,7 @@ export function plainWeight(w: Tensor, cache: PackCache, packed?: PackedWeight):
     packed: () => packed ?? cache.get(w, 'fwd', K, N, () => w.f32()),
     packedT: () => cache.get(w, 'T', N, K, () => w.T.f32()),
     toLeaf: (dW) => dW,
+    layout: { S: N, ss: 0, rs: N }, cache,
   };
 }
 /** TL's W_Q/W_K/W_V [H, M, D] used as [M, H·D] (one matmul for every head). */
@@ -433,6 +489,7 @@ export function headsInWeight(w: Tensor, cache: PackCache, packed?: PackedWeight
     packed: () => packed ?? cache.get(w, 'fwd', M, H * D, () => w.permute(1, 0, 2).f32()),
     packedT: () => cache.get(w, 'T', H * D, M, () => w.permute(0, 2, 1).f32()),
     toLeaf: (dW) => new Tensor(dW, [M, H, D]).permute(1, 0, 2).f32(),
+    layout: { S: D, ss: M * D, rs: D }, cache,
   };
 }
 /** TL's W_O [H, D, M] used as [H·D, M]. */
@@ -444,6 +501,7 @@ export function headsOutWeight(w: Tensor, cache: PackCache, packed?: PackedWeigh
     packed: () => packed ?? cache.get(w, 'fwd', H * D, M, () => w.f32()),
     packedT: () => cache.get(w, 'T', M, H * D, () => w.permute(2, 0, 1).f32()),
     toLeaf: (dW) => dW,
+    layout: { S: M, ss: 0, rs: M }, cache,
   };
 }
 
@@ -455,7 +513,7 @@ export function linear(x: Tensor, w: MatWeight, b: Tensor | undefined, backend: 
   const { K, N } = w;
   // the trailing axes of x that multiply to K are contracted (z [B, P, H, D] against W_O [H·D, M])
   let tail = 1, lead = x.ndim;
-  while (lead > 0 && tail < K) tail *= x.shape[--lead];
+  do tail *= x.shape[--lead]; while (lead > 0 && tail < K);
   check(tail === K || K === 0, () => `linear: input [${x.shape.join(', ')}] against a [${K}, ${N}] weight`);
   const xv = x.f32();
   const rows = K === 0 ? 0 : xv.length / K;
@@ -470,7 +528,11 @@ export function linear(x: Tensor, w: MatWeight, b: Tensor | undefined, backend: 
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
     if (tape.isTracked(x)) acc(x, backend.matmul(g, rows, w.packedT()));
-    if (tape.isTracked(w.leaf)) {
+    const buf = tape.isTracked(w.leaf) && w.layout && w.cache && outerAvailable(backend, w.layout, N) ? w.cache.gradBuffer(w.leaf) : null;
+    if (buf) {
+      outerInto(backend, xv, g, rows, K, N, w.layout!, buf, false);
+      acc(w.leaf, buf);
+    } else if (tape.isTracked(w.leaf)) {
       const xT = new Float32Array(K * rows);
       for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) xT[k * rows + r] = xv[r * K + k];
       const gp = backend.pack(g, rows, N, 'f32');

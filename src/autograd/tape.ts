@@ -34,8 +34,21 @@ export type GradHook = (grad: Tensor) => Tensor | void;
 /** The gradients a backward pass produced, keyed by tensor identity. */
 export class Gradients {
   constructor(private readonly map: Map<Tensor, Float32Array>) {}
-  /** d(metric)/d(t), t's shape; zeros when t did not influence the metric. */
+  /**
+   * d(metric)/d(t), t's shape; zeros when t did not influence the metric. Always the caller's
+   * own array (a weight gradient written by the kernel into a reused buffer is copied).
+   */
   get(t: Tensor): Tensor {
+    const g = this.map.get(t);
+    if (!g) return new Tensor(new Float32Array(t.size), t.shape);
+    return new Tensor(g.buffer instanceof SharedArrayBuffer ? Float32Array.from(g) : g, t.shape);
+  }
+  /**
+   * Like get() without the copy: a weight gradient may be a view of a kernel buffer that the
+   * next backward pass through the same weights overwrites (PyTorch's `.grad` likewise).
+   * For optimizers, which consume it at once.
+   */
+  view(t: Tensor): Tensor {
     const g = this.map.get(t);
     return new Tensor(g ?? new Float32Array(t.size), t.shape);
   }
@@ -43,6 +56,9 @@ export class Gradients {
 }
 
 let active: Tape | null = null;
+let epoch = 0;
+/** Counts backward passes: per-pass resources (kernel gradient buffers) are handed out once per pass. */
+export function backwardEpoch(): number { return epoch; }
 
 export class Tape {
   private nodes: Node[] = [];
@@ -76,6 +92,7 @@ export class Tape {
    */
   backward(y: Tensor, opts: { seed?: Tensor; retain?: boolean } = {}): Gradients {
     if (!this.tracked.has(y)) throw new TypelensError('backward: the metric does not depend on any watched tensor (was it computed inside withGrad with differentiable ops?)', 'EGRAD');
+    epoch++;
     const grads = new Map<Tensor, Float32Array>();
     const owned = new Set<Float32Array>();
     const acc: Accumulate = (t, g) => {
