@@ -102,13 +102,22 @@ export const tanh = (x: Tensor) => unary(x, Math.tanh, (_, y) => 1 - y * y);
 export const relu = (x: Tensor) => unary(x, (v) => (v > 0 ? v : 0), (v) => (v > 0 ? 1 : 0));
 
 const GELU_C = Math.sqrt(2 / Math.PI);
-/** gelu_new (GPT-2's tanh approximation), with its exact derivative. */
-export const geluNew = (x: Tensor) => unary(x,
-  (v) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v))),
-  (v) => {
-    const t = Math.tanh(GELU_C * (v + 0.044715 * v * v * v));
-    return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * v * v);
+/** gelu_new (GPT-2's tanh approximation), with its exact derivative (taken in the same pass when recording). */
+export function geluNew(x: Tensor): Tensor {
+  const tape = tapeFor(x);
+  if (!tape) return T.geluNew(x);
+  const src = x.f32(), y = new Float32Array(src.length), dy = new Float32Array(src.length);
+  for (let i = 0; i < src.length; i++) {
+    const v = src[i], t = Math.tanh(GELU_C * (v + 0.044715 * v * v * v));
+    y[i] = 0.5 * v * (1 + t);
+    dy[i] = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * v * v);
+  }
+  const out = new Tensor(y, x.shape);
+  return tape.record(out, (g, acc) => {
+    for (let i = 0; i < g.length; i++) dy[i] *= g[i];
+    acc(x, dy);
   });
+}
 /** Exact (erf) GELU: x Φ(x); derivative Φ(x) + x φ(x). */
 export const gelu = (x: Tensor) => unary(x,
   (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)),
@@ -163,8 +172,8 @@ export function view(x: Tensor, f: (t: Tensor) => Tensor): Tensor {
     const gx = new Float32Array(x.size);
     const gv = f(new Tensor(gx, x.shape));
     check(gv.data === gx, 'internal: a differentiable view must be a view (no copy) of a contiguous tensor');
-    let i = 0;
-    forEachOffset(gv.shape, gv.strides, gv.offset, (o) => { gx[o] += g[i++]; });
+    if (gv.isContiguous()) gx.set(g, gv.offset); // a contiguous block (slices of the first axes, reshapes)
+    else { let i = 0; forEachOffset(gv.shape, gv.strides, gv.offset, (o) => { gx[o] += g[i++]; }); }
     acc(x, gx);
   });
 }
@@ -609,12 +618,15 @@ export function attnMix(pattern: Tensor, v: Tensor): Tensor {
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
     const gp = new Float32Array(pv.length), gv = new Float32Array(vv.length);
+    const vStride = H * D;
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < Q; i++) {
       const po = ((b * H + h) * Q + i) * P, zo = ((b * Q + i) * H + h) * D;
-      for (let j = 0; j < P; j++) {
-        const vo = ((b * P + j) * H + h) * D, p = pv[po + j];
+      let vo = (b * P * H + h) * D;
+      for (let j = 0; j < P; j++, vo += vStride) {
+        const p = pv[po + j];
         let s = 0;
-        for (let d = 0; d < D; d++) { s += g[zo + d] * vv[vo + d]; gv[vo + d] += p * g[zo + d]; }
+        if (p === 0) for (let d = 0; d < D; d++) s += g[zo + d] * vv[vo + d]; // masked: d(pattern) only
+        else for (let d = 0; d < D; d++) { const gz = g[zo + d]; s += gz * vv[vo + d]; gv[vo + d] += p * gz; }
         gp[po + j] = s;
       }
     }
