@@ -8,16 +8,13 @@
  * Forward matmuls reuse the model's packed weights; backward dX uses transposed copies
  * packed lazily into a per-model PackCache (released at model.dispose()).
  */
-import type { PackedWeight } from '../kernels/backend.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
 import type { BlockWeights } from '../model/weights.js';
 import { Tensor } from '../tensor/index.js';
 import * as ag from './ops.js';
 import { Gradients, GradHook, hookGrad, Tape, withGrad } from './tape.js';
 
-interface Packed { WQ: PackedWeight; WK: PackedWeight; WV: PackedWeight; WO: PackedWeight; Win: PackedWeight; Wout: PackedWeight }
 /** The model's load-time packings (private today; the wiring will expose them properly). */
-const packedOf = (m: HookedTransformer) => m as unknown as { packed: Packed[]; packedWU: PackedWeight };
 
 const caches = new WeakMap<HookedTransformer, ag.PackCache>();
 export function packCacheFor(model: HookedTransformer): ag.PackCache {
@@ -54,7 +51,7 @@ export type FireFn = (name: string, t: Tensor) => Tensor;
 /** Logits [B, P, V] of tokens [B, P], recording on the active tape when one is running. */
 export function gpt2Forward(model: HookedTransformer, tokens: Tensor, fire: FireFn = (_, t) => t): Tensor {
   const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V, n_layers: L, eps } = model.cfg;
-  const W = model.weights, be = model.backend, cache = packCacheFor(model), pk = packedOf(model);
+  const W = model.weights, be = model.backend, cache = packCacheFor(model), pk = model.packed;
   const [B, P] = tokens.shape;
   const ln = (x: Tensor, prefix: string, w?: Tensor, b?: Tensor) => {
     const affine = model.cfg.normalization_type === 'LN' && w && b;
@@ -65,7 +62,7 @@ export function gpt2Forward(model: HookedTransformer, tokens: Tensor, fire: Fire
   const pos = fire('hook_pos_embed', ag.contiguous(ag.expand(ag.unsqueeze(ag.slice(W.W_pos, 0, 0, P), 0), [B, P, M])));
   let resid = ag.add(embed, pos);
   for (let l = 0; l < L; l++) {
-    const blk = W.blocks[l], p = pk.packed[l], pre = `blocks.${l}.`;
+    const blk = W.blocks[l], p = pk.blocks[l], pre = `blocks.${l}.`;
     const residPre = fire(pre + 'hook_resid_pre', resid);
     const xq = ln(residPre, pre + 'ln1', blk.ln1_w, blk.ln1_b);
     const xk = ln(residPre, pre + 'ln1', blk.ln1_w, blk.ln1_b);
@@ -85,7 +82,7 @@ export function gpt2Forward(model: HookedTransformer, tokens: Tensor, fire: Fire
     resid = fire(pre + 'hook_resid_post', ag.add(residMid, mlpOut));
   }
   const xf = ln(resid, 'ln_final', W.ln_final_w, W.ln_final_b);
-  return ag.linear(xf, ag.plainWeight(W.W_U, cache, pk.packedWU), W.b_U, be, [B, P, V]);
+  return ag.linear(xf, ag.plainWeight(W.W_U, cache, pk.WU), W.b_U, be, [B, P, V]);
 }
 
 export interface Gpt2GradResult {
