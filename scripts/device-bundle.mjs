@@ -19,7 +19,7 @@ mkdirSync(app, { recursive: true });
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 writeFileSync(join(app, 'package.json'), JSON.stringify({ name: pkg.name, version: pkg.version, type: 'module', private: true }, null, 2));
 cpSync(join(root, 'dist'), join(app, 'dist'), { recursive: true, filter: (p) => !p.endsWith('.map') });
-cpSync(join(root, 'test', 'fixtures'), join(app, 'test', 'fixtures'), { recursive: true });
+cpSync(join(root, 'test', 'fixtures'), join(app, 'test', 'fixtures'), { recursive: true, filter: (src) => !src.endsWith('grads.safetensors') });
 for (const f of ['src', 'build.mjs', 'binding.gyp', 'device-check.sh']) cpSync(join(root, 'native', f), join(app, 'native', f), { recursive: true });
 // just the Node-API headers (the full include/node is 54 MB)
 const inc = join(resolve(process.execPath, '..', '..'), 'include', 'node');
