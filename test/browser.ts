@@ -55,6 +55,7 @@ export async function findChromium(): Promise<ChromiumChoice> {
     throw new Error(
       `no Chromium found: CHROMIUM_PATH unset${skipSystem ? ' (system lookup skipped)' : ''}, none of ${SYSTEM_NAMES.join(', ')} on the PATH, ` +
         `and the dev dependency @sparticuz/chromium could not be loaded (${String(e)}); run npm install, or set CHROMIUM_PATH`,
+      { cause: e },
     );
   }
   const executablePath = await bundled.executablePath();
@@ -65,9 +66,15 @@ export async function findChromium(): Promise<ChromiumChoice> {
 export async function launchChromium(): Promise<{ browser: Browser; choice: ChromiumChoice }> {
   const choice = await findChromium();
   try {
-    const browser = await playwright.launch({ executablePath: choice.executablePath, headless: true, args: choice.args });
+    const browser = await playwright.launch({
+      executablePath: choice.executablePath,
+      headless: true,
+      args: choice.args,
+    });
     return { browser, choice };
   } catch (e) {
-    throw new Error(`could not launch Chromium from ${choice.source} (${choice.executablePath}): ${String(e)}`);
+    throw new Error(`could not launch Chromium from ${choice.source} (${choice.executablePath}): ${String(e)}`, {
+      cause: e,
+    });
   }
 }
