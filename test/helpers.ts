@@ -70,6 +70,7 @@ export class InvariantBroken extends Error {
 /** The part of tap's `t` the invariant checker reports through. */
 interface Reporter {
   ok(cond: unknown, message: string): boolean;
+  pass(message: string, extra: Record<string, unknown>): boolean;
   fail(message: string, extra: Record<string, unknown>): boolean;
 }
 
@@ -88,7 +89,7 @@ interface Reporter {
  * invariant: a broken one fails with fast-check's report (counterexample, seed, path); each other one
  * passes if it held every time it was checked and was checked at least once (an invariant that no run
  * reached is a failure too, unless it is listed in `optional`: conditional invariants, reached only by
- * some random inputs).
+ * some random inputs; those, and after a failure the ones never reached, are reported as skipped).
  */
 export function invariants<N extends string>(t: Reporter, names: readonly N[], opts: { optional?: readonly N[] } = {}) {
   const held = new Map<string, number>(names.map((n) => [n, 0]));
@@ -112,7 +113,8 @@ export function invariants<N extends string>(t: Reporter, names: readonly N[], o
       const diag = { found: cause instanceof Error ? cause.message : String(cause), fastCheck: failure?.message };
       for (const [name, n] of held) {
         if (name === broken) t.fail(name, diag);
-        else if (n === 0 && optional.has(name)) t.ok(true, `${name} (not reached by these inputs)`);
+        else if (n === 0 && failure) t.pass(name, { skip: 'not reached before the failure' });
+        else if (n === 0 && optional.has(name)) t.pass(name, { skip: 'not reached by these inputs' });
         else t.ok(n > 0, `${name} (held in ${n} checks${failure ? ' before the failure' : ''})`);
       }
       if (failure && broken === undefined) t.fail('the property failed outside the named invariants', diag);
