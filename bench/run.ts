@@ -113,14 +113,14 @@ async function parallelOne(dir: string, threads: number): Promise<void> {
   const answers = Tensor.from([5335, 1757], [1, 2]);
   const { cache } = model.runWithCache(one);
   const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
-  let sweep: number, batchPool: number | null = null, batchPoolCache: number | null = null, pool: ForwardPool | null = null;
+  let sweep: number, batchPool: number | null = null, batchPoolCache: number | null = null;
   if (threads === 1) {
     const t0 = performance.now();
     patching.getActPatchAttnHeadOutAllPos(model, [corrupted], cache, metric);
     sweep = performance.now() - t0;
   } else {
     be.setThreads(1); // the pool's workers are the threads now
-    pool = await ForwardPool.create(model, { threads });
+    const pool = await ForwardPool.create(model, { threads });
     const t0 = performance.now();
     await parallelPatching.getActPatchAttnHeadOutAllPos(pool, [corrupted], cache, metric);
     sweep = performance.now() - t0;

@@ -9,7 +9,11 @@ const skip = addon ? false : reason;
 
 t.test('the backend choice explains itself', async (t) => {
   t.type(reason, 'string');
-  t.ok(reason.length > 10, `status: ${reason}`);
+  // one of cudaStatus()'s four answers, with its detail filled in
+  if (addon) t.match(reason, /^CUDA device: \S/, `status: ${reason}`);
+  else {
+    t.match(reason, /^CUDA addon (not built \(.+ is missing; run npm run build:cuda\)|failed to load: \S|built, but no CUDA device \(or driver\) is present)/, `status: ${reason}`);
+  }
   if (!addon) t.throws(() => new CudaBackend(), /CUDA backend unavailable: /);
 });
 

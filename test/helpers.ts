@@ -59,3 +59,65 @@ export function allClose(a: ArrayLike<number>, b: ArrayLike<number>, rtol = 1e-5
   }
   return true;
 }
+
+/** Thrown inside a property when a named invariant does not hold (fast-check keeps it as the failure's cause). */
+export class InvariantBroken extends Error {
+  constructor(readonly invariant: string, detail?: string) {
+    super(`invariant broken: ${invariant}${detail ? ` (${detail})` : ''}`);
+  }
+}
+
+/** The part of tap's `t` the invariant checker reports through. */
+interface Reporter {
+  ok(cond: unknown, message: string): boolean;
+  pass(message: string, extra: Record<string, unknown>): boolean;
+  fail(message: string, extra: Record<string, unknown>): boolean;
+}
+
+/**
+ * Named invariants for property tests, so a failure says which invariant broke (not one
+ * `ok &&= ...; t.pass()` for all of them):
+ *
+ *   const inv = invariants(t, ['fold_ln alone is exact', 'processing keeps centred logits']);
+ *   await inv.run(() => fc.assert(fc.property(arb, (c) => {
+ *     inv.check('fold_ln alone is exact', allClose(f, a, 0, 2e-4), () => `max |diff| ${maxAbsDiff(f, a)}`);
+ *     ...
+ *   }), runs));
+ *
+ * `check` throws InvariantBroken when the condition is false (fast-check then shrinks to the smallest
+ * counterexample that breaks it). `run` runs the property and makes one tap assertion per declared
+ * invariant: a broken one fails with fast-check's report (counterexample, seed, path); each other one
+ * passes if it held every time it was checked and was checked at least once (an invariant that no run
+ * reached is a failure too, unless it is listed in `optional`: conditional invariants, reached only by
+ * some random inputs; those, and after a failure the ones never reached, are reported as skipped).
+ */
+export function invariants<N extends string>(t: Reporter, names: readonly N[], opts: { optional?: readonly N[] } = {}) {
+  const held = new Map<string, number>(names.map((n) => [n, 0]));
+  const optional = new Set<string>(opts.optional ?? []);
+  return {
+    check(name: N, cond: boolean, detail?: () => string): void {
+      const n = held.get(name);
+      if (n === undefined) throw new Error(`invariant "${name}" was not declared in invariants(t, [...])`);
+      if (!cond) throw new InvariantBroken(name, detail?.());
+      held.set(name, n + 1);
+    },
+    async run(property: () => unknown): Promise<void> {
+      let failure: Error | undefined;
+      try {
+        await property();
+      } catch (e) {
+        failure = e instanceof Error ? e : new Error(String(e));
+      }
+      const cause = failure?.cause ?? failure;
+      const broken = cause instanceof InvariantBroken ? cause.invariant : undefined;
+      const diag = { found: cause instanceof Error ? cause.message : String(cause), fastCheck: failure?.message };
+      for (const [name, n] of held) {
+        if (name === broken) t.fail(name, diag);
+        else if (n === 0 && failure) t.pass(name, { skip: 'not reached before the failure' });
+        else if (n === 0 && optional.has(name)) t.pass(name, { skip: 'not reached by these inputs' });
+        else t.ok(n > 0, `${name} (held in ${n} checks${failure ? ' before the failure' : ''})`);
+      }
+      if (failure && broken === undefined) t.fail('the property failed outside the named invariants', diag);
+    },
+  };
+}

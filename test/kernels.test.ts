@@ -2,6 +2,7 @@
 // product to f32 and add in the same k order, so they must agree bit for bit; the FMA
 // variant rounds once per multiply-add, so it is held to 1e-5 relative + 1e-5 absolute.
 import t from 'tap';
+import { invariants } from './helpers.js';
 import fc from 'fast-check';
 import { jsBackend, WasmBackend } from '../src/kernels/index.js';
 import { decode, encode, DType } from '../src/tensor/index.js';
@@ -15,19 +16,42 @@ const rand = (n: number, seed: number) => {
 };
 
 t.test('wasm matmul == js matmul over random shapes (odd M, N, K across the 512 K block)', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 23 }), fc.integer({ min: 1, max: 1100 }), fc.integer({ min: 1, max: 41 }), fc.nat(),
+  const EXACT = 'the wasm kernel without FMA = the js kernel, bit for bit', FMA = 'the FMA kernel = the js kernel (1e-5)';
+  const TAKES = 'pack takes the packed bytes from the arena (rounded up to its 64-byte alignment)';
+  const GIVES_BACK = 'release gives the arena back exactly what pack took';
+  const inv = invariants(t, [EXACT, FMA, TAKES, GIVES_BACK]);
+  const MAX_M = 23, MAX_K = 1100, MAX_N = 41;
+  // pack, multiply, release on one backend, checking the arena's accounting around it
+  const run = (be: WasmBackend, a: Float32Array, M: number, b: Float32Array, K: number, N: number) => {
+    const before = be.arena.bytesInUse;
+    const pw = be.pack(b, K, N, 'f32');
+    const taken = be.arena.bytesInUse - before;
+    inv.check(TAKES, taken === Math.ceil(pw.bytes / 64) * 64, () => `took ${taken} for ${pw.bytes} bytes`);
+    const got = be.matmul(a, M, pw); // may grow the matmul scratch, never shrink it
+    const held = be.arena.bytesInUse;
+    pw.release();
+    inv.check(GIVES_BACK, held - be.arena.bytesInUse === taken, () => `gave back ${held - be.arena.bytesInUse} of ${taken}`);
+    return got;
+  };
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: MAX_M }), fc.integer({ min: 1, max: MAX_K }), fc.integer({ min: 1, max: MAX_N }), fc.nat(),
     (M, K, N, seed) => {
       const a = rand(M * K, seed), b = rand(K * N, seed + 1);
       const want = jsBackend.matmul(a, M, jsBackend.pack(b, K, N, 'f32'));
-      const pw = plain.pack(b, K, N, 'f32');
-      const got = plain.matmul(a, M, pw);
-      pw.release();
-      const pr = relaxed.pack(b, K, N, 'f32');
-      const gotR = relaxed.matmul(a, M, pr);
-      pr.release();
-      return maxAbsDiff(got, want) === 0 && allClose(gotR, want, 1e-5, 1e-5);
-    }), { numRuns: 40 });
-  t.ok(plain.arena.bytesInUse <= 4 * 1024 * 1024 * 8, 'released weights are returned to the arena');
+      const got = run(plain, a, M, b, K, N);
+      inv.check(EXACT, maxAbsDiff(got, want) === 0, () => `max |diff| ${maxAbsDiff(got, want)}`);
+      const gotR = run(relaxed, a, M, b, K, N);
+      inv.check(FMA, allClose(gotR, want, 1e-5, 1e-5), () => `max |diff| ${maxAbsDiff(gotR, want)}`);
+    }), { numRuns: 40 }));
+  // Once every weight is released, the arena holds only the matmul scratch: packed A [mpad, K],
+  // C [mpad, npad] and one KC x NR block of B, in f32 (KC = 512, NR = 8 in the kernel). It grows to
+  // max(need, 2 x its old size), so it stays under twice the largest need of the shapes drawn above:
+  // about 250 KB here, where one forgotten 1100 x 41 weight alone is 180 KB and the 40 weights of a
+  // run several MB (the old allowance, 32 MiB, let all of them leak).
+  for (const [name, be] of [['plain', plain], ['FMA', relaxed]] as const) {
+    const mpad = Math.ceil(MAX_M / be.mr) * be.mr, npad = Math.ceil(MAX_N / 8) * 8;
+    const bound = 2 * (mpad * MAX_K + mpad * npad + 512 * 8) * 4;
+    t.ok(be.arena.bytesInUse <= bound, `${name}: released weights are back in the arena (${be.arena.bytesInUse} bytes held <= ${bound} of scratch)`);
+  }
 });
 
 t.test('half-precision packed weights are widened exactly in the kernel', async (t) => {

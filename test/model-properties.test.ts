@@ -1,6 +1,7 @@
 // Invariants of weight processing, hooks and the cache, on random small GPT-2 configs.
 // Tolerance: 2e-4 absolute on logits-scale quantities (f32 through a few layers); exact where stated.
 import t from 'tap';
+import { invariants } from './helpers.js';
 import fc from 'fast-check';
 import { HookedTransformer, randomGPT2, hfConfig, NO_PROCESSING, Tensor, sub, mean, sum, add, getActName, ActivationCache } from '../src/index.js';
 import * as utils from '../src/analysis/utils.js';
@@ -21,79 +22,101 @@ const runs = { numRuns: 25 };
 const centred = (x: Tensor) => sub(x, mean(x, -1, true)).f32();
 
 t.test('processing preserves logits up to a per-position constant; fold_ln alone is exact', async (t) => {
-  fc.assert(fc.property(arbCfg, fc.boolean(), (c, refactor) => {
+  const inv = invariants(t, ['default processing keeps the logits up to a per-position constant', 'fold_ln alone keeps the logits exactly']);
+  await inv.run(() => fc.assert(fc.property(arbCfg, fc.boolean(), (c, refactor) => {
     const tok = tokensFor(c);
     const raw = build(c, NO_PROCESSING), proc = build(c, { refactorFactoredAttnMatrices: refactor }), fold = build(c, { ...NO_PROCESSING, foldLn: true });
-    const a = raw.forward(tok), b = proc.forward(tok), f = fold.forward(tok);
-    const ok = allClose(centred(b), centred(a), 0, 2e-4) && allClose(f.f32(), a.f32(), 0, 2e-4);
-    [raw, proc, fold].forEach((m) => m.dispose());
-    return ok;
-  }), runs);
-  t.pass();
+    try {
+      const a = raw.forward(tok), b = proc.forward(tok), f = fold.forward(tok);
+      inv.check('default processing keeps the logits up to a per-position constant', allClose(centred(b), centred(a), 0, 2e-4),
+        () => `max |diff| of centred logits ${maxAbsDiff(centred(b), centred(a))}`);
+      inv.check('fold_ln alone keeps the logits exactly', allClose(f.f32(), a.f32(), 0, 2e-4), () => `max |diff| ${maxAbsDiff(f.f32(), a.f32())}`);
+    } finally {
+      [raw, proc, fold].forEach((m) => m.dispose());
+    }
+  }), runs));
 });
 
 t.test('patterns are identical under every processing option; residual hooks lose their mean', async (t) => {
-  fc.assert(fc.property(arbCfg, fc.record({ foldLn: fc.boolean(), centerWritingWeights: fc.boolean(), centerUnembed: fc.boolean(), foldValueBiases: fc.boolean(), refactorFactoredAttnMatrices: fc.boolean() }), (c, p) => {
+  const PATTERNS = 'attention patterns are the same under every processing option';
+  const CENTRED = 'with fold_ln + center_writing_weights the residual hooks are the raw ones minus their mean';
+  const inv = invariants(t, [PATTERNS, CENTRED], { optional: [CENTRED] }); // CENTRED only when both flags are drawn
+  await inv.run(() => fc.assert(fc.property(arbCfg, fc.record({ foldLn: fc.boolean(), centerWritingWeights: fc.boolean(), centerUnembed: fc.boolean(), foldValueBiases: fc.boolean(), refactorFactoredAttnMatrices: fc.boolean() }), (c, p) => {
     const tok = tokensFor(c);
     const raw = build(c, NO_PROCESSING), proc = build(c, p);
-    const ca = raw.runWithCache(tok).cache, cb = proc.runWithCache(tok).cache;
-    let ok = true;
-    for (let l = 0; l < c.n_layer; l++) ok &&= allClose(cb.get(['pattern', l]).f32(), ca.get(['pattern', l]).f32(), 0, 1e-5);
-    if (p.centerWritingWeights && p.foldLn) {
-      for (const k of ['hook_embed', 'blocks.0.hook_resid_mid', `blocks.${c.n_layer - 1}.hook_resid_post`]) {
-        const want = sub(ca.get(k), mean(ca.get(k), -1, true));
-        ok &&= allClose(cb.get(k).f32(), want.f32(), 0, 2e-5);
+    try {
+      const ca = raw.runWithCache(tok).cache, cb = proc.runWithCache(tok).cache;
+      for (let l = 0; l < c.n_layer; l++) {
+        inv.check(PATTERNS, allClose(cb.get(['pattern', l]).f32(), ca.get(['pattern', l]).f32(), 0, 1e-5), () => `layer ${l}`);
       }
+      if (p.centerWritingWeights && p.foldLn) {
+        for (const k of ['hook_embed', 'blocks.0.hook_resid_mid', `blocks.${c.n_layer - 1}.hook_resid_post`]) {
+          const want = sub(ca.get(k), mean(ca.get(k), -1, true));
+          inv.check(CENTRED, allClose(cb.get(k).f32(), want.f32(), 0, 2e-5), () => k);
+        }
+      }
+    } finally {
+      raw.dispose(); proc.dispose();
     }
-    raw.dispose(); proc.dispose();
-    return ok;
-  }), runs);
-  t.pass();
+  }), runs));
 });
 
 t.test('decompositions sum to what they decompose', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const inv = invariants(t, [
+    'decomposeResid sums to the final resid_post',
+    'accumulatedResid with mids has 2L+1 components',
+    'accumulatedResid ends at the final resid_post exactly',
+    'head results + b_O sum to attn_out',
+    'neuron results + b_out sum to mlp_out',
+    'the full decomposition sums to the final resid_post',
+  ]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const m = build(c, { refactorFactoredAttnMatrices: true });
-    const { cache } = m.runWithCache(tokensFor(c));
-    const L = c.n_layer;
-    const final = cache.get(['resid_post', -1]);
-    let ok = allClose(sum(cache.decomposeResid(), 0).f32(), final.f32(), 0, 1e-5);
-    const acc = cache.accumulatedResid({ layer: -1, inclMid: true });
-    ok &&= acc.shape[0] === 2 * L + 1 && maxAbsDiff(acc.index(0, -1).f32(), final.f32()) === 0;
-    const heads = cache.stackHeadResults({ layer: -1 }); // [L*H, B, P, M], layer-major
-    for (let l = 0; l < L; l++) {
-      const s = sum(heads.slice(0, l * c.n_head, (l + 1) * c.n_head), 0);
-      ok &&= allClose(add(s, m.weights.blocks[l].b_O).f32(), cache.get(['attn_out', l]).f32(), 0, 1e-5);
-      const neurons = cache.getNeuronResults(l); // [B, P, F, M]
-      ok &&= allClose(add(sum(neurons, -2), m.weights.blocks[l].b_out).f32(), cache.get(['mlp_out', l]).f32(), 0, 1e-5);
+    try {
+      const { cache } = m.runWithCache(tokensFor(c));
+      const L = c.n_layer;
+      const final = cache.get(['resid_post', -1]);
+      inv.check('decomposeResid sums to the final resid_post', allClose(sum(cache.decomposeResid(), 0).f32(), final.f32(), 0, 1e-5));
+      const acc = cache.accumulatedResid({ layer: -1, inclMid: true });
+      inv.check('accumulatedResid with mids has 2L+1 components', acc.shape[0] === 2 * L + 1, () => `shape [${acc.shape}], L = ${L}`);
+      inv.check('accumulatedResid ends at the final resid_post exactly', maxAbsDiff(acc.index(0, -1).f32(), final.f32()) === 0);
+      const heads = cache.stackHeadResults({ layer: -1 }); // [L*H, B, P, M], layer-major
+      for (let l = 0; l < L; l++) {
+        const s = sum(heads.slice(0, l * c.n_head, (l + 1) * c.n_head), 0);
+        inv.check('head results + b_O sum to attn_out', allClose(add(s, m.weights.blocks[l].b_O).f32(), cache.get(['attn_out', l]).f32(), 0, 1e-5), () => `layer ${l}`);
+        const neurons = cache.getNeuronResults(l); // [B, P, F, M]
+        inv.check('neuron results + b_out sum to mlp_out', allClose(add(sum(neurons, -2), m.weights.blocks[l].b_out).f32(), cache.get(['mlp_out', l]).f32(), 0, 1e-5), () => `layer ${l}`);
+      }
+      const full = cache.getFullResidDecomposition({ layer: -1, expandNeurons: false }) as Tensor;
+      inv.check('the full decomposition sums to the final resid_post', allClose(sum(full, 0).f32(), final.f32(), 0, 1e-4));
+    } finally {
+      m.dispose();
     }
-    const full = cache.getFullResidDecomposition({ layer: -1, expandNeurons: false }) as Tensor;
-    ok &&= allClose(sum(full, 0).f32(), final.f32(), 0, 1e-4);
-    m.dispose();
-    return ok;
-  }), runs);
-  t.pass();
+  }), runs));
 });
 
 t.test('DLA: LN-applied decomposition . logit direction = logit difference - b_U difference', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const inv = invariants(t, ['logitAttrs gives one column per prompt', 'the attributions sum to the logit difference minus the b_U difference']);
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const m = build(c, { refactorFactoredAttnMatrices: true });
-    const tok = tokensFor(c);
-    const { logits, cache } = m.runWithCache(tok);
-    const good = Array.from({ length: c.B }, (_, b) => (b + 1) % c.vocab_size), bad = Array.from({ length: c.B }, (_, b) => (b + 3) % c.vocab_size);
-    const stack = cache.decomposeResid({ layer: -1, posSlice: -1 });
-    const attrs = cache.logitAttrs(stack, good, { incorrectTokens: bad, posSlice: -1 }); // [C, B]
-    const total = sum(attrs, 0).f32();
-    const bU = m.b_U.f32();
-    let ok = attrs.shape[1] === c.B;
-    for (let b = 0; b < c.B; b++) {
-      const diff = logits.get(b, c.P - 1, good[b]) - logits.get(b, c.P - 1, bad[b]);
-      ok &&= Math.abs(total[b] - (diff - (bU[good[b]] - bU[bad[b]]))) < 2e-4;
+    try {
+      const tok = tokensFor(c);
+      const { logits, cache } = m.runWithCache(tok);
+      const good = Array.from({ length: c.B }, (_, b) => (b + 1) % c.vocab_size), bad = Array.from({ length: c.B }, (_, b) => (b + 3) % c.vocab_size);
+      const stack = cache.decomposeResid({ layer: -1, posSlice: -1 });
+      const attrs = cache.logitAttrs(stack, good, { incorrectTokens: bad, posSlice: -1 }); // [C, B]
+      const total = sum(attrs, 0).f32();
+      const bU = m.b_U.f32();
+      inv.check('logitAttrs gives one column per prompt', attrs.shape[1] === c.B, () => `shape [${attrs.shape}], B = ${c.B}`);
+      for (let b = 0; b < c.B; b++) {
+        const diff = logits.get(b, c.P - 1, good[b]) - logits.get(b, c.P - 1, bad[b]);
+        const err = Math.abs(total[b] - (diff - (bU[good[b]] - bU[bad[b]])));
+        inv.check('the attributions sum to the logit difference minus the b_U difference', err < 2e-4, () => `prompt ${b}: off by ${err}`);
+      }
+    } finally {
+      m.dispose();
     }
-    m.dispose();
-    return ok;
-  }), runs);
-  t.pass();
+  }), runs));
 });
 
 t.test('hooks: identity changes nothing, replacements propagate, contexts clean up, ln1 fires 3x', async (t) => {
@@ -165,7 +188,9 @@ t.test('fromPretrained without weights says how to get them', async (t) => {
 });
 
 t.test('long prompts: attention through the matmul kernel equals the plain loop (1e-5 on logits, 1e-6 on patterns)', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 9 }), fc.nat(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 40 }),
+  const LOGITS = 'logits through the matmul kernel = the plain loop (1e-5)', PATTERNS = 'patterns through the matmul kernel = the plain loop (1e-6)';
+  const inv = invariants(t, [LOGITS, PATTERNS]);
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 9 }), fc.nat(), fc.integer({ min: 1, max: 2 }), fc.integer({ min: 2, max: 40 }),
     (n_layer, n_head, d_head, seed, B, P) => {
       const shape = { n_layer, n_embd: n_head * d_head, n_head, n_positions: 48, vocab_size: 30 };
       const m = HookedTransformer.fromHFTensors(hfConfig(shape, 29), randomGPT2(shape, seed), { attnMatmulMinPos: 1e9 });
@@ -174,12 +199,11 @@ t.test('long prompts: attention through the matmul kernel equals the plain loop 
       try {
         const loop = m.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
         const mm = m1.runWithCache(tok, { namesFilter: (n) => n.endsWith('hook_pattern') });
-        return allClose(mm.logits.f32(), loop.logits.f32(), 0, 1e-5) &&
-          loop.cache.keys().every((k) => allClose(mm.cache.get(k).f32(), loop.cache.get(k).f32(), 0, 1e-6));
+        inv.check(LOGITS, allClose(mm.logits.f32(), loop.logits.f32(), 0, 1e-5), () => `max |diff| ${maxAbsDiff(mm.logits.f32(), loop.logits.f32())}`);
+        for (const k of loop.cache.keys()) inv.check(PATTERNS, allClose(mm.cache.get(k).f32(), loop.cache.get(k).f32(), 0, 1e-6), () => k);
       } finally {
         m.dispose();
         m1.dispose();
       }
-    }), { numRuns: 30 });
-  t.pass();
+    }), { numRuns: 30 }));
 });

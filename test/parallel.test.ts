@@ -2,6 +2,7 @@
 // as one thread, bit for bit (the arithmetic of each output element is unchanged); faults fail the
 // request with a clear error and the pool recovers.
 import t from 'tap';
+import { invariants } from './helpers.js';
 import fc from 'fast-check';
 import { HookedTransformer, randomGPT2, hfConfig, Tensor, patching, TypelensError } from '../src/index.js';
 import { WasmBackend, wasmBackend } from '../src/kernels/index.js';
@@ -23,20 +24,24 @@ const same = (a: Tensor, b: Tensor) => a.shape.join() === b.shape.join() && a.f3
 t.test('intra-op: logits and caches with 1, 2 and 3 threads are bit-identical', async (t) => {
   const be = new WasmBackend({ parallelMinMacs: 0 }); // split even these small matmuls
   try {
-    const results: boolean[] = [];
-    await fc.assert(fc.asyncProperty(arbCfg, fc.integer({ min: 2, max: 3 }), async (c, n) => {
+    const LOGITS = 'logits with 2 or 3 threads = 1 thread, bit for bit', CACHE = 'every cached activation with 2 or 3 threads = 1 thread, bit for bit';
+    const THREADS = 'the backend really ran with the requested helper threads';
+    const inv = invariants(t, [THREADS, LOGITS, CACHE]);
+    await inv.run(() => fc.assert(fc.asyncProperty(arbCfg, fc.integer({ min: 2, max: 3 }), async (c, n) => {
       const m = build(c, be);
-      const tok = tokensFor(c);
-      be.setThreads(1);
-      const one = m.runWithCache(tok);
-      be.setThreads(n); await be.whenReady();
-      const many = m.runWithCache(tok);
-      const ok = same(one.logits, many.logits) && one.cache.keys().every((k) => same(one.cache.get(k), many.cache.get(k)));
-      m.dispose();
-      results.push(ok);
-      return ok;
-    }), { numRuns: 12 });
-    t.ok(results.length > 0);
+      try {
+        const tok = tokensFor(c);
+        be.setThreads(1);
+        const one = m.runWithCache(tok);
+        be.setThreads(n); await be.whenReady();
+        inv.check(THREADS, be.threads === n, () => `asked for ${n}, have ${be.threads}`);
+        const many = m.runWithCache(tok);
+        inv.check(LOGITS, same(one.logits, many.logits), () => `${n} threads`);
+        for (const k of one.cache.keys()) inv.check(CACHE, same(one.cache.get(k), many.cache.get(k)), () => `${k}, ${n} threads`);
+      } finally {
+        m.dispose();
+      }
+    }), { numRuns: 12 }));
   } finally {
     be.setThreads(1);
   }
@@ -75,29 +80,39 @@ t.test('intra-op: a helper thread that dies is retired; results stay right and n
 });
 
 t.test('pool: sweeps and batches equal the single-thread results bit for bit', async (t) => {
-  await fc.assert(fc.asyncProperty(arbCfg, fc.integer({ min: 1, max: 3 }), fc.boolean(), async (c, threads, last) => {
+  const SWEEPS = ['getActPatchResidPre', 'getActPatchAttnHeadOutAllPos', 'getActPatchAttnHeadPatternAllPos', 'getActPatchAttnHeadVByPos'] as const;
+  const SWEEP = (name: string) => `${name}: the pool's sweep = the serial one, bit for bit`;
+  const SHARED_MEM = 'a shared cache lives in SharedArrayBuffers', SHARED_SAME = 'a shared cache = the ordinary one, bit for bit';
+  const BATCH_LOGITS = 'runBatch logits = one forward on the main thread, bit for bit';
+  const BATCH_CACHE = 'runBatch cache = the main-thread cache, every activation, bit for bit';
+  const inv = invariants(t, [...SWEEPS.map(SWEEP), SHARED_MEM, SHARED_SAME, BATCH_LOGITS, BATCH_CACHE]);
+  await inv.run(() => fc.assert(fc.asyncProperty(arbCfg, fc.integer({ min: 1, max: 3 }), fc.boolean(), async (c, threads, last) => {
     const m = build(c);
-    const clean = tokensFor(c), corrupted = tokensFor(c, 5);
-    const answers = Tensor.from(Array.from({ length: c.B }, (_, b) => [b % V, (b + 3) % V]).flat(), [c.B, 2]);
-    const { cache } = m.runWithCache(clean);
-    const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
-    const pool = await ForwardPool.create(m, { threads });
-    let ok = true;
-    for (const name of ['getActPatchResidPre', 'getActPatchAttnHeadOutAllPos', 'getActPatchAttnHeadPatternAllPos', 'getActPatchAttnHeadVByPos'] as const) {
-      const serial = patching[name](m, corrupted, cache, metric, { lastPositionLogits: last });
-      const par = await patching.parallel[name](pool, corrupted, cache, metric, { lastPositionLogits: last });
-      ok &&= same(serial, par);
+    try {
+      const clean = tokensFor(c), corrupted = tokensFor(c, 5);
+      const answers = Tensor.from(Array.from({ length: c.B }, (_, b) => [b % V, (b + 3) % V]).flat(), [c.B, 2]);
+      const { cache } = m.runWithCache(clean);
+      const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
+      const pool = await ForwardPool.create(m, { threads });
+      for (const name of SWEEPS) {
+        const serial = patching[name](m, corrupted, cache, metric, { lastPositionLogits: last });
+        const par = await patching.parallel[name](pool, corrupted, cache, metric, { lastPositionLogits: last });
+        inv.check(SWEEP(name), same(serial, par), () => `${threads} threads, lastPositionLogits ${last}`);
+      }
+      const batch = await pool.runBatch(clean, { cache: 'all' });
+      const ref = m.runWithCache(clean);
+      const sharedRef = m.runWithCache(clean, { shared: true, posSlice: -1 });
+      const sliced = m.runWithCache(clean, { posSlice: -1 });
+      for (const k of sharedRef.cache.keys()) {
+        inv.check(SHARED_MEM, sharedRef.cache.get(k).data.buffer instanceof SharedArrayBuffer, () => k);
+        inv.check(SHARED_SAME, same(sharedRef.cache.get(k), sliced.cache.get(k)), () => k);
+      }
+      inv.check(BATCH_LOGITS, same(batch.logits, ref.logits), () => `${threads} threads`);
+      for (const k of ref.cache.keys()) inv.check(BATCH_CACHE, same(batch.cache!.get(k), ref.cache.get(k)), () => `${k}, ${threads} threads`);
+    } finally {
+      m.dispose(); // closes the pool
     }
-    const batch = await pool.runBatch(clean, { cache: 'all' });
-    const ref = m.runWithCache(clean);
-    const sharedRef = m.runWithCache(clean, { shared: true, posSlice: -1 });
-    const sliced = m.runWithCache(clean, { posSlice: -1 });
-    ok &&= sharedRef.cache.keys().every((k) => sharedRef.cache.get(k).data.buffer instanceof SharedArrayBuffer && same(sharedRef.cache.get(k), sliced.cache.get(k)));
-    ok &&= same(batch.logits, ref.logits) && ref.cache.keys().every((k) => same(batch.cache!.get(k), ref.cache.get(k)));
-    m.dispose(); // closes the pool
-    return ok;
-  }), { numRuns: 8 });
-  t.pass();
+  }), { numRuns: 8 }));
 });
 
 t.test('pool faults: a throwing worker, a worker killed mid-sweep, dispose during a run', async (t) => {
@@ -120,8 +135,15 @@ t.test('pool faults: a throwing worker, a worker killed mid-sweep, dispose durin
   const sweep = patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric, {
     onProgress: (done) => { if (!killed && done >= 3) { killed = true; killWorker(pool); } },
   });
-  const r = await sweep.then(() => 'ok', (e) => e);
-  t.ok(r === 'ok' || (r instanceof TypelensError && /worker failed/.test(r.message)), `killed mid-sweep: ${r instanceof Error ? r.message : r}`);
+  // whether the killed worker held one of this sweep's tasks is a race: either the sweep fails with a
+  // clear error or (the worker was idle) it completes, and then its grid must still be right
+  const r = await sweep.then((grid) => ({ grid }), (error: unknown) => ({ error }));
+  t.ok(killed, 'a worker was killed while the sweep ran');
+  if ('grid' in r) t.ok(same(r.grid, want), 'killed mid-sweep, the sweep completed (the worker was idle) with the right grid');
+  else {
+    t.type(r.error, TypelensError, 'killed mid-sweep, the sweep fails with a TypelensError');
+    t.match(r.error, { code: 'EWORKER', message: /^worker failed: / }, 'killed mid-sweep, the error says a worker failed');
+  }
   t.ok(same(await patching.parallel.getActPatchAttnHeadVByPos(pool, corrupted, cache, metric), want), 'the pool recovered: the next sweep is right');
   // a request racing a kill may fail (that is the contract); the one after it must not
   for (let i = 0; i < 5; i++) { killWorker(pool); await new Promise((r) => setTimeout(r, 30)); await pool.runBatch(clean).catch((e) => { if (!(e instanceof TypelensError)) throw e; }); }

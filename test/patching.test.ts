@@ -2,6 +2,7 @@
 // hand-written loop, metric 1 with the clean cache and 0 with the corrupted one, and the two
 // shortcuts (start at the patched layer, unembed the last position) against full forwards, bit for bit.
 import t from 'tap';
+import { invariants } from './helpers.js';
 import fc from 'fast-check';
 import { HookedTransformer, randomGPT2, hfConfig, Tensor, getActName } from '../src/index.js';
 import * as patching from '../src/patching/index.js';
@@ -43,42 +44,50 @@ t.test('setters write exactly the indexed slice (naive multi-index loops)', asyn
     ['layerHeadDestSrcPosPattern', [2, 3, 4, 4], (r) => [0, r[0] % 3, r[1] % 4, r[2] % 4], (i, [, h, d, s]) => i[1] === h && i[2] === d && i[3] === s],
   ];
   for (const [name, shape, gen, sel] of cases) {
-    fc.assert(fc.property(fc.array(fc.nat(), { minLength: 3, maxLength: 3 }), (raw) => {
+    const IN_PLACE = `${name} patches the activation in place (returns it)`, SLICE = `${name} writes exactly the indexed slice`;
+    const inv = invariants(t, [IN_PLACE, SLICE]);
+    await inv.run(() => fc.assert(fc.property(fc.array(fc.nat(), { minLength: 3, maxLength: 3 }), (raw) => {
       const idx = gen(raw);
       const n = shape.reduce((a, b) => a * b, 1);
       const act = Tensor.from(Array.from({ length: n }, (_, i) => i), shape);
       const clean = Tensor.from(Array.from({ length: n }, (_, i) => -1 - i), shape);
       const out = patching.setters[name](act, idx, clean);
-      return out === act && allIndices(shape).every((i) => act.get(...i) === (sel(i, idx) ? clean.get(...i) : -clean.get(...i) - 1));
-    }), { numRuns: 30 });
+      inv.check(IN_PLACE, out === act);
+      const wrong = allIndices(shape).find((i) => act.get(...i) !== (sel(i, idx) ? clean.get(...i) : -clean.get(...i) - 1));
+      inv.check(SLICE, wrong === undefined, () => `index [${idx}]: element [${wrong}] is ${act.get(...wrong!)}`);
+    }), { numRuns: 30 }));
   }
   t.throws(() => patching.setters.layerPos(Tensor.zeros([1, 3, 2]), [0, 3], Tensor.zeros([1, 3, 2])), /pos = 3 is outside \[0, 3\)/);
   t.throws(() => Tensor.zeros([1, 3, 2]).slice(1, 0, 1).assign(Tensor.zeros([1, 2, 2])), /cannot assign a \[1, 2, 2\] tensor into a \[1, 1, 2\] view/);
 });
 
 t.test('clean cache gives metric 1 and corrupted cache metric 0 for every ready-made function', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const CLEAN = 'patching all of resid_pre at layer 0 from the clean cache gives metric 1';
+  const zero = (name: string) => `${name}: patching from the corrupted cache itself gives metric 0 everywhere`;
+  // CLEAN needs clean and corrupted runs whose logit differences differ (almost every draw)
+  const inv = invariants(t, [CLEAN, ...READY.slice(0, 11).map(([name]) => zero(name))], { optional: [CLEAN] });
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const model = build(c);
-    const { clean, corrupted, answers } = inputs(c);
-    const { logits: cl, cache: cleanCache } = model.runWithCache(clean);
-    const { logits: co, cache: corruptedCache } = model.runWithCache(corrupted);
-    const a = logitsToAveLogitDiff(cl, answers), b = logitsToAveLogitDiff(co, answers);
-    const metric = (lg: Tensor) => (logitsToAveLogitDiff(lg, answers) - b) / (a - b);
-    let ok = true;
-    if (Math.abs(a - b) > 1e-3) {
-      // patching every position of resid_pre at layer 0 with clean = the clean run
-      const full = patching.genericActivationPatch(model, corrupted, cleanCache, metric,
-        (act, _i, cl2) => act.assign(cl2), 'resid_pre', { indexAxisNames: ['layer'] });
-      ok &&= Math.abs(full.get(0) - 1) < 1e-4;
+    try {
+      const { clean, corrupted, answers } = inputs(c);
+      const { logits: cl, cache: cleanCache } = model.runWithCache(clean);
+      const { logits: co, cache: corruptedCache } = model.runWithCache(corrupted);
+      const a = logitsToAveLogitDiff(cl, answers), b = logitsToAveLogitDiff(co, answers);
+      const metric = (lg: Tensor) => (logitsToAveLogitDiff(lg, answers) - b) / (a - b);
+      if (Math.abs(a - b) > 1e-3) {
+        // patching every position of resid_pre at layer 0 with clean = the clean run
+        const full = patching.genericActivationPatch(model, corrupted, cleanCache, metric,
+          (act, _i, cl2) => act.assign(cl2), 'resid_pre', { indexAxisNames: ['layer'] });
+        inv.check(CLEAN, Math.abs(full.get(0) - 1) < 1e-4, () => `metric ${full.get(0)}`);
+      }
+      for (const [name, fn] of READY.slice(0, 11)) {
+        const r = fn(model, corrupted, corruptedCache, (lg) => logitsToAveLogitDiff(lg, answers) - b).toArray();
+        inv.check(zero(name), r.every((x) => Math.abs(x) < 1e-5), () => `max |metric| ${Math.max(...r.map(Math.abs))}`);
+      }
+    } finally {
+      model.dispose();
     }
-    for (const [, fn] of READY.slice(0, 11)) {
-      const r = fn(model, corrupted, corruptedCache, (lg) => logitsToAveLogitDiff(lg, answers) - b);
-      ok &&= r.toArray().every((x) => Math.abs(x) < 1e-5);
-    }
-    model.dispose();
-    return ok;
-  }), { numRuns: 12 });
-  t.pass();
+  }), { numRuns: 12 }));
 });
 
 t.test('output shapes follow TL (spec 9.3), last axis fastest', async (t) => {
@@ -114,28 +123,36 @@ t.test('output shapes follow TL (spec 9.3), last axis fastest', async (t) => {
 });
 
 t.test('shortcuts are exact: starting at the patched layer, batching patches and unembedding the last position match one full forward per patch, bit for bit', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const SHORTCUT = (name: string) => `${name}: starting at the patched layer and unembedding the last position = full forwards, bit for bit`;
+  const BATCHED = (name: string) => `${name}: three patches per batched forward = one forward per patch, bit for bit`;
+  const LOOP = "the demo's hand-written resid_pre loop gives the same grid, bit for bit";
+  const inv = invariants(t, [...READY.flatMap(([name]) => [SHORTCUT(name), BATCHED(name)]), LOOP]);
+  const firstDiff = (a: Float32Array, b: Float32Array) => a.findIndex((x, i) => !Object.is(x, b[i]));
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const model = build(c);
-    const { clean, corrupted, answers } = inputs(c);
-    const { cache } = model.runWithCache(clean);
-    const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
-    let ok = true;
-    for (const [, fn] of READY) {
-      const slow = fn(model, corrupted, cache, metric, { skipUnchangedLayers: false, patchBatch: 1 }).f32();
-      const fast = fn(model, corrupted, cache, metric, { lastPositionLogits: true }).f32();
-      const batched = fn(model, corrupted, cache, metric, { patchBatch: 3, skipUnchangedLayers: false }).f32();
-      ok &&= slow.every((x, i) => Object.is(x, fast[i]) && Object.is(x, batched[i]));
+    try {
+      const { clean, corrupted, answers } = inputs(c);
+      const { cache } = model.runWithCache(clean);
+      const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
+      for (const [name, fn] of READY) {
+        const slow = fn(model, corrupted, cache, metric, { skipUnchangedLayers: false, patchBatch: 1 }).f32();
+        const fast = fn(model, corrupted, cache, metric, { lastPositionLogits: true }).f32();
+        const batched = fn(model, corrupted, cache, metric, { patchBatch: 3, skipUnchangedLayers: false }).f32();
+        const i = firstDiff(slow, fast), j = firstDiff(slow, batched);
+        inv.check(SHORTCUT(name), i < 0 && fast.length === slow.length, () => `element ${i}: ${fast[i]} vs ${slow[i]}`);
+        inv.check(BATCHED(name), j < 0 && batched.length === slow.length, () => `element ${j}: ${batched[j]} vs ${slow[j]}`);
+      }
+      // the demo's hand-written loop (cell 62) gives the same grid
+      const grid = patching.getActPatchResidPre(model, corrupted, cache, metric);
+      for (let l = 0; l < c.n_layer; l++) for (let p = 0; p < c.P; p++) {
+        const hook = (act: Tensor) => { act.slice(1, p, p + 1).assign(cache.get(getActName('resid_pre', l)).slice(1, p, p + 1)); return act; };
+        const got = metric(model.runWithHooks(corrupted, { fwdHooks: [[getActName('resid_pre', l), hook]] }));
+        inv.check(LOOP, got === grid.get(l, p), () => `[${l}, ${p}]: ${got} vs ${grid.get(l, p)}`);
+      }
+    } finally {
+      model.dispose();
     }
-    // the demo's hand-written loop (cell 62) gives the same grid
-    const grid = patching.getActPatchResidPre(model, corrupted, cache, metric);
-    for (let l = 0; l < c.n_layer; l++) for (let p = 0; p < c.P; p++) {
-      const hook = (act: Tensor) => { act.slice(1, p, p + 1).assign(cache.get(getActName('resid_pre', l)).slice(1, p, p + 1)); return act; };
-      ok &&= metric(model.runWithHooks(corrupted, { fwdHooks: [[getActName('resid_pre', l), hook]] })) === grid.get(l, p);
-    }
-    model.dispose();
-    return ok;
-  }), { numRuns: 10 });
-  t.pass();
+  }), { numRuns: 10 }));
 });
 
 t.test('a hook already on the model disables the layer-skipping shortcut (it must still fire)', async (t) => {

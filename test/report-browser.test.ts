@@ -1,4 +1,5 @@
-// The demo's HTML report in a real browser: headless Chromium (Debian's `chromium`, driven by
+// The demo's HTML report in a real browser: headless Chromium (found by ./browser.ts: CHROMIUM_PATH,
+// a system chromium, else the one the npm dev dependency @sparticuz/chromium ships; driven by
 // playwright-core) opens it from disk with the network blocked, every figure must render an SVG,
 // there must be no console or page errors, and a screenshot is kept in artifacts/.
 import t from 'tap';
@@ -6,19 +7,13 @@ import { existsSync, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './browser.js';
 import { HookedTransformer, randomGPT2, hfConfig, PRESETS } from '../src/index.js';
 import { exploratoryDemo, ioiData } from '../src/demo/index.js';
 
-const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter(Boolean) as string[];
-const executablePath = candidates.find((p) => existsSync(p));
 const artifacts = fileURLToPath(new URL('../../artifacts/', import.meta.url));
 
 t.test('the report renders every figure in headless Chromium, offline, without errors', async (t) => {
-  if (!executablePath) {
-    t.fail(`no Chromium found (tried ${candidates.join(', ')}): install Debian's chromium (apt-get install chromium) or set CHROMIUM_PATH`);
-    return;
-  }
   const model = HookedTransformer.fromHFTensors(hfConfig(PRESETS.tiny), randomGPT2(PRESETS.tiny, 2),
     { foldLn: true, centerWritingWeights: true, centerUnembed: true, refactorFactoredAttnMatrices: true });
   const { report } = await exploratoryDemo(model, ioiData(model, 'seed'), { print: () => {}, banner: 'random weights (test)' });
@@ -27,7 +22,8 @@ t.test('the report renders every figure in headless Chromium, offline, without e
   const path = join(dir, 'index.html');
   report.write(path);
 
-  const browser = await chromium.launch({ executablePath, headless: true, args: ['--no-sandbox'] });
+  const { browser, choice } = await launchChromium();
+  t.comment(`browser: ${choice.source} (${choice.executablePath}, ${browser.version()})`);
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
     const errors: string[] = [];

@@ -1,0 +1,122 @@
+// Import-graph rules for src/ (run by `npm run lint:deps`, part of `npm run lint`).
+// 1. No cycles, file level and folder level (type-only imports count: they are architecture too).
+// 2. Layers, lowest first; a folder may import only from its own layer and lower ones.
+// 3. src/index.ts (the public API) may import every layer but the applications (report, demo, cli);
+//    src/testing.ts (the explicit testing entry point) may import anything; nothing inside src/
+//    imports either of them.
+// 4. (warn for now) no Node built-ins in the folders a browser build will take: tensor, hooks.
+
+/** @type {{ name: string, paths: string[] }[]} the layers, lowest first: path prefixes under src/ */
+const LAYERS = [
+  { name: 'base', paths: ['errors\\.ts$', 'util/', 'platform/'] },
+  { name: 'tensor', paths: ['tensor/'] },
+  { name: 'kernels', paths: ['kernels/'] },
+  { name: 'hooks', paths: ['hooks/'] },
+  { name: 'model', paths: ['model/'] },
+  { name: 'analysis', paths: ['analysis/'] },
+  { name: 'patching', paths: ['patching/'] },
+  { name: 'parallel', paths: ['parallel/'] },
+  { name: 'report', paths: ['report/'] },
+  { name: 'demo', paths: ['demo/'] },
+  { name: 'cli', paths: ['cli/'] },
+];
+const re = (prefixes) => `^src/(${prefixes.join('|')})`;
+const ORDER = LAYERS.map((l) => l.name).join(' < ');
+
+const layerRules = LAYERS.slice(0, -1).map((layer, i) => ({
+  name: `layer-${layer.name}-imports-upward`,
+  comment:
+    `${layer.name} (src/${layer.paths.join(', src/').replace('\\.ts$', '.ts')}) is layer ${i} of ${ORDER}; ` +
+    'it may import only from its own layer and lower ones (move the shared piece down, or pass it in)',
+  severity: 'error',
+  from: { path: re(layer.paths) },
+  to: { path: re(LAYERS.slice(i + 1).flatMap((l) => l.paths)) },
+}));
+
+const KNOWN = `${re(LAYERS.flatMap((l) => l.paths))}|^src/(index|testing)\\.ts$`;
+// the layers src/index.ts re-exports (all but report, demo, cli)
+const LIBRARY = LAYERS.slice(
+  0,
+  LAYERS.findIndex((l) => l.name === 'report'),
+).flatMap((l) => l.paths);
+
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      comment: 'a file-level import cycle: break it (an interface in the lower module, or a new module both import)',
+      severity: 'error',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'no-folder-cycle',
+      comment: 'a folder-level import cycle: two folders import each other (through any files)',
+      severity: 'error',
+      scope: 'folder',
+      from: {},
+      to: { circular: true },
+    },
+    ...layerRules,
+    {
+      name: 'index-imports-an-application',
+      comment: 'src/index.ts is the library API: report, demo and cli are a subpath (typelens/demo), not re-exported',
+      severity: 'error',
+      from: { path: '^src/index\\.ts$' },
+      to: { path: re(['report/', 'demo/', 'cli/']) },
+    },
+    {
+      name: 'library-imports-the-barrel',
+      comment: 'inside the library import the module itself, not src/index.ts (that makes a cycle through the barrel)',
+      severity: 'error',
+      from: { path: re(LIBRARY) },
+      to: { path: '^src/index\\.ts$' },
+    },
+    {
+      name: 'production-imports-testing',
+      comment: 'src/testing.ts is the test-only entry point: production code never imports it',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/testing\\.ts$' },
+      to: { path: '^src/testing\\.ts$' },
+    },
+    {
+      name: 'src-imports-tests',
+      comment: 'src/ never imports from test/ or bench/',
+      severity: 'error',
+      from: { path: '^src/' },
+      to: { path: '^(test|bench)/' },
+    },
+    {
+      name: 'not-in-a-layer',
+      comment: `every source file belongs to a layer (${ORDER}) or is src/index.ts / src/testing.ts: add its folder to LAYERS in .dependency-cruiser.cjs`,
+      severity: 'warn',
+      from: { path: '^src/', pathNot: KNOWN },
+      to: {},
+    },
+    {
+      name: 'node-builtin-in-browser-layer',
+      comment:
+        'tensor/ and hooks/ go into the browser build: no Node built-ins (fs, path, os, worker_threads, ...) there; ' +
+        'take them from src/platform/ (warn for now; to become an error once the tree is clean)',
+      severity: 'warn',
+      from: { path: '^src/(tensor|hooks)/' },
+      to: { dependencyTypes: ['core'] },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(dist|node_modules|native/build)/' },
+    // see `import type` too: a type-only import is still an architectural dependency
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default', 'types'],
+      extensions: ['.ts', '.mjs', '.js', '.cjs', '.d.ts'],
+    },
+    reporterOptions: {
+      text: { highlightFocused: true },
+    },
+  },
+};
