@@ -911,7 +911,7 @@ export function verify(model: HookedTransformer, tokens: TokensInput, opts: Veri
   };
   ctx.answers = answerIds(model, cached().logits, tok.shape[0], opts.answers);
   const all = [...REGISTRY, ...(opts.extraChecks ?? [])];
-  const chosen = opts.only ? all.filter((c) => opts.only!.some((p) => c.id === p || c.id.startsWith(p.endsWith('.') ? p : `${p}.`) || c.id.startsWith(p))) : all;
+  const chosen = opts.only ? all.filter((c) => opts.only!.some((p) => c.id.startsWith(p))) : all; // ids or prefixes ("hooks", "processing.fold")
   const has: Record<Capability, () => string | undefined> = {
     loader: () => (ctx.load ? undefined : 'needs a loader (opts.load / loaderFromDir) to load the checkpoint unprocessed'),
     gradients: () => (hasGradients(model) ? undefined : 'needs gradients, which typelens does not have yet (extension point: registerCheck)'),
