@@ -227,11 +227,6 @@ function outcome(t: Tally, where: Where | undefined, nTerms: number | undefined,
 }
 
 const absT = (t: Tensor) => map(t, Math.abs);
-const f64sum = (xs: Float32Array[], n: number): Float32Array => {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) { let s = 0; for (const x of xs) s += x[i]; out[i] = s; }
-  return out;
-};
 
 // ---------------------------------------------------------------- the registry
 
@@ -901,6 +896,7 @@ export function verify(model: HookedTransformer, tokens: TokensInput, opts: Veri
   const dtype = (model.weights.blocks[0]?.W_in.dtype ?? 'f32') as DType;
   const cleanups: (() => void)[] = [];
   let cachedRun = opts.cache;
+  if (opts.cache) { const c = opts.cache.cache, log = c.log; cleanups.push(() => { c.log = log; }); } // checks silence TL's info lines
   const cached = () => {
     if (!cachedRun) {
       const hooks = opts.cacheHooks ?? [];
