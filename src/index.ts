@@ -46,8 +46,9 @@ export type { SliceInput } from './hooks/slice.js';
 // analysis (TL's utils, the demo's logit-difference metric and attributions, head detection)
 import { getActName } from './hooks/names.js';
 import { testPrompt } from './analysis/utils.js';
-/** TL's transformer_lens.utils: test_prompt and get_act_name. */
-export const utils = { getActName, testPrompt };
+import { compositionScores } from './analysis/composition.js';
+/** TL's transformer_lens.utils: test_prompt, get_act_name, composition_scores. */
+export const utils = { getActName, testPrompt, compositionScores };
 export { logitsToAveLogitDiff, logitDiffDirections, residualStackToLogitDiff } from './analysis/logit-diff.js';
 export { headDetectorScores, diagonalScore } from './analysis/heads.js';
 export type { HeadScores } from './analysis/heads.js';
@@ -71,3 +72,20 @@ export type {
   PatchSetter, SetterName, PatchingMetric, PatchOptions, IndexAxis, ReadyMade, ReadyMadeName, ReadyMadeOptions,
 } from './patching/index.js';
 export type { ReadyMadeParallel } from './parallel/sweep.js';
+
+// weight space (TL's FactoredMatrix, composition scores, SVDInterpreter)
+export { FactoredMatrix } from './tensor/factored-matrix.js';
+export type { FMIndex, ComplexTensor } from './tensor/factored-matrix.js';
+export { compositionScores, allCompositionScores, qkCircuit, ovCircuit } from './analysis/composition.js';
+export type { AttnWeights } from './analysis/composition.js';
+export { SVDInterpreter } from './analysis/svd-interpreter.js';
+export type { SingularVectorType, SingularVectorOptions, SingularVectorTokens, SVDModel } from './analysis/svd-interpreter.js';
+
+// checking a checkpoint's linear-decomposition invariants (typelens verify)
+export {
+  verify, registerCheck, unregisterCheck, listChecks, loaderFromDir, loaderFromHF, formatVerifyTable, formatWhere, unitRoundoff,
+  hasGradients, FAULTS, PROCESSING_STEPS, GRADIENT_CHECK_IDS, PROBE_DELTA, DEFAULT_K,
+} from './analysis/verify.js';
+export type {
+  VerifyOptions, VerifyReport, VerifyCheck, VerifyContext, CheckResult, CheckOutcome, CheckStatus, Where, Capability, FaultName,
+} from './analysis/verify.js';

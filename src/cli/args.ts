@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { TypelensError } from '../errors.js';
+import { Tensor } from '../tensor/index.js';
 import { defaultThreads } from '../kernels/index.js';
 
 /** A usage mistake: exit code 2 with the usage text. */
@@ -43,3 +44,15 @@ export const existingModelDir = (dir: string): string => {
   if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
   return dir;
 };
+
+/** --tokens "1,2,3;4,5,6": rows of token ids, all the same length. */
+export function parseTokens(s: string): Tensor {
+  const rows = s.split(';').map((r) => r.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n)) throw new UsageError(`--tokens: "${x}" is not an integer token id`);
+    return n;
+  }));
+  if (rows.some((r) => r.length !== rows[0].length)) throw new UsageError('--tokens: every row must have the same length');
+  if (rows[0].length === 0) throw new UsageError('--tokens: no token ids given');
+  return Tensor.from(rows.flat(), [rows.length, rows[0].length]);
+}

@@ -8,10 +8,11 @@ import { Tensor } from '../tensor/index.js';
 import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
+import { runVerify, VERIFY_USAGE } from './verify.js';
 import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
 import { wasmBackend } from '../kernels/index.js';
 import { progress } from './progress.js';
-import { existingModelDir, int, need, parse, threads, UsageError } from './args.js';
+import { existingModelDir, int, need, parse, parseTokens, threads, UsageError } from './args.js';
 
 export { progress };
 
@@ -23,18 +24,8 @@ commands:
   test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
   demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N]
-  fetch-weights gpt2-small [--dir DIR] [--base-url URL]`;
-
-function parseTokens(s: string): Tensor {
-  const rows = s.split(';').map((r) => r.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
-    const n = Number(x);
-    if (!Number.isInteger(n)) throw new UsageError(`--tokens: "${x}" is not an integer token id`);
-    return n;
-  }));
-  if (rows.some((r) => r.length !== rows[0].length)) throw new UsageError('--tokens: every row must have the same length');
-  if (rows[0].length === 0) throw new UsageError('--tokens: no token ids given');
-  return Tensor.from(rows.flat(), [rows.length, rows[0].length]);
-}
+  fetch-weights gpt2-small [--dir DIR] [--base-url URL]
+${VERIFY_USAGE}`;
 
 async function cmdRun(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
@@ -119,6 +110,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'make-weights': return await cmdMakeWeights(rest);
       case 'demo': return await runDemo(rest);
       case 'fetch-weights': return await cmdFetchWeights(rest);
+      case 'verify': return await runVerify(rest);
       case undefined: case '-h': case '--help': case 'help': console.log(USAGE); return cmd === undefined ? 2 : 0;
       default: throw new UsageError(`unknown command "${cmd}"`);
     }

@@ -9,24 +9,13 @@ import { wasmBackend } from '../kernels/index.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { FAULTS, FaultName, formatVerifyTable, loaderFromDir, verify, VerifyOptions } from '../analysis/verify.js';
 import { progress } from './progress.js';
-import { need, parse, threads, UsageError } from './args.js';
+import { need, parse, parseTokens, threads, UsageError } from './args.js';
 
 export const VERIFY_USAGE = `  verify --model DIR [--prompt TEXT | --tokens "1,2,3[;4,5,6]"] [--answers " A"," B"] [--dtype f32|f16|bf16]
       [--json FILE] [--no-processing] [--only ID,ID] [--k N] [--inject-fault head-output|value-bias-fold] [--threads N]`;
 
 /** The prompt used when neither --prompt nor --tokens is given (GPT-2-vocabulary models). */
 export const DEFAULT_VERIFY_PROMPT = 'When John and Mary went to the shops, John gave the bag to';
-
-function parseTokenRows(s: string): Tensor {
-  const rows = s.split(';').map((r) => r.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
-    const n = Number(x);
-    if (!Number.isInteger(n)) throw new UsageError(`--tokens: "${x}" is not an integer token id`);
-    return n;
-  }));
-  if (rows.some((r) => r.length !== rows[0].length)) throw new UsageError('--tokens: every row must have the same length');
-  if (rows[0].length === 0) throw new UsageError('--tokens: no token ids given');
-  return Tensor.from(rows.flat(), [rows.length, rows[0].length]);
-}
 
 /** `--answers " A"," B"` (the shell hands over ` A, B`) or `--answers 123,456` (token ids). */
 function parseAnswers(s: string): [number | string, number | string] {
@@ -63,7 +52,7 @@ export async function runVerify(argv: string[]): Promise<number> {
   const fault = v['inject-fault'] as FaultName | undefined;
   if (fault !== undefined && !(fault in FAULTS)) throw new UsageError(`--inject-fault must be one of ${Object.keys(FAULTS).join(', ')}, got "${fault}"`);
   const answers = v.answers !== undefined ? parseAnswers(v.answers as string) : undefined;
-  const tokenRows = v.tokens !== undefined ? parseTokenRows(v.tokens as string) : undefined;
+  const tokenRows = v.tokens !== undefined ? parseTokens(v.tokens as string) : undefined;
   if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
 
   const model = HookedTransformer.fromDir(dir, { ...(v['no-processing'] ? NO_PROCESSING : DEFAULT_PROCESSING), dtype, onProgress: progress('loading the model') });
