@@ -4,7 +4,6 @@ import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
 import { NO_PROCESSING } from '../model/process.js';
 import { StTensorOut, writeSafetensors } from '../model/safetensors.js';
-import { Tensor } from '../tensor/index.js';
 import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
