@@ -61,7 +61,10 @@ t.test('intra-op: a hook that throws fails that forward only', async (t) => {
 
 t.test('intra-op: a helper thread that dies is retired; results stay right and nothing hangs', async (t) => {
   const be = wasmBackend()!;
-  be.setThreads(2); await be.whenReady();
+  // a helper still booting is skipped (the matmul would run serially and retire nothing): on a
+  // loaded machine starting a worker can take seconds, so wait for it generously
+  be.setThreads(2); await be.whenReady(60_000);
+  t.equal(be.threads, 2, 'the helper thread started');
   const K = 300, N = 256, M = 40;
   const a = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i)), b = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i));
   const w = be.pack(b, K, N, 'f32');
