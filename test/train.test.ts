@@ -4,7 +4,7 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HookedTransformer, Tensor, readSafetensors } from '../src/index.js';
+import { HookedTransformer, Tensor, readSafetensors, tensorF32 } from '../src/index.js';
 import { train, reverseTask, take, makeOptimizer, clipGradNorm, warmupFactor, saveCheckpoint } from '../src/train/index.js';
 import { maxAbsDiff } from './helpers.js';
 
@@ -90,6 +90,46 @@ t.test('checkpoints: HF GPT-2 layout, atomic, fromDir gives the same logits bit 
   const p = HookedTransformer.fromDir(ck);
   t.throws(() => saveCheckpoint(p, join(dir, 'p')), { code: 'ECHECKPOINT', message: /b_U/ });
   t.throws(() => train(p, [[1, 2, 3]], { batchSize: 1 }), { code: 'EPROCESSED' });
+});
+
+t.test('saving HF\'s own GPT-2 checkpoint (tiny-hf, written by transformers) gives back its tensors bit for bit', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'typelens-ckpt-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const src = 'test/fixtures/tiny-hf';
+  const m = HookedTransformer.fromDir(src, { foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false });
+  saveCheckpoint(m, join(dir, 'out'));
+  const a = readSafetensors(join(src, 'model.safetensors')), b = readSafetensors(join(dir, 'out', 'model.safetensors'));
+  const want = [...a.entries.keys()].filter((k) => !/\.attn\.(masked_)?bias$/.test(k)); // mask buffers
+  const strip = (k: string) => k.replace(/^transformer\./, '');
+  t.same([...b.entries.keys()].sort(), want.map(strip).sort(), 'same tensor names (GPT-2 hub checkpoints carry no transformer. prefix), tied: no lm_head');
+  for (const k of want) t.equal(maxAbsDiff(tensorF32(b, strip(k)), tensorF32(a, k)), 0, strip(k));
+  const cfg = JSON.parse(readFileSync(join(dir, 'out', 'config.json'), 'utf8')), orig = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
+  for (const k of ['n_layer', 'n_embd', 'n_head', 'n_positions', 'vocab_size', 'activation_function', 'layer_norm_epsilon', 'bos_token_id', 'n_inner', 'tie_word_embeddings', 'model_type']) t.same(cfg[k], orig[k], k);
+});
+
+t.test('train: array and tensor datasets, epochs, saveEvery, onStep, errors', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'typelens-train-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const data = take(reverseTask({ n: 3, alphabet: 4, seed: 2 }), 10); // 10 rows, batch 4 -> 3 steps per epoch
+  const m = HookedTransformer.fromConfig({ n_layers: 1, d_model: 8, n_heads: 2, n_ctx: 8, d_vocab: 5 }, { seed: 1 });
+  const seen: number[] = [];
+  const r = train(m, data, { batchSize: 4, numEpochs: 2, lr: 1e-2, saveEvery: 3, saveDir: dir, progress: false, onStep: (s) => { seen.push(s.epoch); } });
+  t.equal(r.steps, 6); t.same(seen, [0, 0, 0, 1, 1, 1]);
+  t.same(r.saved, [join(dir, 'step-3'), join(dir, 'step-6')]);
+  const back = HookedTransformer.fromDir(join(dir, 'step-6'), { foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false });
+  const tok = Tensor.from(data.slice(0, 2));
+  t.equal(maxAbsDiff(back.forward(tok).f32(), m.forward(tok).f32()), 0, 'the last checkpoint is the trained model');
+  // same seed, same data: same losses; a Tensor dataset is the same as its rows
+  const again = (d: number[][] | Tensor) => train(HookedTransformer.fromConfig({ n_layers: 1, d_model: 8, n_heads: 2, n_ctx: 8, d_vocab: 5 }, { seed: 1 }), d, { batchSize: 4, steps: 4, seed: 3, progress: false }).losses;
+  t.same(again(data), again(Tensor.from(data)), 'deterministic; Tensor dataset = array dataset');
+  t.equal(train(m, data, { batchSize: 2, steps: 50, progress: false, onStep: (s) => s.step < 2 }).steps, 3, 'onStep returning false stops');
+  const logs: string[] = [];
+  train(m, data, { batchSize: 5, numEpochs: 1, printEvery: 1, log: (l) => logs.push(l), progress: false });
+  t.match(logs[0], /step 1\/2 epoch 0 loss \d/);
+  t.throws(() => train(m, [[1, 2, 9]], { batchSize: 1 }), { code: 'EINPUT', message: /token 9/ });
+  t.throws(() => train(m, reverseTask({ n: 3, alphabet: 4 }), { batchSize: 1 }), { code: 'EINPUT', message: /steps/ });
+  t.throws(() => train(m, data, { batchSize: 0 }), { code: 'EINPUT' });
+  t.throws(() => train(m, data, { batchSize: 2, optimizer: 'Lion' as 'Adam' }), { code: 'EINPUT', message: /unknown optimizer/ });
 });
 
 t.test('a tiny model learns to reverse a sequence', async (t) => {

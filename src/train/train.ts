@@ -48,6 +48,12 @@ export interface TrainConfig {
   onStep?: (s: StepInfo) => void | boolean;
   /** Progress bar: a (done, total, loss) callback, or false for none (default: src/cli/progress's bar when stderr is a terminal). */
   progress?: false | ((done: number, total: number, loss: number) => void);
+  /**
+   * Parameters (TL names) left untouched. Default ['unembed.b_U']: GPT-2 (HF's GPT2LMHeadModel)
+   * has no bias on its head, so a trained b_U could not be saved as a GPT-2 checkpoint; pass []
+   * to train it as TL does (saving is then refused once b_U is non-zero).
+   */
+  freeze?: string[];
   /** Intra-op threads for the matmuls during training (WASM backend); default: as set. */
   threads?: number;
 }
@@ -134,7 +140,10 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
   const bar = c.progress === false ? undefined : c.progress ?? defaultBar();
   const losses: number[] = [], saved: string[] = [];
   const t: StepTiming = { forward: 0, backward: 0, update: 0, repack: 0, total: 0 };
-  const baseLr = c.lr ?? 1e-3, names = [...namedParameters(model).keys()];
+  const all = [...namedParameters(model).keys()], freeze = c.freeze ?? ['unembed.b_U'];
+  for (const f of freeze) if (!all.includes(f)) throw new TypelensError(`train: freeze names "${f}", which is no parameter of this model (TL names, e.g. ${all.slice(0, 3).join(', ')})`, 'EINPUT');
+  if (c.saveEvery && c.saveDir && !freeze.includes('unembed.b_U')) throw new TypelensError('train: checkpoints are GPT-2 checkpoints, whose head has no bias: keep unembed.b_U frozen (the default) when saving', 'EINPUT');
+  const baseLr = c.lr ?? 1e-3, names = all.filter((n) => !freeze.includes(n));
   const t0 = performance.now();
   try {
     for (let step = 0; step < total; step++) {
