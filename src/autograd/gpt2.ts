@@ -23,6 +23,7 @@ export function packCacheFor(model: HookedTransformer): ag.PackCache {
     const cache = c = new ag.PackCache(model.backend);
     caches.set(model, c);
     model.onDispose.push(() => cache.release());
+    model.derivedCopies.push(cache); // weight edits (setWeight, optimizers) drop the stale transposed packings
   }
   return c;
 }
@@ -106,6 +107,7 @@ export function gpt2Grad(model: HookedTransformer, tokens: Tensor, metric: (logi
     /** Return weight gradients as views of reused kernel buffers (valid until the next backward), not copies. */
     views?: boolean } = {}): Gpt2GradResult {
   const wantParams = opts.params ?? true, wantHooks = opts.hooks ?? true;
+  model.checkWeights(); // a weight edited outside the model would disagree with its packed copy
   const named = namedParameters(model);
   const firings = new Map<string, Tensor[]>();
   const hooksFor = (name: string) => (opts.bwdHooks ?? []).filter(([f]) => (typeof f === 'string' ? f === name : f(name))).map(([, fn]) => fn);

@@ -12,6 +12,10 @@ import type { StFile, StTensorOut } from './safetensors.js';
 import { decodeToken, decodeTokens, encodeText, toTokens } from './tokenizer.js';
 import { tokensOf, TokensInput } from './tokens-input.js';
 import type { Weights } from './weights.js';
+import { loadAndProcessStateDict, loadStateDict, processWeights_, setWeight, stateDict, StateDict, updateWeights } from './editing.js';
+import { paramSlots, WeightGuard, weightStorage } from './params.js';
+import { DEFAULT_PROCESSING, ProcessingOptions } from './process.js';
+import { initWeights, InitOptions } from './init.js';
 
 export type { LoadOptions } from './load.js';
 export type { TokensInput } from './tokens-input.js';
@@ -41,6 +45,14 @@ export interface ModelOptions {
   packed?: PackedModel;
 }
 
+/** An unguarded view of a parameter (reading it does not mark it exposed: copies are made from it). */
+const raw = (t: Tensor): Tensor => new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype);
+const processingOf = (o: ProcessingOptions): Required<ProcessingOptions> => {
+  const r = { ...DEFAULT_PROCESSING };
+  for (const k of Object.keys(r) as (keyof ProcessingOptions)[]) if (o[k] !== undefined) r[k] = !!o[k];
+  return r;
+};
+
 /** GPT-2-shaped transformer with TransformerLens's hook points, names and numbers. */
 export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions> {
   readonly backend: Backend;
@@ -54,6 +66,16 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   private readonly host: LayerOps<Tensor>;
   /** Run at dispose (worker pools attached to this model shut down with it). */
   onDispose: (() => void)[] = [];
+  /** Storage dtype of the matrices (activations are always f32). */
+  readonly dtype: DType;
+  /** Detects direct writes into parameters that have derived copies (see params.ts). */
+  readonly weightGuard = new WeightGuard();
+  /** Bumped by every write through the model (setWeight, loadStateDict, ...): worker pools built before refuse to run. */
+  weightsVersion = 0;
+  /** Caches derived from weights (e.g. the gradients' transposed packings), told when a weight changes. */
+  readonly derivedCopies: { invalidate(leaf?: Tensor): void }[] = [];
+  /** The TL processing applied to the weights when known (null: built from weights of unknown history). */
+  processing: Required<ProcessingOptions> | null = null;
 
   constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: ModelOptions = {}) {
     super();
@@ -61,12 +83,15 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     this.cacheBudgetBytes = opts.cacheBudgetBytes ?? this.cacheBudgetBytes;
     this.attnMatmulMinPos = opts.attnMatmulMinPos ?? 32;
     this.ownsPacked = !opts.packed;
+    this.dtype = opts.packed ? opts.packed.WU.dtype : opts.dtype ?? 'f32';
     if (opts.packed) this.packed = opts.packed;
     else {
-      this.packed = packWeights(this.backend, cfg, weights, opts.dtype ?? 'f32', opts.onProgress);
+      this.packed = packWeights(this.backend, cfg, weights, this.dtype, opts.onProgress);
       // embeddings move into the kernels' shared memory, so that worker replicas read them in place
       const shared = this.backend.sharedMemory;
       if (shared) this.sharedEmbeds = shareEmbeddings(shared, weights);
+      // W_E and W_pos are read in place by every path (no derived copy): direct edits take effect
+      for (const s of paramSlots(cfg, weights, this.packed)) if (s.key !== 'W_E' && s.key !== 'W_pos') this.weightGuard.watch(s.name, (s.owner as unknown as Record<string, Tensor>)[s.key]);
     }
     this.host = hostOps({ cfg, backend: this.backend, fire: (n, t) => this.fire(n, t), attnMatmulMinPos: this.attnMatmulMinPos });
     this.setupHooks(cfg.n_layers);
@@ -75,13 +100,28 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   /** Load a GPT-2-shaped HF checkpoint folder (config.json + model.safetensors). */
   static fromDir(dir: string, opts: LoadOptions = {}): HookedTransformer {
     const { cfg, weights, onProgress } = loadDir(dir, opts);
-    return new HookedTransformer(cfg, weights, { ...opts, onProgress });
+    const m = new HookedTransformer(cfg, weights, { ...opts, onProgress });
+    m.processing = processingOf(opts);
+    return m;
   }
 
   /** Build from HF-layout tensors already in memory (generated models, tests). */
   static fromHFTensors(hf: Record<string, unknown>, tensors: Record<string, StTensorOut> | StFile, opts: LoadOptions = {}): HookedTransformer {
     const { cfg, weights } = loadHFTensors(hf, tensors, opts);
-    return new HookedTransformer(cfg, weights, opts);
+    const m = new HookedTransformer(cfg, weights, opts);
+    m.processing = processingOf(opts);
+    return m;
+  }
+
+  /**
+   * A freshly initialised model from a config (TL's HookedTransformer(cfg) with init_weights):
+   * GPT-2's initialisation, seeded, unprocessed (what train() needs). See init.ts.
+   */
+  static fromConfig(cfg: Partial<ModelConfig> & Pick<ModelConfig, 'n_layers' | 'd_model' | 'n_ctx' | 'd_vocab'>, opts: ModelOptions & InitOptions = {}): HookedTransformer {
+    const { cfg: full, weights } = initWeights(cfg, opts);
+    const m = new HookedTransformer(full, weights, opts);
+    m.processing = { foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false, refactorFactoredAttnMatrices: false };
+    return m;
   }
 
   /** TL's from_pretrained: reads weights/<name>/ (or $TYPELENS_WEIGHTS, or opts.dir). */
@@ -122,7 +162,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
   /** Columns of W_U for tokens: one id -> [M]; [N] -> [N, M]; [B, 2] -> [B, 2, M]. */
   tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor {
-    const WU = this.W_U;
+    const WU = raw(this.weights.W_U); // read-only use: does not mark W_U exposed (params.ts)
     if (typeof tokens === 'string') tokens = this.toSingleToken(tokens);
     if (typeof tokens === 'number') return embedding(WU.T, [tokens], [], 'token').reshape([this.cfg.d_model]);
     const t = tokens instanceof Tensor ? tokens : Tensor.from(tokens, [tokens.length]);
@@ -134,6 +174,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   /** The model's logits [B, P, V] (or the residual stream when stopAtLayer is given). */
   override forward(input: TokensInput, opts: RunOptions = {}): Tensor {
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
+    this.weightGuard.check();
     const { d_model: M, n_layers: L } = this.cfg;
     let resid: Tensor, start = 0;
     if (opts.startAtLayer == null) {
@@ -170,7 +211,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   get W_pos(): Tensor { return this.weights.W_pos; }
   get W_U(): Tensor { return this.weights.W_U; }
   get b_U(): Tensor { return this.weights.b_U; }
-  private stacked(k: keyof Weights['blocks'][number]): Tensor { return stack(this.weights.blocks.map((b) => b[k] as Tensor)); }
+  private stacked(k: keyof Weights['blocks'][number]): Tensor { return stack(this.weights.blocks.map((b) => raw(b[k] as Tensor))); }
   get W_Q(): Tensor { return this.stacked('W_Q'); }
   get W_K(): Tensor { return this.stacked('W_K'); }
   get W_V(): Tensor { return this.stacked('W_V'); }
@@ -193,6 +234,27 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     }
     if (mlpInput) { const bO = this.weights.blocks[layer].b_O.f32(); for (let m = 0; m < out.length; m++) out[m] += bO[m]; }
     return new Tensor(out, [this.cfg.d_model]);
+  }
+
+  // ---------- editing weights (TL's state-dict API; see editing.ts and params.ts) ----------
+  /** Replace one parameter (TL name, e.g. 'blocks.0.mlp.W_out'), shape-checked; repacks it. Returns whether anything changed. */
+  setWeight(name: string, value: Tensor): boolean { return setWeight(this, name, value); }
+  /** Let `fn` write the named parameters' own f32 storage in place (optimizers), then remake their derived copies. */
+  updateWeights(names: Iterable<string>, fn: (name: string, data: Float32Array) => void): void { updateWeights(this, names, fn); }
+  /** TL's state_dict: every parameter under its TL name (f32 copies). */
+  stateDict(): Record<string, Tensor> { return stateDict(this); }
+  /** TL's load_state_dict (strict by default); repacks only the parameters whose values changed. */
+  loadStateDict(dict: StateDict, opts: { strict?: boolean } = {}): { changed: string[] } { return loadStateDict(this, dict, opts); }
+  /** TL's load_and_process_state_dict: overlay `dict`, apply TL's processing (from_pretrained's defaults), load. */
+  loadAndProcessStateDict(dict: StateDict, opts: ProcessingOptions = {}): { changed: string[] } { return loadAndProcessStateDict(this, dict, opts); }
+  /** TL's process_weights_: process the model's own weights in place (from_pretrained's defaults). */
+  processWeights_(opts: ProcessingOptions = {}): { changed: string[] } { return processWeights_(this, opts); }
+  /** Throw (naming the weight) if a parameter with derived copies was written outside the model since it last wrote it. */
+  checkWeights(): void { this.weightGuard.check(); }
+  /** @internal */
+  assertUsable(): void {
+    if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
+    if (!this.ownsPacked) throw new TypelensError('a worker replica\'s weights belong to the main thread\'s model: edit them there', 'EREPLICA');
   }
 
   /** Give the packed weights back to the kernel memory. */

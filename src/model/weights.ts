@@ -29,12 +29,12 @@ export interface Weights {
  * carry a `transformer.` prefix; attention mask buffers are ignored. Missing or misshapen
  * tensors are reported by name.
  */
-export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite?: boolean } = {}): Weights {
+export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite?: boolean; untiedHead?: boolean } = {}): Weights {
   const { n_layers: L, d_model: M, n_heads: H, d_head: D, d_mlp: F, n_ctx: C, d_vocab: V } = cfg;
   const prefix = st.entries.has('wte.weight') ? '' : st.entries.has('transformer.wte.weight') ? 'transformer.' : null;
   if (prefix === null) throw new TypelensError(`${st.path}: no "wte.weight" (or "transformer.wte.weight"): not a GPT-2 checkpoint`, 'EMISSING');
   const get = (name: string, shape: number[]): Float32Array => {
-    const full = prefix + name;
+    const full = name === 'lm_head.weight' ? name : prefix + name; // the head sits beside `transformer.`, never under it
     const e = st.entries.get(full);
     if (!e) throw new TypelensError(`${st.path}: missing tensor "${full}"`, 'EMISSING');
     const ok = sameShape(e.shape, shape);
@@ -82,6 +82,7 @@ export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite
   return {
     W_E: T(wte, [V, M]), W_pos: T(Float32Array.from(wpe), [C, M]), blocks,
     ln_final_w: T(get('ln_f.weight', [M]), [M]), ln_final_b: T(get('ln_f.bias', [M]), [M]),
-    W_U: T(wte, [V, M]).T.contiguous(), b_U: Tensor.zeros([V]),
+    // tie_word_embeddings: false (e.g. a typelens-trained model whose W_U trained apart from W_E): lm_head.weight [V, M]
+    W_U: T(opts.untiedHead ? get('lm_head.weight', [V, M]) : wte, [V, M]).T.contiguous(), b_U: Tensor.zeros([V]),
   };
 }

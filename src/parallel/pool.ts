@@ -19,8 +19,11 @@ export class ForwardPool {
   private scratch: number[];
   private closed = false;
   private slots: Int32Array;
+  /** The model's weightsVersion the workers were built from. */
+  private readonly weightsVersion: number;
 
   private constructor(readonly model: HookedTransformer, readonly threads: number, scratchBytes: number, private readonly shared: SharedMemory) {
+    this.weightsVersion = model.weightsVersion;
     const nslots = threads + 4; // spare regions for workers that replace dead ones
     this.scratch = Array.from({ length: nslots }, () => shared.alloc(scratchBytes));
     const slots = new SharedArrayBuffer(4 * nslots);
@@ -58,6 +61,8 @@ export class ForwardPool {
   /** One forward pass in a worker. Errors (a throwing or dying worker) come back as TypelensError. */
   async run(task: Omit<ForwardTask, 'kind'> & { kind?: ForwardTask['kind'] }): Promise<ForwardResult> {
     if (this.closed) throw new TypelensError('this worker pool was closed (model disposed?)', 'EDISPOSED');
+    this.model.checkWeights();
+    if (this.model.weightsVersion !== this.weightsVersion) throw new TypelensError('the model\'s weights were changed (setWeight / loadStateDict / training) after this worker pool was made: its workers hold the old ones; destroy it and create a new pool', 'ESTALE');
     // hooks are closures on this thread: a worker's forward cannot run them, and silently leaving
     // them out would give other numbers than model.forward
     if (this.model.hasHooks()) throw new TypelensError('the model has hooks attached (closures on the main thread), which worker forwards cannot run: remove them (resetHooks) or run on the main thread', 'EHOOK');

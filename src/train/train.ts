@@ -1,0 +1,193 @@
+// TransformerLens's transformer_lens.train, for GPT-2-shaped HookedTransformers.
+//
+// TL's loop (train.py): for each epoch, for each batch: loss = model(tokens, return_type="loss")
+// (lm_cross_entropy_loss, mean over batch and positions); loss.backward(); clip_grad_norm_ when
+// max_grad_norm is set; optimizer.step(); scheduler.step() when warmup_steps > 0 (LambdaLR,
+// min(1, step / warmup_steps)); save every save_every steps; print every print_every steps;
+// stop at max_steps. Here: gradients from gpt2Grad (the autograd tape), the optimizer writes the
+// model's own storage through model.updateWeights (which repacks the changed matrices), and a
+// progress bar shows the loss.
+import { gpt2Grad, namedParameters } from '../autograd/gpt2.js';
+import { ag } from '../autograd/index.js';
+import { TypelensError } from '../errors.js';
+import type { HookedTransformer } from '../model/hooked-transformer.js';
+import { rng } from '../model/make-weights.js';
+import { Tensor } from '../tensor/index.js';
+import { saveCheckpoint } from './checkpoint.js';
+import type { TokenGenerator } from './data.js';
+import { clipGradNorm, makeOptimizer, OptimizerName, warmupFactor } from './optim.js';
+
+export interface TrainConfig {
+  /** Learning rate (TL's default 1e-3). */
+  lr?: number;
+  batchSize: number;
+  /** Passes over an array dataset (TL's num_epochs); with a generator, use `steps`. */
+  numEpochs?: number;
+  /** Stop after this many optimizer steps (TL's max_steps); required for a generator. */
+  steps?: number;
+  optimizer?: OptimizerName;
+  /** SGD momentum (TL's momentum, default 0). */
+  momentum?: number;
+  /** Adam/SGD: L2; AdamW: decoupled (default 0.01, torch's). */
+  weightDecay?: number;
+  betas?: [number, number];
+  eps?: number;
+  /** Clip the global gradient norm to this (torch's clip_grad_norm_). */
+  maxGradNorm?: number;
+  /** Linear warmup over this many steps, TL's schedule (the first step has lr 0). */
+  warmupSteps?: number;
+  /** Seeds the shuffling of an array dataset (TL's seed). */
+  seed?: number;
+  /** Save a checkpoint every this many steps into saveDir/step-N (HF GPT-2 layout). */
+  saveEvery?: number;
+  saveDir?: string;
+  /** Call `log` with the loss every this many steps (TL prints). */
+  printEvery?: number;
+  log?: (line: string) => void;
+  /** Called after every step; returning false stops training. */
+  onStep?: (s: StepInfo) => void | boolean;
+  /** Progress bar: a (done, total, loss) callback, or false for none (default: src/cli/progress's bar when stderr is a terminal). */
+  progress?: false | ((done: number, total: number, loss: number) => void);
+  /**
+   * Parameters (TL names) left untouched. Default ['unembed.b_U']: GPT-2 (HF's GPT2LMHeadModel)
+   * has no bias on its head, so a trained b_U could not be saved as a GPT-2 checkpoint; pass []
+   * to train it as TL does (saving is then refused once b_U is non-zero).
+   */
+  freeze?: string[];
+  /** Intra-op threads for the matmuls during training (WASM backend); default: as set. */
+  threads?: number;
+}
+
+export interface StepInfo { step: number; epoch: number; loss: number; lr: number; gradNorm?: number }
+
+/** Milliseconds per step, by phase. */
+export interface StepTiming { forward: number; backward: number; update: number; repack: number; total: number }
+
+export interface TrainResult {
+  /** Loss of every step (before its update). */
+  losses: number[];
+  steps: number;
+  /** Mean time per step by phase. */
+  timing: StepTiming;
+  stepsPerSecond: number;
+  /** Checkpoint folders written. */
+  saved: string[];
+}
+
+export type Dataset = number[][] | Tensor | TokenGenerator;
+
+const isGen = (d: Dataset): d is TokenGenerator => !(d instanceof Tensor) && !Array.isArray(d);
+
+/** Train `model` in place on `dataset` (token sequences of equal length). See TrainConfig. */
+export function train(model: HookedTransformer, dataset: Dataset, config: TrainConfig): TrainResult {
+  const c = config;
+  const B = c.batchSize;
+  if (!Number.isInteger(B) || B < 1) throw new TypelensError(`batchSize must be a positive integer, got ${B}`, 'EINPUT');
+  if (model.cfg.normalization_type !== 'LN' || (model.processing && Object.values(model.processing).some(Boolean))) {
+    throw new TypelensError('train: the model\'s weights are processed (folded LN / centred / value biases folded): train an unprocessed model ' +
+      '(HookedTransformer.fromConfig, or a loader with NO_PROCESSING), as TL trains before processing', 'EPROCESSED');
+  }
+  if (model.dtype !== 'f32') throw new TypelensError(`train: the model stores its weights as ${model.dtype}; training needs f32`, 'EDTYPE');
+  // ---- batches
+  let rows: number[][] | null = null;
+  if (dataset instanceof Tensor) {
+    if (dataset.ndim !== 2) throw new TypelensError(`train: a token tensor must be [N, P], got [${dataset.shape.join(', ')}]`, 'ESHAPE');
+    const d = dataset.f32(), P = dataset.shape[1];
+    rows = Array.from({ length: dataset.shape[0] }, (_, i) => Array.from(d.subarray(i * P, (i + 1) * P)));
+  } else if (!isGen(dataset)) rows = dataset;
+  const gen = isGen(dataset) ? dataset : null;
+  if (rows && !rows.length) throw new TypelensError('train: empty dataset', 'EINPUT');
+  const P = gen ? gen.seqLen : rows![0].length;
+  if (P < 2 || P > model.cfg.n_ctx) throw new TypelensError(`train: sequences of ${P} tokens (need 2..n_ctx=${model.cfg.n_ctx})`, 'EINPUT');
+  const V = model.cfg.d_vocab;
+  const perEpoch = rows ? Math.ceil(rows.length / B) : Infinity;
+  let total: number;
+  if (c.steps !== undefined) {
+    if (!Number.isInteger(c.steps) || c.steps < 1) throw new TypelensError(`steps must be a positive integer, got ${c.steps}`, 'EINPUT');
+    total = rows ? Math.min(c.steps, perEpoch * (c.numEpochs ?? Infinity)) : c.steps;
+  } else if (rows) total = perEpoch * (c.numEpochs ?? 1);
+  else throw new TypelensError('train: a generator dataset needs `steps`', 'EINPUT');
+  const r = rng(c.seed ?? 0);
+  let order: number[] = [];
+  const shuffle = () => { order = rows!.map((_, i) => i); for (let i = order.length - 1; i > 0; i--) { const j = Math.floor(r.uniform() * (i + 1)); [order[i], order[j]] = [order[j], order[i]]; } };
+  const batchAt = (step: number): Tensor => {
+    let seqs: number[][];
+    if (gen) seqs = Array.from({ length: B }, () => gen.next());
+    else {
+      const k = step % perEpoch;
+      if (k === 0) shuffle();
+      seqs = order.slice(k * B, (k + 1) * B).map((i) => rows![i]);
+    }
+    const flat = new Float32Array(seqs.length * P);
+    seqs.forEach((s, i) => {
+      if (s.length !== P) throw new TypelensError(`train: sequences must all have ${P} tokens, got one of ${s.length}`, 'ESHAPE');
+      for (let j = 0; j < P; j++) {
+        const v = s[j];
+        if (!Number.isInteger(v) || v < 0 || v >= V) throw new TypelensError(`train: token ${v} outside the vocabulary [0, ${V})`, 'EINPUT');
+        flat[i * P + j] = v;
+      }
+    });
+    return new Tensor(flat, [seqs.length, P]);
+  };
+  // ---- optimizer, threads
+  const opt = makeOptimizer(c.optimizer ?? 'Adam', { lr: c.lr ?? 1e-3, weightDecay: c.weightDecay, momentum: c.momentum, betas: c.betas, eps: c.eps });
+  const be = model.backend as { threads?: number; setThreads?: (n: number) => void };
+  const prevThreads = be.threads;
+  if (c.threads !== undefined) {
+    if (!be.setThreads) throw new TypelensError(`train: the ${model.backend.name} backend has no intra-op threads`, 'EINPUT');
+    be.setThreads(c.threads);
+  }
+  const bar = c.progress === false ? undefined : c.progress ?? defaultBar();
+  const losses: number[] = [], saved: string[] = [];
+  const t: StepTiming = { forward: 0, backward: 0, update: 0, repack: 0, total: 0 };
+  const all = [...namedParameters(model).keys()], freeze = c.freeze ?? ['unembed.b_U'];
+  for (const f of freeze) if (!all.includes(f)) throw new TypelensError(`train: freeze names "${f}", which is no parameter of this model (TL names, e.g. ${all.slice(0, 3).join(', ')})`, 'EINPUT');
+  if (c.saveEvery && c.saveDir && !freeze.includes('unembed.b_U')) throw new TypelensError('train: checkpoints are GPT-2 checkpoints, whose head has no bias: keep unembed.b_U frozen (the default) when saving', 'EINPUT');
+  const baseLr = c.lr ?? 1e-3, names = all.filter((n) => !freeze.includes(n));
+  const t0 = performance.now();
+  try {
+    for (let step = 0; step < total; step++) {
+      const tokens = batchAt(step);
+      const s0 = performance.now();
+      let s1 = 0;
+      const res = gpt2Grad(model, tokens, (logits) => { s1 = performance.now(); return ag.lmCrossEntropyLoss(logits, tokens); }, { hooks: false, views: true });
+      const s2 = performance.now();
+      const grads = res.params;
+      const gradNorm = c.maxGradNorm !== undefined ? clipGradNorm([...grads.values()].map((g) => g.f32()), c.maxGradNorm) : undefined;
+      const lr = baseLr * warmupFactor(step, c.warmupSteps ?? 0);
+      opt.beginStep();
+      let inFn = 0;
+      model.updateWeights(names, (name, data) => { const u = performance.now(); opt.update(name, data, grads.get(name)!.f32(), lr); inFn += performance.now() - u; });
+      const s3 = performance.now();
+      t.forward += s1 - s0; t.backward += s2 - s1; t.update += inFn; t.repack += s3 - s2 - inFn;
+      losses.push(res.value);
+      const epoch = rows ? Math.floor(step / perEpoch) : 0;
+      bar?.(step + 1, total, res.value);
+      if (c.printEvery && (step + 1) % c.printEvery === 0) (c.log ?? console.log)(`step ${step + 1}/${total} epoch ${epoch} loss ${res.value.toFixed(4)} lr ${lr.toExponential(2)}`);
+      if (c.saveEvery && c.saveDir && (step + 1) % c.saveEvery === 0) {
+        const dir = `${c.saveDir}/step-${step + 1}`;
+        saveCheckpoint(model, dir, { step: String(step + 1), loss: String(res.value) });
+        saved.push(dir);
+      }
+      if (c.onStep?.({ step, epoch, loss: res.value, lr, gradNorm }) === false) { total = step + 1; break; }
+    }
+  } finally {
+    if (c.threads !== undefined && prevThreads !== undefined) be.setThreads!(prevThreads);
+  }
+  const n = losses.length, wall = performance.now() - t0;
+  const timing: StepTiming = { forward: t.forward / n, backward: t.backward / n, update: t.update / n, repack: t.repack / n, total: wall / n };
+  return { losses, steps: n, timing, stepsPerSecond: n / (wall / 1000), saved };
+}
+
+/** A terminal progress bar with the loss (silent when stderr is not a terminal). */
+function defaultBar(): ((done: number, total: number, loss: number) => void) | undefined {
+  if (typeof process === 'undefined' || !process.stderr?.isTTY) return undefined;
+  let last = 0;
+  return (done, total, loss) => {
+    const now = Date.now();
+    if (done < total && now - last < 100) return;
+    last = now;
+    const w = 30, f = Math.round((done / total) * w);
+    process.stderr.write(`\rtrain [${'█'.repeat(f)}${'░'.repeat(w - f)}] ${done}/${total} loss ${loss.toFixed(4)}${done >= total ? '\n' : ''}`);
+  };
+}
