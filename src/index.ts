@@ -89,3 +89,14 @@ export {
 export type {
   VerifyOptions, VerifyReport, VerifyCheck, VerifyContext, CheckResult, CheckOutcome, CheckStatus, Where, Capability, FaultName,
 } from './analysis/verify.js';
+
+// editing weights and training (TL's state dict, process_weights_, transformer_lens.train)
+export {
+  train, makeOptimizer, clipGradNorm, warmupFactor, reverseTask, copyTask, repeatedTokens, take, saveCheckpoint, toHFTensors, hfConfigOf,
+} from './train/index.js';
+export type {
+  TrainConfig, TrainResult, StepInfo, StepTiming, Dataset, Optimizer, OptimizerName, OptimizerOptions, TokenGenerator,
+} from './train/index.js';
+export { weightStorage, fingerprint } from './model/params.js';
+export type { StateDict } from './model/editing.js';
+export type { InitOptions } from './model/init.js';
