@@ -32,8 +32,11 @@ export function testPrompt(prompt: string, answer: string, model: HookedTransfor
   const answerStr = model.toStrTokens(answer, { prependBos: false });
   const logits = model.forward(Tensor.from(tokens, [1, tokens.length]));
   const V = model.cfg.d_vocab;
-  out(`Tokenized prompt: ${pyList(promptStr)}`);
-  out(`Tokenized answer: ${pyList(answerStr)}`);
+  // TL's test_prompt prints the tokenized prompt and answer only under print_details
+  if (printDetails) {
+    out(`Tokenized prompt: ${pyList(promptStr)}`);
+    out(`Tokenized answer: ${pyList(answerStr)}`);
+  }
   const ranks: [string, number][] = [];
   for (let i = 0; i < answerTokens.length; i++) {
     const pos = promptTokens.length - 1 + i;

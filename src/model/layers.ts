@@ -2,7 +2,7 @@
 // them on tensors with hooks, a backend's device path on device buffers. Shapes: B batch,
 // P positions, M d_model, H heads, D d_head, F d_mlp, V d_vocab.
 import type { LayerOps, PackedWeight } from '../kernels/index.js';
-import type { LnParams } from '../kernels/layer-ops.js';
+import type { AttnOptions, LnParams } from '../kernels/layer-ops.js';
 import { add, embedding, Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import type { PackedBlock } from './packed.js';
@@ -12,16 +12,27 @@ import type { BlockWeights, Weights } from './weights.js';
 const lnParams = (cfg: ModelConfig, w?: Tensor, b?: Tensor): LnParams | undefined =>
   (cfg.normalization_type === 'LN' && w && b ? { w, b } : undefined);
 
-/** tokens [B, P] -> resid [B, P, M] = hook_embed(W_E[tokens]) + hook_pos_embed(W_pos[:P]). Host only. */
-export function embed(fire: (name: string, t: Tensor) => Tensor, W: Weights, tokens: Tensor): Tensor {
+/**
+ * tokens [B, P] -> resid [B, P, M] = hook_embed(W_E[tokens]) + hook_pos_embed(W_pos[:P]). Host only.
+ * `positions` (padding or a KV cache): row b's position ids [B * P] and, where `pad` is 0, a zero
+ * positional embedding (TL's PosEmbed.forward with an attention mask).
+ */
+export function embed(fire: (name: string, t: Tensor) => Tensor, W: Weights, tokens: Tensor, positions?: { ids: Int32Array; pad?: Float32Array }): Tensor {
   const [B, P] = tokens.shape, M = W.W_E.shape[1];
   const e = fire('hook_embed', embedding(W.W_E, tokens));
-  const pos = fire('hook_pos_embed', W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone());
+  let posEmbed: Tensor;
+  if (!positions) posEmbed = W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone();
+  else {
+    const src = W.W_pos.contiguous().f32(), out = new Float32Array(B * P * M);
+    for (let r = 0; r < B * P; r++) if (!positions.pad || positions.pad[r] !== 0) out.set(src.subarray(positions.ids[r] * M, (positions.ids[r] + 1) * M), r * M);
+    posEmbed = new Tensor(out, [B, P, M]);
+  }
+  const pos = fire('hook_pos_embed', posEmbed);
   return add(e, pos);
 }
 
 /** resid_pre [B, P, M] -> attn_out [B, P, M]: ln1, q/k/v [B, P, H, D], causal attention, W_O. */
-export function attention<X>(ops: LayerOps<X>, cfg: ModelConfig, l: number, blk: BlockWeights, pk: PackedBlock, residPre: X, B: number, P: number): X {
+export function attention<X>(ops: LayerOps<X>, cfg: ModelConfig, l: number, blk: BlockWeights, pk: PackedBlock, residPre: X, B: number, P: number, attnOpts?: AttnOptions): X {
   const { d_model: M, n_heads: H, d_head: D } = cfg, pre = `blocks.${l}.`, ln = lnParams(cfg, blk.ln1_w, blk.ln1_b);
   // ln1 runs once per q/k/v input, as in TL (its hooks fire three times)
   const xq = ops.layerNorm(pre + 'ln1', residPre, ln);
@@ -30,7 +41,7 @@ export function attention<X>(ops: LayerOps<X>, cfg: ModelConfig, l: number, blk:
   const q = ops.linear(pre + 'attn.hook_q', xq, pk.WQ, blk.b_Q, [B, P, H, D]);
   const k = ops.linear(pre + 'attn.hook_k', xk, pk.WK, blk.b_K, [B, P, H, D]);
   const v = ops.linear(pre + 'attn.hook_v', xv, pk.WV, blk.b_V, [B, P, H, D]);
-  const z = ops.attention(pre + 'attn', q, k, v);
+  const z = attnOpts ? ops.attention(pre + 'attn', q, k, v, attnOpts) : ops.attention(pre + 'attn', q, k, v);
   return ops.linear(pre + 'hook_attn_out', z, pk.WO, blk.b_O, [B, P, M]);
 }
 
@@ -44,10 +55,10 @@ export function mlp<X>(ops: LayerOps<X>, cfg: ModelConfig, l: number, blk: Block
 }
 
 /** resid [B, P, M] -> resid [B, P, M]: one transformer block (TL's TransformerBlock). */
-export function transformerBlock<X>(ops: LayerOps<X>, cfg: ModelConfig, l: number, blk: BlockWeights, pk: PackedBlock, resid: X, B: number, P: number): X {
+export function transformerBlock<X>(ops: LayerOps<X>, cfg: ModelConfig, l: number, blk: BlockWeights, pk: PackedBlock, resid: X, B: number, P: number, attnOpts?: AttnOptions): X {
   const pre = `blocks.${l}.`;
   const residPre = ops.hook(pre + 'hook_resid_pre', resid);
-  const residMid = ops.add(pre + 'hook_resid_mid', residPre, attention(ops, cfg, l, blk, pk, residPre, B, P));
+  const residMid = ops.add(pre + 'hook_resid_mid', residPre, attention(ops, cfg, l, blk, pk, residPre, B, P, attnOpts));
   return ops.add(pre + 'hook_resid_post', residMid, mlp(ops, cfg, l, blk, pk, residMid, B, P));
 }
 

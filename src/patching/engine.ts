@@ -57,10 +57,30 @@ export const batchSizeFor = (opts: PatchOptions, rows: number): number => {
 export const chunk = (x: Tensor, j: number, k: number): Tensor => { const b = x.shape[0] / k; return k === 1 ? x : x.slice(0, j * b, (j + 1) * b); };
 
 export function checkClean(name: string, clean: Tensor, act: { shape: readonly number[] }): void {
-  if (!sameShape(act.shape, clean.shape)) {
+  // TL's setters assign clean[..] into corrupted[..] with torch broadcasting: a clean run of
+  // batch 1 patches every row of a corrupted batch (one clean prompt against many corruptions).
+  const broadcasts = clean.shape[0] === 1 && sameShape(act.shape.slice(1), clean.shape.slice(1));
+  if (!sameShape(act.shape, clean.shape) && !broadcasts) {
     throw new TypelensError(`clean activation ${name} is [${clean.shape.join(', ')}] but the corrupted run's is [${act.shape.join(', ')}]: ` +
-      'clean and corrupted inputs must have the same batch size and length', 'ESHAPE');
+      'clean and corrupted inputs must have the same length, and the same batch size or a clean batch of 1', 'ESHAPE');
   }
+}
+
+/** The clean activation at the corrupted one's shape (a batch of 1 broadcast over the batch). */
+export const broadcastClean = (clean: Tensor, act: Tensor): Tensor =>
+  (clean.shape[0] === act.shape[0] ? clean : clean.expand(act.shape as number[]));
+
+/**
+ * Apply a setter to `part` (a view into the hooked activation). TL's generic_activation_patch
+ * uses what the setter returns (`patched = patch_setter(corrupted, index, clean); return patched`):
+ * a setter that builds a new tensor instead of writing in place is honoured by copying its result in.
+ */
+export function applySetter(setter: PatchSetter, part: Tensor, idx: readonly number[], clean: Tensor, name: string): void {
+  checkClean(name, clean, part);
+  const r = setter(part, idx, broadcastClean(clean, part));
+  if (r == null || r === part) return;
+  if (!sameShape(r.shape, part.shape)) throw new TypelensError(`patch setter on ${name} returned shape [${r.shape.join(', ')}], expected [${part.shape.join(', ')}]`, 'ESHAPE');
+  part.assign(r);
 }
 
 /**
@@ -72,7 +92,7 @@ export function batchedPatch(input: Tensor, setter: PatchSetter, indices: readon
   return {
     input: k === 1 ? input : cat(Array.from({ length: k }, () => input), 0),
     hook: (act) => {
-      indices.forEach((idx, j) => { const part = chunk(act, j, k); checkClean(name, clean, part); setter(part, idx, clean); });
+      indices.forEach((idx, j) => applySetter(setter, chunk(act, j, k), idx, clean, name));
       return act;
     },
   };
