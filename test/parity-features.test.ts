@@ -2,7 +2,7 @@
 // loss vs a float64 log-softmax, KV-cache generation vs full recompute, seeded sampling.
 import t from 'tap';
 import fc from 'fast-check';
-import { HookedTransformer, randomGPT2, hfConfig, Tensor } from '../src/index.js';
+import { HookedTransformer, randomGPT2, hfConfig, Tensor, ForwardPool, patching } from '../src/index.js';
 import { HookedTransformerKeyValueCache } from '../src/model/hooked-transformer.js';
 import { lmCrossEntropyLoss, lmAccuracy } from '../src/model/loss.js';
 import { getAttentionMask } from '../src/model/padding.js';
@@ -145,5 +145,27 @@ t.test('getTokenPosition, allHeadLabels, W_E_pos', async (t) => {
   t.throws(() => m.getTokenPosition(7, [29, 5]), /does not occur/, 'absent token');
   t.same(m.allHeadLabels, ['L0H0', 'L0H1', 'L1H0', 'L1H1'], 'labels');
   t.same(m.W_E_pos.shape, [30 + 16, 8], 'W_E_pos shape');
+  m.dispose();
+});
+
+t.test('masks reach runWithCache, the patching engine and the worker pool', async (t) => {
+  const c = { n_layer: 2, n_head: 2, d_head: 4, vocab_size: 20, seed: 5, lens: [5], left: true };
+  const m = sharp(c), pad = 19;
+  const tok = Tensor.from([[pad, pad, pad, 3, 4], [pad, 7, 7, 8, 1]]);
+  const mask = Tensor.from([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]);
+  const { cache } = m.runWithCache(tok, { paddingSide: 'left' });
+  t.equal(cache.get('blocks.0.attn.hook_pattern').get(0, 0, 4, 0), 0, 'runWithCache: a pad key gets no attention');
+  const metric = (l: Tensor) => l.get(0, l.shape[1] - 1, 2);
+  const want = metric(m.forward(tok, { attentionMask: mask }));
+  t.not(Math.abs(want - metric(m.forward(tok))) < 1e-6, true, 'the mask changes the metric');
+  const out = patching.getActPatchResidPre(m, tok, cache, metric, { attentionMask: mask });
+  t.ok(out.f32().every((v) => Math.abs(v - want) < 1e-5), 'serial patching (identity patch) runs with the mask');
+  const pool = await ForwardPool.create(m, { threads: 2 });
+  try {
+    const par = await patching.parallel.getActPatchResidPre(pool, tok, cache, metric, { paddingSide: 'left' });
+    t.ok(par.f32().every((v) => Math.abs(v - want) < 1e-5), 'pool patching builds the left-padding mask');
+    const { logits } = await pool.runBatch(tok, { attentionMask: mask });
+    t.ok(allClose(logits.f32(), m.forward(tok, { attentionMask: mask }).f32(), 0, 1e-6), 'pool runBatch takes a mask');
+  } finally { await pool.destroy(); }
   m.dispose();
 });

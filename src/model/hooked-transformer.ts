@@ -117,7 +117,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   /** Run once and cache activations (copies, taken after any other hooks on the point). */
   runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache } {
     // with startAtLayer the input is a residual stream [B, P, M], passed through as is
-    const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos);
+    const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
     const { logits, store } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
     return { logits, cache: new ActivationCache(store, this, !opts.removeBatchDim) };
   }
@@ -170,7 +170,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     let keyMask: Float32Array | undefined, newMask: Float32Array | undefined;
     const kv = opts.pastKvCache;
     if (opts.startAtLayer == null) {
-      tokens = tokensOf(input, this.cfg, opts.prependBos);
+      tokens = tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
       const [B, P] = tokens.shape, past = kv ? kv.length : 0;
       if (kv && kv.batchSize !== B) throw new TypelensError(`pastKvCache holds a batch of ${kv.batchSize}, the tokens are a batch of ${B}`, 'ESHAPE');
       if (past + P > this.cfg.n_ctx) throw new TypelensError(`${past} cached + ${P} new tokens is more than n_ctx = ${this.cfg.n_ctx}`, 'ETOKEN');

@@ -8,6 +8,7 @@ import type { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer, TokensInput } from '../model/hooked-transformer.js';
 import { cat, sameShape, Tensor } from '../tensor/index.js';
 import type { PatchSetter } from './setters.js';
+import { getAttentionMask, maskData, type PaddingSide } from '../model/padding.js';
 
 /** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
 export type PatchingMetric = (logits: Tensor) => number;
@@ -35,7 +36,14 @@ export interface PatchOptions {
    * patches to make about 128 rows (batch x positions).
    */
   patchBatch?: number;
+  /** Mask of the corrupted tokens [B, P] (TL's attention_mask): every patched forward uses it. */
+  attentionMask?: Tensor | number[][];
+  /** How the corrupted tokens are padded; 'left' builds the mask from the pad ids when none is given. */
+  paddingSide?: PaddingSide;
 }
+
+/** The mask repeated k times along the batch axis (one copy per patched index, as the input). */
+export const repeatMask = (mask: Tensor | undefined, k: number): Tensor | undefined => (mask && k > 1 ? cat(Array.from({ length: k }, () => mask), 0) : mask);
 
 /** Consecutive sweep entries sharing one hook, in chunks of at most k. */
 export function groupsOf(indices: number[][], name: (idx: number[]) => string, k: number): number[][] {
@@ -115,11 +123,15 @@ export function product(ranges: number[]): number[][] {
 }
 
 /** The corrupted tokens as [B, P], every index tuple of the sweep, and the output's shape. */
-export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensInput, opts: PatchOptions): { toks: Tensor; indices: number[][]; outShape: number[] } {
+export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensInput, opts: PatchOptions): { toks: Tensor; indices: number[][]; outShape: number[]; mask?: Tensor } {
   const isText = typeof corruptedTokens === 'string' || (Array.isArray(corruptedTokens) && typeof corruptedTokens[0] === 'string');
   const tokens = corruptedTokens instanceof Tensor ? corruptedTokens
-    : isText ? model.toTokens(corruptedTokens as string | string[]) : Tensor.from(corruptedTokens as number[] | number[][]);
+    : isText ? model.toTokens(corruptedTokens as string | string[], { paddingSide: opts.paddingSide }) : Tensor.from(corruptedTokens as number[] | number[][]);
   const toks = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
+  // an explicit mask, or TL's from the pad ids for left padding: explicit from here on, since
+  // patched forwards may start from a cached residual stream (no tokens to build it from)
+  const mask = opts.attentionMask != null ? new Tensor(maskData(opts.attentionMask, toks.shape[0], toks.shape[1]), toks.shape)
+    : opts.paddingSide === 'left' ? getAttentionMask(toks, { padTokenId: model.cfg.bos_token_id, paddingSide: 'left' }) : undefined;
   const seqLen = toks.shape[1];
   let indices: number[][], outShape: number[];
   if (opts.indexDf) {
@@ -135,7 +147,7 @@ export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensIn
   for (const idx of indices) {
     if (!Number.isInteger(idx[0]) || idx[0] < 0 || idx[0] >= model.cfg.n_layers) throw new TypelensError(`patch layer ${idx[0]} is outside [0, ${model.cfg.n_layers})`, 'EINDEX');
   }
-  return { toks, indices, outShape };
+  return { toks, indices, outShape, mask };
 }
 
 /**
@@ -144,14 +156,14 @@ export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensIn
  */
 export function genericActivationPatch(model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache,
   patchingMetric: PatchingMetric, patchSetter: PatchSetter, activationName: string, opts: PatchOptions = {}): Tensor {
-  const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
+  const { toks, indices, outShape, mask } = sweepIndices(model, corruptedTokens, opts);
 
   // Blocks before the patched layer run on unchanged inputs: start from their cached output.
   const skip = (opts.skipUnchangedLayers ?? true) && !model.hasHooks();
   let residPre: Tensor[] | null = null;
   if (skip) {
     const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
-    const { cache } = model.runWithCache(toks, { namesFilter: names });
+    const { cache } = model.runWithCache(toks, { namesFilter: names, attentionMask: mask });
     residPre = names.map((n) => cache.get(n));
   }
 
@@ -162,7 +174,9 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
     const layer = indices[g[0]][0], name = hookName(indices[g[0]]);
     const fromLayer = residPre !== null && name.startsWith(`blocks.${layer}.`);
     const { input, hook } = batchedPatch(fromLayer ? residPre![layer] : toks, patchSetter, g.map((i) => indices[i]), cleanCache.get(name), name);
-    const logits = model.runWithHooks(input, { fwdHooks: [[name, hook]], startAtLayer: fromLayer ? layer : undefined, lastPositionLogits: opts.lastPositionLogits });
+    const logits = model.runWithHooks(input, {
+      fwdHooks: [[name, hook]], startAtLayer: fromLayer ? layer : undefined, lastPositionLogits: opts.lastPositionLogits, attentionMask: repeatMask(mask, g.length),
+    });
     g.forEach((i, j) => { out[i] = patchingMetric(chunk(logits, j, g.length)); opts.onProgress?.(++done, indices.length); });
   }
   return new Tensor(out, outShape);
