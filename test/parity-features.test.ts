@@ -169,3 +169,27 @@ t.test('masks reach runWithCache, the patching engine and the worker pool', asyn
   } finally { await pool.destroy(); }
   m.dispose();
 });
+
+t.test('typelens generate streams tokens as they come, seeded and equal to model.generate', async (t) => {
+  const { mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { makeWeights, PRESETS } = await import('../src/model/make-weights.js');
+  const { cmdGenerate } = await import('../src/cli/generate.js');
+  const { run } = await import('../src/cli/main.js');
+  const dir = join(mkdtempSync(join(tmpdir(), 'typelens-gen-')), 'm');
+  makeWeights(dir, PRESETS.tiny, 1);
+  const chunks: string[] = [];
+  t.equal(await cmdGenerate(['--model', dir, '--prompt', 'Once upon', '--max-new-tokens', '6', '--seed', '7', '--no-stop-at-eos'], (s) => chunks.push(s)), 0, 'exit 0');
+  t.ok(chunks.length >= 3, `written in pieces as tokens arrive (${chunks.length} writes)`);
+  const m = HookedTransformer.fromDir(dir);
+  const want = m.generate('Once upon', { maxNewTokens: 6, seed: 7, temperature: 1, stopAtEos: false });
+  t.equal(chunks.join(''), want + '\n', 'same text as model.generate with the seed');
+  m.dispose();
+  const again: string[] = [];
+  await cmdGenerate(['--model', dir, '--prompt', 'Once upon', '--max-new-tokens', '6', '--seed', '7', '--no-stop-at-eos'], (s) => again.push(s));
+  t.equal(again.join(''), chunks.join(''), 'reproducible run to run');
+  const errs: string[] = [];
+  const origErr = console.error; console.error = (s: string) => errs.push(s);
+  try { t.equal(await run(['generate', '--model', dir, '--prompt', 'x', '--temperature', 'hot']), 2, 'bad flag: usage error'); } finally { console.error = origErr; }
+});
