@@ -193,3 +193,50 @@ t.test('typelens generate streams tokens as they come, seeded and equal to model
   const origErr = console.error; console.error = (s: string) => errs.push(s);
   try { t.equal(await run(['generate', '--model', dir, '--prompt', 'x', '--temperature', 'hot']), 2, 'bad flag: usage error'); } finally { console.error = origErr; }
 });
+
+t.test('use_* switches: off = zero cost, same logits on; new hooks equal sums of existing ones', async (t) => {
+  fc.assert(fc.property(arbCfg, fc.record({ attnResult: fc.boolean(), split: fc.boolean(), attnIn: fc.boolean(), mlpIn: fc.boolean() }), (c, f) => {
+    const m = sharp(c), H = c.n_head, L = c.n_layer;
+    const tok = Tensor.from([c.lens.map((_, i) => (c.seed + i) % c.vocab_size)]);
+    const base = m.runWithCache(tok);
+    m.setUseAttnResult(f.attnResult); m.setUseHookMlpIn(f.mlpIn);
+    if (f.split) m.setUseSplitQkvInput(true); else m.setUseAttnIn(f.attnIn);
+    const { logits, cache } = m.runWithCache(tok);
+    let ok = allClose(logits.f32(), base.logits.f32(), 1e-5, 1e-5);
+    for (let l = 0; l < L; l++) {
+      // exact against this run's own residual (blocks before differ from the plain run by f32 rounding)
+      const resid = cache.get(`blocks.${l}.hook_resid_pre`), [B, P, M] = resid.shape;
+      const rep = resid.unsqueeze(2).expand([B, P, H, M]).contiguous().f32();
+      if (f.attnResult) {
+        const r = cache.get(`blocks.${l}.attn.hook_result`);
+        ok &&= r.shape.join() === [B, P, H, M].join();
+        const sum = new Float32Array(B * P * M), bO = m.weights.blocks[l].b_O.f32(), rs = r.f32();
+        for (let i = 0; i < B * P; i++) for (let k = 0; k < M; k++) { let s = bO[k]; for (let h = 0; h < H; h++) s += rs[(i * H + h) * M + k]; sum[i * M + k] = s; }
+        ok &&= allClose(sum, base.cache.get(`blocks.${l}.hook_attn_out`).f32(), 1e-5, 1e-5);
+      } else ok &&= !cache.has(`blocks.${l}.attn.hook_result`);
+      if (f.split) for (const n of ['q', 'k', 'v']) ok &&= allClose(cache.get(`blocks.${l}.hook_${n}_input`).f32(), rep, 0, 0);
+      if (!f.split && f.attnIn) ok &&= allClose(cache.get(`blocks.${l}.hook_attn_in`).f32(), rep, 0, 0);
+      if (f.mlpIn) ok &&= allClose(cache.get(`blocks.${l}.hook_mlp_in`).f32(), cache.get(`blocks.${l}.hook_resid_mid`).f32(), 0, 0);
+      for (const n of ['q', 'k', 'v', 'z']) ok &&= allClose(cache.get(`blocks.${l}.attn.hook_${n}`).f32(), base.cache.get(`blocks.${l}.attn.hook_${n}`).f32(), 1e-5, 1e-5);
+    }
+    m.dispose();
+    return ok;
+  }), { numRuns: 25 });
+  t.pass('use_* hooks agree with the plain forward');
+});
+
+t.test('per-head input patching: patching hook_q_input of one head = patching that head\'s q', async (t) => {
+  const c = { n_layer: 2, n_head: 2, d_head: 4, vocab_size: 20, seed: 9, lens: [5], left: false };
+  const m = sharp(c);
+  t.throws(() => m.addHook('blocks.0.hook_q_input', () => {}), /setUseSplitQkvInput/, 'asserts while off');
+  m.setUseSplitQkvInput(true);
+  t.throws(() => m.setUseAttnIn(true), /split/, 'use_attn_in and use_split_qkv_input exclude each other');
+  const clean = Tensor.from([[19, 1, 2, 3, 4]]), corrupted = Tensor.from([[19, 1, 5, 3, 4]]);
+  const { cache } = m.runWithCache(clean);
+  const metric = (l: Tensor) => l.get(0, 4, 3);
+  const viaInput = patching.genericActivationPatch(m, corrupted, cache, metric, patching.setters.layerPosHeadVector, 'q_input', { indexAxisNames: ['layer', 'pos', 'head'] });
+  const viaQ = patching.getActPatchAttnHeadQByPos(m, corrupted, cache, metric);
+  t.ok(allClose(viaInput.f32(), viaQ.f32(), 1e-5, 1e-5), 'q_input patch (per head) = q patch');
+  m.setUseSplitQkvInput(false);
+  m.dispose();
+});

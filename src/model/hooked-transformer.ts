@@ -9,7 +9,7 @@ import { HookedTransformerKeyValueCache } from './kv-cache.js';
 import { lmCrossEntropyLoss } from './loss.js';
 import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
 import { hostOps } from './host-ops.js';
-import { embed, transformerBlock, unembed } from './layers.js';
+import { embed, transformerBlock, unembed, type UseFlags } from './layers.js';
 import { loadDir, loadHFTensors, LoadOptions, pretrainedDir } from './load.js';
 import { PackedModel, packWeights, releasePacked, shareEmbeddings } from './packed.js';
 import type { StFile, StTensorOut } from './safetensors.js';
@@ -203,12 +203,13 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     if (stop < 0) stop += L;
     // With nothing asking for an activation, a backend with a device path keeps the whole pass
     // there. Masks, KV caches and per-layer score scaling run on the host only.
-    const hostOnly = this.hasHooks() || keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx;
+    const flags = this.useFlags;
+    const hostOnly = this.hasHooks() || keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags;
     const device = hostOnly ? undefined : this.backend.deviceOps?.({
       eps: this.cfg.eps, attnScale: this.cfg.attn_scale, nHeads: this.cfg.n_heads, dHead: this.cfg.d_head, actFn: this.cfg.act_fn,
     });
     const attnOpts = hostOnly ? (l: number): AttnOptions => ({ scale: attnScaleOf(this.cfg, l), keyMask, cache: kv?.entries[l] }) : undefined;
-    const out = device ? this.run(device, resid, start, stop, opts) : this.run(this.host, resid, start, stop, opts, attnOpts);
+    const out = device ? this.run(device, resid, start, stop, opts) : this.run(this.host, resid, start, stop, opts, attnOpts, flags);
     if (rt === 'logits') return out;
     if (rt === null) return null;
     // TL's forward: loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
@@ -217,10 +218,10 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
 
   /** GPT-2's layer sequence over `ops` (host tensors or device buffers), blocks [start, stop). */
-  private run<X>(ops: LayerOps<X>, resid: Tensor, start: number, stop: number, opts: RunOptions, attnOpts?: (l: number) => AttnOptions): Tensor {
+  private run<X>(ops: LayerOps<X>, resid: Tensor, start: number, stop: number, opts: RunOptions, attnOpts?: (l: number) => AttnOptions, flags?: UseFlags): Tensor {
     const L = this.cfg.n_layers, [B, P] = resid.shape;
     let x = ops.fromHost(resid);
-    for (let l = start; l < Math.min(stop, L); l++) x = transformerBlock(ops, this.cfg, l, this.weights.blocks[l], this.packed.blocks[l], x, B, P, attnOpts?.(l));
+    for (let l = start; l < Math.min(stop, L); l++) x = transformerBlock(ops, this.cfg, l, this.weights.blocks[l], this.packed.blocks[l], x, B, P, attnOpts?.(l), flags);
     // TL's forward: `if stop_at_layer is not None: return residual` (whatever its value)
     if (opts.stopAtLayer != null) return ops.toHost(x);
     return ops.toHost(unembed(ops, this.cfg, this.weights, this.packed.WU, x, B, P, opts.lastPositionLogits));
@@ -254,6 +255,37 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     }
     if (mlpInput) { const bO = this.weights.blocks[layer].b_O.f32(); for (let m = 0; m < out.length; m++) out[m] += bO[m]; }
     return new Tensor(out, [this.cfg.d_model]);
+  }
+
+  // ---------- TL's use_* switches (off by default; each makes a dormant hook point fire) ----------
+  private readonly use: Required<UseFlags> = { attnResult: false, splitQkvInput: false, attnIn: false, hookMlpIn: false };
+  /** The switches that are on, or undefined (the forward then costs nothing extra). */
+  private get useFlags(): UseFlags | undefined {
+    const u = this.use;
+    return u.attnResult || u.splitQkvInput || u.attnIn || u.hookMlpIn ? { ...u } : undefined;
+  }
+  protected override flagEnabled(flag: string): boolean {
+    switch (flag) {
+      case 'use_attn_result': return this.use.attnResult;
+      case 'use_split_qkv_input': return this.use.splitQkvInput;
+      case 'use_attn_in': return this.use.attnIn;
+      case 'use_hook_mlp_in': return this.use.hookMlpIn;
+      default: return false;
+    }
+  }
+  /** TL's set_use_attn_result: blocks.l.attn.hook_result [B, P, H, d_model], each head's write to the residual. */
+  setUseAttnResult(on: boolean): void { this.use.attnResult = on; }
+  /** TL's set_use_split_qkv_input: hook_q_input / hook_k_input / hook_v_input [B, P, H, d_model], one input per head. */
+  setUseSplitQkvInput(on: boolean): void {
+    if (on && this.use.attnIn) throw new TypelensError('setUseSplitQkvInput: use_attn_in is on; TL does not allow both at once', 'EINPUT');
+    this.use.splitQkvInput = on;
+  }
+  /** TL's set_use_hook_mlp_in: blocks.l.hook_mlp_in [B, P, d_model], the MLP's input before ln2. */
+  setUseHookMlpIn(on: boolean): void { this.use.hookMlpIn = on; }
+  /** TL's set_use_attn_in: blocks.l.hook_attn_in [B, P, H, d_model], attention's input repeated per head. */
+  setUseAttnIn(on: boolean): void {
+    if (on && this.use.splitQkvInput) throw new TypelensError('setUseAttnIn: use_split_qkv_input is on; TL does not allow both at once', 'EINPUT');
+    this.use.attnIn = on;
   }
 
   // ---------- generation, positions, labels (TL's generate, get_token_position, all_head_labels, W_E_pos) ----------
