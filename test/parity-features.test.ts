@@ -240,3 +240,14 @@ t.test('per-head input patching: patching hook_q_input of one head = patching th
   m.setUseSplitQkvInput(false);
   m.dispose();
 });
+
+t.test('utils: transpose, getCorner, removeBatchDim, toNumpy', async (t) => {
+  const { tlUtils } = await import('../src/analysis/utils.js');
+  const x = Tensor.from([[[1, 2, 3, 4], [5, 6, 7, 8]]]);
+  t.same(tlUtils.transpose(x).toNested(), [[[1, 5], [2, 6], [3, 7], [4, 8]]], 'transpose swaps the last two axes');
+  t.same(tlUtils.getCorner(x, 2).toNested(), [[[1, 2], [5, 6]]], 'getCorner');
+  t.same(tlUtils.removeBatchDim(x).shape, [2, 4], 'removeBatchDim drops a batch of 1');
+  t.same(tlUtils.removeBatchDim(Tensor.from([[1], [2]])).shape, [2, 1], 'and keeps a batch of 2');
+  t.same(tlUtils.toNumpy(x).length, 8, 'toNumpy flat values');
+  t.same(tlUtils.getAttentionMask(Tensor.from([[3, 1, 3]]), { padTokenId: 3 }).toNested(), [[1, 1, 0]], 'getAttentionMask');
+});
