@@ -45,10 +45,10 @@ export interface RunOptions {
   /** TL's past_kv_cache: the input is only the new tokens; keys and values before them come from (and are added to) the cache. */
   pastKvCache?: HookedTransformerKeyValueCache;
   /** TL's return_type: 'logits' (default), 'loss' (scalar, or [B, P-1] with lossPerToken), 'both' ({ logits, loss }), null (nothing). */
-  returnType?: ReturnType;
+  returnType?: ForwardReturnType;
   lossPerToken?: boolean;
 }
-export type ReturnType = 'logits' | 'loss' | 'both' | null;
+export type ForwardReturnType = 'logits' | 'loss' | 'both' | null;
 export interface CacheOptions extends RunOptions, CacheSettings {}
 
 /** Options of the constructor (the static loaders take LoadOptions). */
