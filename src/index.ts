@@ -16,11 +16,13 @@ export {
 
 // backends: chosen by name in LoadOptions.backend; the Backend interface for custom ones
 export { getBackend } from './kernels/index.js';
-export type { Backend, BackendName, PackedWeight, SharedMemory, LayerOps, DeviceParams } from './kernels/index.js';
+export type { Backend, BackendName, PackedWeight, SharedMemory, LayerOps, DeviceParams, AttnOptions } from './kernels/index.js';
 
 // the model
 export { HookedTransformer } from './model/hooked-transformer.js';
 export type { LoadOptions, RunOptions, CacheOptions, TokensInput, FwdHook, ModelOptions } from './model/hooked-transformer.js';
+export { HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry } from './model/hooked-transformer.js';
+export type { GenerateOptions, SampleOptions, PaddingSide, ForwardReturnType } from './model/hooked-transformer.js';
 export type { ModelConfig, ActFn } from './model/config.js';
 export type { Weights, BlockWeights } from './model/weights.js';
 export { DEFAULT_PROCESSING, NO_PROCESSING } from './model/process.js';
@@ -45,10 +47,10 @@ export type { SliceInput } from './hooks/slice.js';
 
 // analysis (TL's utils, the demo's logit-difference metric and attributions, head detection)
 import { getActName } from './hooks/names.js';
-import { testPrompt } from './analysis/utils.js';
+import { tlUtils } from './analysis/utils.js';
 import { compositionScores } from './analysis/composition.js';
-/** TL's transformer_lens.utils: test_prompt, get_act_name, composition_scores. */
-export const utils = { getActName, testPrompt, compositionScores };
+/** TL's transformer_lens.utils in camelCase (testPrompt, getActName, getAttentionMask, lmCrossEntropyLoss, sampleLogits, compositionScores, …). */
+export const utils = { ...tlUtils, getActName, compositionScores };
 export { logitsToAveLogitDiff, logitDiffDirections, residualStackToLogitDiff } from './analysis/logit-diff.js';
 export { headDetectorScores, diagonalScore } from './analysis/heads.js';
 export type { HeadScores } from './analysis/heads.js';

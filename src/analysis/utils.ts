@@ -1,5 +1,33 @@
+import { TypelensError } from '../errors.js';
 import { softmax, Tensor } from '../tensor/index.js';
+import { FactoredMatrix } from '../tensor/factored-matrix.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
+import { getActName } from '../hooks/names.js';
+import { getAttentionMask } from '../model/padding.js';
+import { sampleLogits } from '../model/generate.js';
+import { lmAccuracy, lmCrossEntropyLoss } from '../model/loss.js';
+
+export { getAttentionMask, sampleLogits, lmAccuracy, lmCrossEntropyLoss };
+
+/** TL's utils.transpose: swap the last two axes. */
+export function transpose(t: Tensor): Tensor {
+  if (t.ndim < 2) throw new TypelensError(`transpose needs at least 2 axes, got [${t.shape.join(', ')}]`, 'ESHAPE');
+  return t.transpose(-2, -1);
+}
+
+/** TL's utils.get_corner: the first n entries along every axis (a FactoredMatrix's corner of AB). */
+export function getCorner(t: Tensor | FactoredMatrix, n = 3): Tensor {
+  if (t instanceof FactoredMatrix) return t.getCorner(n);
+  let out = t;
+  for (let a = 0; a < t.ndim; a++) out = out.slice(a, 0, Math.min(n, t.shape[a]));
+  return out;
+}
+
+/** TL's utils.remove_batch_dim: drop a leading axis of size 1 (anything else is returned as is). */
+export const removeBatchDim = (t: Tensor): Tensor => (t.ndim > 0 && t.shape[0] === 1 ? t.index(0, 0) : t);
+
+/** TL's utils.to_numpy: the values as a flat array (tensor.toArray(); toNested() keeps the shape). */
+export const toNumpy = (t: Tensor): number[] => t.toArray();
 
 // Python's printing, for output that reads like TL's; not public API (src/index.ts lists what is).
 
@@ -32,8 +60,11 @@ export function testPrompt(prompt: string, answer: string, model: HookedTransfor
   const answerStr = model.toStrTokens(answer, { prependBos: false });
   const logits = model.forward(Tensor.from(tokens, [1, tokens.length]));
   const V = model.cfg.d_vocab;
-  out(`Tokenized prompt: ${pyList(promptStr)}`);
-  out(`Tokenized answer: ${pyList(answerStr)}`);
+  // TL's test_prompt prints the tokenized prompt and answer only under print_details
+  if (printDetails) {
+    out(`Tokenized prompt: ${pyList(promptStr)}`);
+    out(`Tokenized answer: ${pyList(answerStr)}`);
+  }
   const ranks: [string, number][] = [];
   for (let i = 0; i < answerTokens.length; i++) {
     const pos = promptTokens.length - 1 + i;
@@ -56,3 +87,8 @@ export function testPrompt(prompt: string, answer: string, model: HookedTransfor
   out(`Ranks of the answer tokens: [${ranks.map(([s, r]) => `(${pyRepr(s)}, ${r})`).join(', ')}]`);
   return lines;
 }
+
+/** TL's transformer_lens.utils, the functions typelens has (camelCase). */
+export const tlUtils = {
+  getActName, testPrompt, getAttentionMask, sampleLogits, lmCrossEntropyLoss, lmAccuracy, transpose, getCorner, removeBatchDim, toNumpy,
+};

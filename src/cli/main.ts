@@ -8,6 +8,7 @@ import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
 import { runVerify, VERIFY_USAGE } from './verify.js';
+import { cmdGenerate } from './generate.js';
 import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
 import { wasmBackend } from '../kernels/index.js';
 import { progress } from './progress.js';
@@ -21,6 +22,8 @@ commands:
   run --model DIR (--tokens "1,2,3[;4,5,6]" | --prompt TEXT) --out FILE.safetensors
       [--no-processing] [--dtype f32|f16|bf16] [--cache all|NAME,NAME] [--repeat N] [--threads N]
   test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
+  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
+      [--top-k K] [--top-p P] [--no-kv-cache] [--no-stop-at-eos]
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
   demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]
@@ -106,6 +109,7 @@ export async function run(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'run': return await cmdRun(rest);
       case 'test-prompt': return await cmdTestPrompt(rest);
+      case 'generate': return await cmdGenerate(rest);
       case 'make-weights': return await cmdMakeWeights(rest);
       case 'demo': return await runDemo(rest);
       case 'fetch-weights': return await cmdFetchWeights(rest);

@@ -28,12 +28,13 @@ export const EMBED_HOOKS: readonly HookPointSpec[] = [spec('hook_embed', 'resid'
 /** One transformer block's points, in TL's order. */
 export const BLOCK_HOOKS: readonly HookPointSpec[] = [
   spec('hook_resid_pre', 'resid'),
-  spec('hook_attn_in', 'headResid', 0), spec('hook_q_input', 'headResid', 0), spec('hook_k_input', 'headResid', 0), spec('hook_v_input', 'headResid', 0),
+  spec('hook_attn_in', 'headResid', 0, 'use_attn_in'), spec('hook_q_input', 'headResid', 0, 'use_split_qkv_input'),
+  spec('hook_k_input', 'headResid', 0, 'use_split_qkv_input'), spec('hook_v_input', 'headResid', 0, 'use_split_qkv_input'),
   spec('ln1.hook_scale', 'scale', 3), spec('ln1.hook_normalized', 'resid', 3),
   spec('attn.hook_q', 'heads'), spec('attn.hook_k', 'heads'), spec('attn.hook_v', 'heads'),
   spec('attn.hook_attn_scores', 'pattern'), spec('attn.hook_pattern', 'pattern'), spec('attn.hook_z', 'heads'),
-  spec('attn.hook_result', 'heads', 0, 'use_attn_result'),
-  spec('hook_attn_out', 'resid'), spec('hook_resid_mid', 'resid'), spec('hook_mlp_in', 'resid', 0),
+  spec('attn.hook_result', 'headResid', 0, 'use_attn_result'),
+  spec('hook_attn_out', 'resid'), spec('hook_resid_mid', 'resid'), spec('hook_mlp_in', 'resid', 0, 'use_hook_mlp_in'),
   spec('ln2.hook_scale', 'scale'), spec('ln2.hook_normalized', 'resid'),
   spec('mlp.hook_pre', 'mlp'), spec('mlp.hook_post', 'mlp'), spec('hook_mlp_out', 'resid'), spec('hook_resid_post', 'resid'),
 ];

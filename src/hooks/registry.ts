@@ -62,11 +62,25 @@ export abstract class HookedRootModule<In, Opts extends object> {
     return hp;
   }
 
+  /** Whether a dormant point's TL flag (use_attn_result, ...) is on; the model overrides this. */
+  protected flagEnabled(_flag: string): boolean { return false; }
+  /** Whether a hook point fires in a forward (a dormant one only when its flag is on). */
+  fires(name: string): boolean {
+    const s = this.specs.get(name);
+    return !!s && (s.fires > 0 || (!!s.needs && this.flagEnabled(s.needs)));
+  }
+
   addHook(filter: NameFilter, fn: HookFn, opts: HookOptions = {}): void {
     for (const hp of this.matching(filter)) {
       const needs = this.specs.get(hp.name)?.needs;
-      if (needs && opts.level == null && typeof filter === 'string') {
-        throw new TypelensError(`"${hp.name}" needs ${needs}, which typelens's GPT-2 does not enable`, 'EHOOK');
+      if (needs && !this.flagEnabled(needs)) {
+        // TL's check_hooks_to_add asserts for a point whose use_* flag is off. A predicate that
+        // matches it is let through without attaching (the point never fires).
+        if (typeof filter === 'string') {
+          const setter = 'setU' + needs.slice(1).replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+          throw new TypelensError(`cannot add a hook to "${hp.name}": it needs ${needs} (model.${setter}(true))`, 'EHOOK');
+        }
+        continue;
       }
       hp.addHook(fn, opts);
     }
@@ -116,7 +130,7 @@ export abstract class HookedRootModule<In, Opts extends object> {
   protected capture(input: In, B: number, P: number, opts: Opts & CacheSettings): { logits: Tensor; store: Map<string, Tensor> } {
     const f = opts.namesFilter;
     const want: (n: string) => boolean = f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
-    const names = [...this.hookDict.values()].filter((hp) => hp.fires && want(hp.name)).map((hp) => hp.name);
+    const names = [...this.hookDict.values()].filter((hp) => this.fires(hp.name) && want(hp.name)).map((hp) => hp.name);
     if (typeof f === 'string' || Array.isArray(f)) for (const n of typeof f === 'string' ? [f] : f) this.point(n);
     const est = this.estimateCacheBytes(B, P, names);
     if (est > this.cacheBudgetBytes) {

@@ -7,7 +7,7 @@ import { WasmBackend } from './wasm/index.js';
 import { CudaBackend, cudaStatus } from './cuda/index.js';
 
 export type { Backend, PackedWeight, PackedDesc, SharedMemory, DeviceParams } from './backend.js';
-export type { LayerOps, LnParams } from './layer-ops.js';
+export type { LayerOps, LnParams, AttnOptions } from './layer-ops.js';
 export { jsBackend } from './js/index.js';
 export { WasmBackend } from './wasm/index.js';
 

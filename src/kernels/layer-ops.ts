@@ -18,13 +18,27 @@ export interface LayerOps<X> {
   layerNorm(prefix: string, x: X, params?: LnParams): X;
   /** x @ w + bias, reshaped to `shape`, at hook `name`. */
   linear(name: string, x: X, w: PackedWeight, bias: Tensor, shape: number[]): X;
-  /** Causal attention at `prefix` (blocks.l.attn): q, k, v [B, P, H, D] -> z [B, P, H, D]. */
-  attention(prefix: string, q: X, k: X, v: X): X;
+  /**
+   * Causal attention at `prefix` (blocks.l.attn): q, k, v [B, P, H, D] -> z [B, P, H, D].
+   * `opts` (host only; the model never passes it to a device path): the score divisor, a key
+   * padding mask, a KV cache entry whose past keys/values come before k and v.
+   */
+  attention(prefix: string, q: X, k: X, v: X, opts?: AttnOptions): X;
   /** The MLP's activation function. */
   act(name: string, x: X): X;
   add(name: string, a: X, b: X): X;
   /** The last position only: [B, P, M] -> [B, 1, M]. */
   lastPosition(x: X): X;
+}
+
+/** What attention may take besides q, k, v (all optional; absent = TL's plain causal attention). */
+export interface AttnOptions {
+  /** Divisor of the scores (default: the config's attn_scale); TL's scale_attn_by_inverse_layer_idx gives block l attn_scale * (l + 1). */
+  scale?: number;
+  /** [B, Pk] row-major, 1 = a real token, 0 = padding, over every key position (past ones included). */
+  keyMask?: Float32Array;
+  /** A KV cache entry (TL's HookedTransformerKeyValueCacheEntry): returns past + new keys and values [B, Pk, H, D], storing them unless frozen. */
+  cache?: { append(k: Tensor, v: Tensor): [Tensor, Tensor] };
 }
 
 /** A LayerNorm's weight and bias (absent for LNPre, i.e. after fold_ln). */

@@ -4,18 +4,36 @@
 // practical (the loop is ~30x slower there).
 import type { Backend } from '../kernels/index.js';
 
-export interface AttnDims { B: number; P: number; H: number; D: number }
+/** Pk: key positions (past + new, with a KV cache; default P). */
+export interface AttnDims { B: number; P: number; H: number; D: number; Pk?: number }
 
-/** Causal attention scores [B, H, P, P] from q, k [B, P, H, D]: q.k / attnScale, -inf above the diagonal. */
-export function attnScores(backend: Backend, q: Float32Array, k: Float32Array, { B, P, H, D }: AttnDims, attnScale: number, matmulMinPos: number): Float32Array {
-  const scores = new Float32Array(B * H * P * P);
-  const inv = 1 / attnScale;
-  if (P < matmulMinPos) {
+/**
+ * Causal attention scores [B, H, P, Pk] from q [B, P, H, D], k [B, Pk, H, D]: q.k / attnScale,
+ * -inf where a key is after its query (query i sits at Pk - P + i: past keys come first, as in
+ * TL's apply_causal_mask with `mask[-query_ctx:, -key_ctx:]`) or where keyMask [B, Pk] is 0
+ * (padding: TL's AbstractAttention masks with the attention mask too).
+ */
+export function attnScores(backend: Backend, q: Float32Array, k: Float32Array, dims: AttnDims, attnScale: number, matmulMinPos: number, keyMask?: Float32Array): Float32Array {
+  const scores = attnScoresCausal(backend, q, k, dims, attnScale, matmulMinPos);
+  if (keyMask) {
+    const { B, P, H } = dims, Pk = dims.Pk ?? P;
+    for (let b = 0; b < B; b++) for (let j = 0; j < Pk; j++) {
+      if (keyMask[b * Pk + j] !== 0) continue;
+      for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) scores[((b * H + h) * P + i) * Pk + j] = -Infinity;
+    }
+  }
+  return scores;
+}
+
+function attnScoresCausal(backend: Backend, q: Float32Array, k: Float32Array, { B, P, H, D, Pk = P }: AttnDims, attnScale: number, matmulMinPos: number): Float32Array {
+  const scores = new Float32Array(B * H * P * Pk);
+  const inv = 1 / attnScale, past = Pk - P;
+  if (P < matmulMinPos || past !== 0) {
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
-      const o = ((b * H + h) * P + i) * P, qo = ((b * P + i) * H + h) * D;
-      for (let j = 0; j < P; j++) {
-        if (j > i) { scores[o + j] = -Infinity; continue; }
-        const ko = ((b * P + j) * H + h) * D;
+      const o = ((b * H + h) * P + i) * Pk, qo = ((b * P + i) * H + h) * D;
+      for (let j = 0; j < Pk; j++) {
+        if (j > past + i) { scores[o + j] = -Infinity; continue; }
+        const ko = ((b * Pk + j) * H + h) * D;
         let s = 0;
         for (let d = 0; d < D; d++) s += q[qo + d] * k[ko + d];
         scores[o + j] = Math.fround(s) * inv;
@@ -37,16 +55,16 @@ export function attnScores(backend: Backend, q: Float32Array, k: Float32Array, {
   return scores;
 }
 
-/** z [B, P, H, D] = pattern [B, H, P, P] @ v [B, P, H, D] per head. */
-export function attnMix(backend: Backend, pattern: Float32Array, v: Float32Array, { B, P, H, D }: AttnDims, matmulMinPos: number): Float32Array {
+/** z [B, P, H, D] = pattern [B, H, P, Pk] @ v [B, Pk, H, D] per head. */
+export function attnMix(backend: Backend, pattern: Float32Array, v: Float32Array, { B, P, H, D, Pk = P }: AttnDims, matmulMinPos: number): Float32Array {
   const z = new Float32Array(B * P * H * D);
-  if (P < matmulMinPos) {
+  if (P < matmulMinPos || Pk !== P) {
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) {
-      const po = ((b * H + h) * P + i) * P, zo = ((b * P + i) * H + h) * D;
-      for (let j = 0; j < P; j++) {
+      const po = ((b * H + h) * P + i) * Pk, zo = ((b * P + i) * H + h) * D;
+      for (let j = 0; j < Pk; j++) {
         const p = pattern[po + j];
         if (p === 0) continue;
-        const vo = ((b * P + j) * H + h) * D;
+        const vo = ((b * Pk + j) * H + h) * D;
         for (let d = 0; d < D; d++) z[zo + d] += p * v[vo + d];
       }
     }

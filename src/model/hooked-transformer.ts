@@ -1,11 +1,15 @@
 import { TypelensError } from '../errors.js';
-import { Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
-import { DType, embedding, stack, Tensor } from '../tensor/index.js';
+import { AttnOptions, Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
+import { cat, DType, embedding, stack, Tensor } from '../tensor/index.js';
 import { ActivationCache } from '../hooks/cache.js';
 import { CacheSettings, HookedRootModule } from '../hooks/registry.js';
-import type { ModelConfig } from './config.js';
+import { attnScaleOf, type ModelConfig } from './config.js';
+import { generate, GenerateOptions } from './generate.js';
+import { HookedTransformerKeyValueCache } from './kv-cache.js';
+import { lmCrossEntropyLoss } from './loss.js';
+import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
 import { hostOps } from './host-ops.js';
-import { embed, transformerBlock, unembed } from './layers.js';
+import { embed, transformerBlock, unembed, type UseFlags } from './layers.js';
 import { loadDir, loadHFTensors, LoadOptions, pretrainedDir } from './load.js';
 import { PackedModel, packWeights, releasePacked, shareEmbeddings } from './packed.js';
 import type { StFile, StTensorOut } from './safetensors.js';
@@ -19,6 +23,9 @@ import { initWeights, InitOptions } from './init.js';
 
 export type { LoadOptions } from './load.js';
 export type { TokensInput } from './tokens-input.js';
+export type { GenerateOptions, SampleOptions } from './generate.js';
+export type { PaddingSide } from './padding.js';
+export { HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry } from './kv-cache.js';
 export type { FwdHook } from '../hooks/registry.js';
 export interface RunOptions {
   prependBos?: boolean;
@@ -31,7 +38,21 @@ export interface RunOptions {
    * metrics that read logits[:, -1] only (the demo's), this saves most of the unembedding.
    */
   lastPositionLogits?: boolean;
+  /**
+   * [B, P]: 1 for real tokens, 0 for padding (TL's attention_mask). Padding keys are masked in
+   * every attention layer and position ids count only real tokens. Absent: built with
+   * utils.getAttentionMask when paddingSide is 'left' or a KV cache is used, else none (as TL).
+   */
+  attentionMask?: Tensor | number[][];
+  /** Which side the tokens were padded on (TL's padding_side; default 'right'). */
+  paddingSide?: PaddingSide;
+  /** TL's past_kv_cache: the input is only the new tokens; keys and values before them come from (and are added to) the cache. */
+  pastKvCache?: HookedTransformerKeyValueCache;
+  /** TL's return_type: 'logits' (default), 'loss' (scalar, or [B, P-1] with lossPerToken), 'both' ({ logits, loss }), null (nothing). */
+  returnType?: ForwardReturnType;
+  lossPerToken?: boolean;
 }
+export type ForwardReturnType = 'logits' | 'loss' | 'both' | null;
 export interface CacheOptions extends RunOptions, CacheSettings {}
 
 /** Options of the constructor (the static loaders take LoadOptions). */
@@ -136,7 +157,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   /** Run once and cache activations (copies, taken after any other hooks on the point). */
   runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache } {
     // with startAtLayer the input is a residual stream [B, P, M], passed through as is
-    const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos);
+    const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
     const { logits, store } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
     return { logits, cache: new ActivationCache(store, this, !opts.removeBatchDim) };
   }
@@ -146,7 +167,11 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     return toTokens(input, { ...opts, nCtx: this.cfg.n_ctx, bos: this.cfg.bos_token_id });
   }
   toStrTokens(input: string | Tensor | number[], opts: { prependBos?: boolean } = {}): string[] {
-    const ids = typeof input === 'string' ? this.toTokens(input, opts).toArray() : input instanceof Tensor ? input.squeeze().toArray() : input;
+    // TL's to_str_tokens asserts a tensor of tokens is 1D or a batch of one
+    if (input instanceof Tensor && (input.ndim > 2 || (input.ndim === 2 && input.shape[0] !== 1))) {
+      throw new TypelensError(`toStrTokens: tokens must be [P] or [1, P] (batch of one), got [${input.shape.join(', ')}]: index a row first`, 'ESHAPE');
+    }
+    const ids = typeof input === 'string' ? this.toTokens(input, opts).toArray() : input instanceof Tensor ? input.reshape([input.size]).toArray() : input;
     return ids.map((id) => (id === this.cfg.bos_token_id ? '<|endoftext|>' : decodeToken(id)));
   }
   toSingleToken(s: string): number {
@@ -171,15 +196,37 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
 
   // ---------- forward ----------
-  /** The model's logits [B, P, V] (or the residual stream when stopAtLayer is given). */
-  override forward(input: TokensInput, opts: RunOptions = {}): Tensor {
+  /** The model's logits [B, P, V] (or the residual stream when stopAtLayer is given; the loss or both with returnType). */
+  override forward(input: TokensInput, opts?: RunOptions & { returnType?: 'logits' | 'loss' }): Tensor;
+  override forward(input: TokensInput, opts: RunOptions & { returnType: 'both' }): { logits: Tensor; loss: Tensor };
+  override forward(input: TokensInput, opts: RunOptions & { returnType: null }): null;
+  override forward(input: TokensInput, opts: RunOptions = {}): Tensor | { logits: Tensor; loss: Tensor } | null {
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
     this.weightGuard.check();
     const { d_model: M, n_layers: L } = this.cfg;
-    let resid: Tensor, start = 0;
+    const rt = opts.returnType === undefined ? 'logits' : opts.returnType;
+    if (rt !== null && !['logits', 'loss', 'both'].includes(rt)) throw new TypelensError(`returnType must be 'logits', 'loss', 'both' or null, got ${JSON.stringify(rt)}`, 'EINPUT');
+    let resid: Tensor, start = 0, tokens: Tensor | null = null;
+    /** Key mask over past + new positions [B, Pk], and the new positions' part [B, P]. */
+    let keyMask: Float32Array | undefined, newMask: Float32Array | undefined;
+    const kv = opts.pastKvCache;
     if (opts.startAtLayer == null) {
-      resid = embed((n, t) => this.fire(n, t), this.weights, tokensOf(input, this.cfg, opts.prependBos));
+      tokens = tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
+      const [B, P] = tokens.shape, past = kv ? kv.length : 0;
+      if (kv && kv.batchSize !== B) throw new TypelensError(`pastKvCache holds a batch of ${kv.batchSize}, the tokens are a batch of ${B}`, 'ESHAPE');
+      if (past + P > this.cfg.n_ctx) throw new TypelensError(`${past} cached + ${P} new tokens is more than n_ctx = ${this.cfg.n_ctx}`, 'ETOKEN');
+      // TL's HookedTransformer.input_to_embed: an explicit mask; else one from the pad ids when
+      // padding is on the left or a KV cache is used (later cached steps: the new tokens are real)
+      if (opts.attentionMask != null) newMask = maskData(opts.attentionMask, B, P);
+      else if (opts.paddingSide === 'left' || kv) {
+        newMask = kv && past > 0 ? new Float32Array(B * P).fill(1)
+          : getAttentionMask(tokens, { padTokenId: this.cfg.bos_token_id, paddingSide: opts.paddingSide ?? 'right', prependBos: opts.prependBos ?? true }).f32();
+      }
+      if (newMask) keyMask = kv ? kv.appendAttentionMask(new Tensor(newMask, [B, P])).contiguous().f32() : newMask;
+      const positions = keyMask ? positionIds(keyMask, B, past + P, P) : undefined;
+      resid = embed((n, t) => this.fire(n, t), this.weights, tokens, positions);
     } else {
+      if (kv) throw new TypelensError('pastKvCache cannot be combined with startAtLayer', 'EINPUT');
       start = opts.startAtLayer < 0 ? opts.startAtLayer + L : opts.startAtLayer;
       if (!Number.isInteger(start) || start < 0 || start > L) throw new TypelensError(`startAtLayer ${opts.startAtLayer} is outside [0, ${L}]`, 'EINPUT');
       if (!(input instanceof Tensor) || input.ndim !== 3 || input.shape[2] !== M || input.shape[1] > this.cfg.n_ctx) {
@@ -187,22 +234,37 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
         throw new TypelensError(`with startAtLayer the input must be the residual stream [batch, pos <= ${this.cfg.n_ctx}, ${M}], got ${got}`, 'ESHAPE');
       }
       resid = input.clone(); // hooks may edit the residual in place: never the caller's tensor
+      if (opts.attentionMask != null) keyMask = newMask = maskData(opts.attentionMask, input.shape[0], input.shape[1]);
+    }
+    if (rt === 'loss' || rt === 'both') {
+      if (!tokens) throw new TypelensError(`returnType '${rt}' needs tokens: it cannot be combined with startAtLayer`, 'EINPUT');
+      if (opts.stopAtLayer != null || opts.lastPositionLogits) throw new TypelensError(`returnType '${rt}' needs the logits of every position (no stopAtLayer, no lastPositionLogits)`, 'EINPUT');
     }
     let stop = opts.stopAtLayer ?? L;
     if (stop < 0) stop += L;
-    // With nothing asking for an activation, a backend with a device path keeps the whole pass there.
-    const device = this.hasHooks() ? undefined : this.backend.deviceOps?.({
+    // With nothing asking for an activation, a backend with a device path keeps the whole pass
+    // there. Masks, KV caches and per-layer score scaling run on the host only.
+    const flags = this.useFlags;
+    const hostOnly = this.hasHooks() || keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags;
+    const device = hostOnly ? undefined : this.backend.deviceOps?.({
       eps: this.cfg.eps, attnScale: this.cfg.attn_scale, nHeads: this.cfg.n_heads, dHead: this.cfg.d_head, actFn: this.cfg.act_fn,
     });
-    return device ? this.run(device, resid, start, stop, opts) : this.run(this.host, resid, start, stop, opts);
+    const attnOpts = hostOnly ? (l: number): AttnOptions => ({ scale: attnScaleOf(this.cfg, l), keyMask, cache: kv?.entries[l] }) : undefined;
+    const out = device ? this.run(device, resid, start, stop, opts) : this.run(this.host, resid, start, stop, opts, attnOpts, flags);
+    if (rt === 'logits') return out;
+    if (rt === null) return null;
+    // TL's forward: loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
+    const loss = lmCrossEntropyLoss(out, tokens!, { attentionMask: newMask, perToken: opts.lossPerToken });
+    return rt === 'loss' ? loss : { logits: out, loss };
   }
 
   /** GPT-2's layer sequence over `ops` (host tensors or device buffers), blocks [start, stop). */
-  private run<X>(ops: LayerOps<X>, resid: Tensor, start: number, stop: number, opts: RunOptions): Tensor {
+  private run<X>(ops: LayerOps<X>, resid: Tensor, start: number, stop: number, opts: RunOptions, attnOpts?: (l: number) => AttnOptions, flags?: UseFlags): Tensor {
     const L = this.cfg.n_layers, [B, P] = resid.shape;
     let x = ops.fromHost(resid);
-    for (let l = start; l < Math.min(stop, L); l++) x = transformerBlock(ops, this.cfg, l, this.weights.blocks[l], this.packed.blocks[l], x, B, P);
-    if (stop < L) return ops.toHost(x);
+    for (let l = start; l < Math.min(stop, L); l++) x = transformerBlock(ops, this.cfg, l, this.weights.blocks[l], this.packed.blocks[l], x, B, P, attnOpts?.(l), flags);
+    // TL's forward: `if stop_at_layer is not None: return residual` (whatever its value)
+    if (opts.stopAtLayer != null) return ops.toHost(x);
     return ops.toHost(unembed(ops, this.cfg, this.weights, this.packed.WU, x, B, P, opts.lastPositionLogits));
   }
 
@@ -256,6 +318,68 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
     if (!this.ownsPacked) throw new TypelensError('a worker replica\'s weights belong to the main thread\'s model: edit them there', 'EREPLICA');
   }
+
+  // ---------- TL's use_* switches (off by default; each makes a dormant hook point fire) ----------
+  private readonly use: Required<UseFlags> = { attnResult: false, splitQkvInput: false, attnIn: false, hookMlpIn: false };
+  /** The switches that are on, or undefined (the forward then costs nothing extra). */
+  private get useFlags(): UseFlags | undefined {
+    const u = this.use;
+    return u.attnResult || u.splitQkvInput || u.attnIn || u.hookMlpIn ? { ...u } : undefined;
+  }
+  protected override flagEnabled(flag: string): boolean {
+    switch (flag) {
+      case 'use_attn_result': return this.use.attnResult;
+      case 'use_split_qkv_input': return this.use.splitQkvInput;
+      case 'use_attn_in': return this.use.attnIn;
+      case 'use_hook_mlp_in': return this.use.hookMlpIn;
+      default: return false;
+    }
+  }
+  /** TL's set_use_attn_result: blocks.l.attn.hook_result [B, P, H, d_model], each head's write to the residual. */
+  setUseAttnResult(on: boolean): void { this.use.attnResult = on; }
+  /** TL's set_use_split_qkv_input: hook_q_input / hook_k_input / hook_v_input [B, P, H, d_model], one input per head. */
+  setUseSplitQkvInput(on: boolean): void {
+    if (on && this.use.attnIn) throw new TypelensError('setUseSplitQkvInput: use_attn_in is on; TL does not allow both at once', 'EINPUT');
+    this.use.splitQkvInput = on;
+  }
+  /** TL's set_use_hook_mlp_in: blocks.l.hook_mlp_in [B, P, d_model], the MLP's input before ln2. */
+  setUseHookMlpIn(on: boolean): void { this.use.hookMlpIn = on; }
+  /** TL's set_use_attn_in: blocks.l.hook_attn_in [B, P, H, d_model], attention's input repeated per head. */
+  setUseAttnIn(on: boolean): void {
+    if (on && this.use.splitQkvInput) throw new TypelensError('setUseAttnIn: use_split_qkv_input is on; TL does not allow both at once', 'EINPUT');
+    this.use.attnIn = on;
+  }
+
+  // ---------- generation, positions, labels (TL's generate, get_token_position, all_head_labels, W_E_pos) ----------
+  /** TL's generate: continue the prompt(s) maxNewTokens tokens, sampling (seeded with `seed`) or greedy; see GenerateOptions. */
+  generate(input: string, opts?: GenerateOptions & { returnType?: 'input' | 'str' }): string;
+  generate(input: string | string[] | Tensor | number[] | number[][], opts?: GenerateOptions): string | string[] | Tensor;
+  generate(input: string | string[] | Tensor | number[] | number[][], opts: GenerateOptions = {}): string | string[] | Tensor {
+    return generate(this, input, opts);
+  }
+
+  /** TL's get_token_position: the index of singleToken in a one-prompt input (mode 'first' or 'last'). */
+  getTokenPosition(singleToken: string | number, input: string | Tensor | number[], opts: { mode?: 'first' | 'last'; prependBos?: boolean; paddingSide?: PaddingSide } = {}): number {
+    const { mode = 'first' } = opts;
+    let t = typeof input === 'string' ? this.toTokens(input, opts) : input instanceof Tensor ? input : Tensor.from(input);
+    if (t.ndim === 2) {
+      if (t.shape[0] !== 1) throw new TypelensError(`getTokenPosition: the input must be one prompt (batch of 1), got [${t.shape.join(', ')}]`, 'ESHAPE');
+      t = t.index(0, 0);
+    }
+    const id = typeof singleToken === 'string' ? this.toSingleToken(singleToken) : singleToken;
+    const ids = t.toArray();
+    const at = mode === 'first' ? ids.indexOf(id) : mode === 'last' ? ids.lastIndexOf(id) : NaN;
+    if (Number.isNaN(at)) throw new TypelensError(`getTokenPosition: mode must be 'first' or 'last', got ${JSON.stringify(mode)}`, 'EINPUT');
+    if (at < 0) throw new TypelensError(`getTokenPosition: token ${id} does not occur in the prompt`, 'ETOKEN');
+    return at;
+  }
+
+  /** TL's all_head_labels: "L{l}H{h}", layer-major. */
+  get allHeadLabels(): string[] {
+    return Array.from({ length: this.cfg.n_layers * this.cfg.n_heads }, (_, i) => `L${Math.floor(i / this.cfg.n_heads)}H${i % this.cfg.n_heads}`);
+  }
+  /** TL's W_E_pos: W_E and W_pos stacked along the first axis [d_vocab + n_ctx, d_model]. */
+  get W_E_pos(): Tensor { return cat([this.W_E, this.W_pos], 0); }
 
   /** Give the packed weights back to the kernel memory. */
   dispose(): void {

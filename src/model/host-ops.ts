@@ -1,6 +1,6 @@
 // The layer operations on host tensors, firing TL's hook points (see kernels/layer-ops.ts).
 import type { Backend, LayerOps, PackedWeight } from '../kernels/index.js';
-import type { LnParams } from '../kernels/layer-ops.js';
+import type { AttnOptions, LnParams } from '../kernels/layer-ops.js';
 import { add, centreAndScale, divideRows, geluNew, map, mul, softmax, Tensor } from '../tensor/index.js';
 import { erf } from '../util/math.js';
 import { attnMix, attnScores } from './attention.js';
@@ -45,9 +45,14 @@ export function hostOps(ctx: HostContext): LayerOps<Tensor> {
       return fire(`${prefix}.hook_normalized`, out);
     },
     linear: (name, x, w, bias, shape) => fire(name, linear(x, w, bias, shape)),
-    attention(prefix, q, k, v) {
-      const [B, P, H, D] = q.shape, dims = { B, P, H, D };
-      const sc = fire(`${prefix}.hook_attn_scores`, new Tensor(attnScores(backend, q.f32(), k.f32(), dims, cfg.attn_scale, ctx.attnMatmulMinPos), [B, H, P, P]));
+    attention(prefix, q, k, v, o: AttnOptions = {}) {
+      // with a KV cache, hook_k/hook_v saw only the new positions; attention reads past + new (TL's
+      // AbstractAttention.forward: past_kv_cache_entry.append(k, v) after the hooks)
+      if (o.cache) [k, v] = o.cache.append(k, v);
+      const [B, P, H, D] = q.shape, Pk = k.shape[1], dims = { B, P, H, D, Pk };
+      const sc = fire(`${prefix}.hook_attn_scores`, new Tensor(attnScores(backend, q.f32(), k.f32(), dims, o.scale ?? cfg.attn_scale, ctx.attnMatmulMinPos, o.keyMask), [B, H, P, Pk]));
+      // a query whose keys are all masked (a left-pad position) gets an all-zero pattern: TL's
+      // softmax gives NaN there and AbstractAttention replaces the NaNs with 0 (softmax does so here)
       const pattern = fire(`${prefix}.hook_pattern`, softmax(sc)).f32();
       return fire(`${prefix}.hook_z`, new Tensor(attnMix(backend, pattern, v.f32(), dims, ctx.attnMatmulMinPos), [B, P, H, D]));
     },

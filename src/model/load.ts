@@ -49,7 +49,7 @@ export function loadDir(dir: string, opts: LoadOptions): { cfg: ModelConfig; wei
   const cfg = configFromHF(hf, cfgPath, (hf._name_or_path as string) ?? dir);
   const L = cfg.n_layers, total = 2 * L + 2, tick = opts.onProgress;
   tick?.(0, total);
-  const weights = convertGPT2(readSafetensors(stPath), cfg, { allowNonFinite: opts.allowNonFinite, untiedHead: hf.tie_word_embeddings === false });
+  const weights = convertGPT2(readSafetensors(stPath), cfg, { allowNonFinite: opts.allowNonFinite });
   tick?.(1, total);
   processWeights(weights, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) }, (l) => tick?.(1 + l, total));
   tick?.(1 + L, total);
@@ -60,7 +60,7 @@ export function loadDir(dir: string, opts: LoadOptions): { cfg: ModelConfig; wei
 export function loadHFTensors(hf: Record<string, unknown>, tensors: Record<string, StTensorOut> | StFile, opts: LoadOptions): { cfg: ModelConfig; weights: Weights } {
   const cfg = configFromHF(hf, 'config', 'in-memory');
   const st = 'entries' in tensors && tensors.entries instanceof Map ? (tensors as StFile) : safetensorsFromTensors(tensors as Record<string, StTensorOut>);
-  const weights = convertGPT2(st, cfg, { allowNonFinite: opts.allowNonFinite, untiedHead: hf.tie_word_embeddings === false });
+  const weights = convertGPT2(st, cfg, { allowNonFinite: opts.allowNonFinite });
   processWeights(weights, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) });
   return { cfg, weights };
 }

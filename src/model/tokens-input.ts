@@ -6,10 +6,10 @@ import { toTokens } from './tokenizer.js';
 export type TokensInput = string | string[] | Tensor | number[] | number[][];
 
 /** Any accepted token input as a validated contiguous [B, P] tensor of ids (TL's to_tokens for text). */
-export function tokensOf(input: TokensInput, cfg: ModelConfig, prependBos?: boolean): Tensor {
+export function tokensOf(input: TokensInput, cfg: ModelConfig, prependBos?: boolean, paddingSide?: 'left' | 'right'): Tensor {
   let t: Tensor;
   if (typeof input === 'string' || (Array.isArray(input) && typeof input[0] === 'string')) {
-    t = toTokens(input as string | string[], { prependBos, nCtx: cfg.n_ctx, bos: cfg.bos_token_id });
+    t = toTokens(input as string | string[], { prependBos, paddingSide, nCtx: cfg.n_ctx, bos: cfg.bos_token_id });
   } else if (input instanceof Tensor) t = input;
   else t = Tensor.from(input as number[] | number[][]);
   if (t.ndim === 1) t = t.unsqueeze(0);

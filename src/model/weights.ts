@@ -29,7 +29,7 @@ export interface Weights {
  * carry a `transformer.` prefix; attention mask buffers are ignored. Missing or misshapen
  * tensors are reported by name.
  */
-export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite?: boolean; untiedHead?: boolean } = {}): Weights {
+export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite?: boolean } = {}): Weights {
   const { n_layers: L, d_model: M, n_heads: H, d_head: D, d_mlp: F, n_ctx: C, d_vocab: V } = cfg;
   const prefix = st.entries.has('wte.weight') ? '' : st.entries.has('transformer.wte.weight') ? 'transformer.' : null;
   if (prefix === null) throw new TypelensError(`${st.path}: no "wte.weight" (or "transformer.wte.weight"): not a GPT-2 checkpoint`, 'EMISSING');
@@ -50,6 +50,16 @@ export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite
     return d;
   };
   const T = (d: Float32Array, shape: number[]) => new Tensor(d, shape);
+  // HF GPT2LMHeadModel: lm_head.weight [V, M] (top level, no `transformer.` prefix) is wte unless
+  // tie_word_embeddings is false; then the checkpoint's own lm_head is the unembedding.
+  const unembedRows = (): Float32Array => {
+    if (cfg.tie_word_embeddings !== false) return wte;
+    const e = st.entries.get('lm_head.weight') ?? st.entries.get(prefix + 'lm_head.weight');
+    if (!e) throw new TypelensError(`${st.path}: tie_word_embeddings is false but there is no "lm_head.weight"`, 'EMISSING');
+    const name = st.entries.has('lm_head.weight') ? 'lm_head.weight' : prefix + 'lm_head.weight';
+    if (!sameShape(e.shape, [V, M])) throw new TypelensError(`${st.path}: tensor "${name}" has shape [${e.shape.join(', ')}], expected [${V}, ${M}]`, 'ESHAPE');
+    return tensorF32(st, name);
+  };
   const wte = get('wte.weight', [V, M]);
   const wpe = get('wpe.weight', [C, M]).subarray(0, C * M);
   const blocks: BlockWeights[] = [];
@@ -82,7 +92,6 @@ export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite
   return {
     W_E: T(wte, [V, M]), W_pos: T(Float32Array.from(wpe), [C, M]), blocks,
     ln_final_w: T(get('ln_f.weight', [M]), [M]), ln_final_b: T(get('ln_f.bias', [M]), [M]),
-    // tie_word_embeddings: false (e.g. a typelens-trained model whose W_U trained apart from W_E): lm_head.weight [V, M]
-    W_U: T(opts.untiedHead ? get('lm_head.weight', [V, M]) : wte, [V, M]).T.contiguous(), b_U: Tensor.zeros([V]),
+    W_U: T(unembedRows(), [V, M]).T.contiguous(), b_U: Tensor.zeros([V]),
   };
 }

@@ -76,12 +76,13 @@ export class ForwardPool {
   }
 
   /** Logits (and, with `cache`, an ActivationCache) for tokens [B, P], one forward per worker on a slice of the batch. */
-  async runBatch(tokens: Tensor, opts: { cache?: string[] | 'all'; lastPositionLogits?: boolean } = {}): Promise<{ logits: Tensor; cache?: ActivationCache }> {
+  async runBatch(tokens: Tensor, opts: { cache?: string[] | 'all'; lastPositionLogits?: boolean; attentionMask?: Tensor } = {}): Promise<{ logits: Tensor; cache?: ActivationCache }> {
     const t = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
     const B = t.shape[0], parts = Math.min(this.threads, B);
     const cut = evenCut(B, parts);
     const results = await Promise.all(Array.from({ length: parts }, (_, i) => this.run({
       tokens: toArr(t.slice(0, cut(i), cut(i + 1))), cache: opts.cache ?? null, lastPositionLogits: opts.lastPositionLogits,
+      attentionMask: opts.attentionMask ? toArr(opts.attentionMask.slice(0, cut(i), cut(i + 1))) : undefined,
     })));
     const logits = results.length === 1 ? fromArr(results[0].logits) : cat(results.map((r) => fromArr(r.logits)), 0);
     if (!opts.cache) return { logits };

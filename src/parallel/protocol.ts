@@ -15,6 +15,8 @@ export interface ForwardTask {
   resid?: Arr;
   startAtLayer?: number;
   lastPositionLogits?: boolean;
+  /** [B, P] attention mask of the input (before a patch repeats it). */
+  attentionMask?: Arr;
   cache?: string[] | 'all' | null;
   /** One copy of the input per index, each patched at its own index, run as one batch. */
   patch?: { hook: string; setter: SetterName; indices: number[][]; clean: Arr };

@@ -22,11 +22,12 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
   patchingMetric: PatchingMetric, setter: SetterName, activationName: string, opts: PatchOptions = {}): Promise<Tensor> {
   const model = pool.model;
   if (!(setter in setters)) throw new TypelensError(`unknown setter "${setter}" (workers run the built-in setters: ${Object.keys(setters).join(', ')})`, 'EINPUT');
-  const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
+  const { toks, indices, outShape, mask } = sweepIndices(model, corruptedTokens, opts);
+  const maskArr = mask ? toArr(mask) : undefined;
   const skip = opts.skipUnchangedLayers ?? true;
   const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
   // activations in shared memory (runWithCache({ shared: true })) go to workers uncopied
-  const residPre = skip ? model.runWithCache(toks, { namesFilter: names, shared: true }).cache : null;
+  const residPre = skip ? model.runWithCache(toks, { namesFilter: names, shared: true, attentionMask: mask }).cache : null;
   const out = new Float32Array(indices.length);
   let done = 0;
   const tokArr = toArr(toks);
@@ -47,7 +48,7 @@ export async function genericActivationPatchParallel(pool: ForwardPool, corrupte
     const inBlock = name.startsWith(`blocks.${layer}.`);
     const r = await pool.run({
       ...(residPre && inBlock ? { resid: residOf(layer), startAtLayer: layer } : { tokens: tokArr }),
-      lastPositionLogits: opts.lastPositionLogits, patch: { hook: name, setter, indices: g.map((i) => indices[i]), clean: cleanArr.get(name)! },
+      lastPositionLogits: opts.lastPositionLogits, attentionMask: maskArr, patch: { hook: name, setter, indices: g.map((i) => indices[i]), clean: cleanArr.get(name)! },
     });
     const logits = fromArr(r.logits);
     g.forEach((i, j) => { out[i] = patchingMetric(chunk(logits, j, g.length)); opts.onProgress?.(++done, indices.length); });

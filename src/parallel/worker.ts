@@ -5,7 +5,7 @@ import { threadId, workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { sharedBackend } from '../kernels/index.js';
 import { fromShared, SharedModel } from '../model/replica.js';
-import { batchedPatch, setters } from '../patching/index.js';
+import { batchedPatch, repeatMask, setters } from '../patching/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { fromArr, toArr, type ForwardTask, type ForwardResult, type Arr } from './protocol.js';
 
@@ -25,13 +25,15 @@ export default function run(task: ForwardTask): ForwardResult {
   if (task.kind === 'throw') throw new Error('injected failure');
   const hooks: [string, (a: Tensor) => Tensor][] = [];
   let input = fromArr(task.resid ?? task.tokens!);
+  let mask = task.attentionMask ? fromArr(task.attentionMask) : undefined;
   if (task.patch) {
     const { hook: name, setter, indices, clean } = task.patch;
     const p = batchedPatch(input, setters[setter], indices, fromArr(clean), name);
     input = p.input;
+    mask = repeatMask(mask, indices.length);
     hooks.push([name, p.hook]);
   }
-  const opts = { startAtLayer: task.startAtLayer, lastPositionLogits: task.lastPositionLogits };
+  const opts = { startAtLayer: task.startAtLayer, lastPositionLogits: task.lastPositionLogits, attentionMask: mask };
   let logits: Tensor;
   const cache: Record<string, Arr> = {};
   if (task.cache) {

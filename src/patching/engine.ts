@@ -8,6 +8,7 @@ import type { ActivationCache } from '../hooks/cache.js';
 import type { HookedTransformer, TokensInput } from '../model/hooked-transformer.js';
 import { cat, sameShape, Tensor } from '../tensor/index.js';
 import type { PatchSetter } from './setters.js';
+import { getAttentionMask, maskData, type PaddingSide } from '../model/padding.js';
 
 /** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
 export type PatchingMetric = (logits: Tensor) => number;
@@ -35,7 +36,14 @@ export interface PatchOptions {
    * patches to make about 128 rows (batch x positions).
    */
   patchBatch?: number;
+  /** Mask of the corrupted tokens [B, P] (TL's attention_mask): every patched forward uses it. */
+  attentionMask?: Tensor | number[][];
+  /** How the corrupted tokens are padded; 'left' builds the mask from the pad ids when none is given. */
+  paddingSide?: PaddingSide;
 }
+
+/** The mask repeated k times along the batch axis (one copy per patched index, as the input). */
+export const repeatMask = (mask: Tensor | undefined, k: number): Tensor | undefined => (mask && k > 1 ? cat(Array.from({ length: k }, () => mask), 0) : mask);
 
 /** Consecutive sweep entries sharing one hook, in chunks of at most k. */
 export function groupsOf(indices: number[][], name: (idx: number[]) => string, k: number): number[][] {
@@ -57,10 +65,30 @@ export const batchSizeFor = (opts: PatchOptions, rows: number): number => {
 export const chunk = (x: Tensor, j: number, k: number): Tensor => { const b = x.shape[0] / k; return k === 1 ? x : x.slice(0, j * b, (j + 1) * b); };
 
 export function checkClean(name: string, clean: Tensor, act: { shape: readonly number[] }): void {
-  if (!sameShape(act.shape, clean.shape)) {
+  // TL's setters assign clean[..] into corrupted[..] with torch broadcasting: a clean run of
+  // batch 1 patches every row of a corrupted batch (one clean prompt against many corruptions).
+  const broadcasts = clean.shape[0] === 1 && sameShape(act.shape.slice(1), clean.shape.slice(1));
+  if (!sameShape(act.shape, clean.shape) && !broadcasts) {
     throw new TypelensError(`clean activation ${name} is [${clean.shape.join(', ')}] but the corrupted run's is [${act.shape.join(', ')}]: ` +
-      'clean and corrupted inputs must have the same batch size and length', 'ESHAPE');
+      'clean and corrupted inputs must have the same length, and the same batch size or a clean batch of 1', 'ESHAPE');
   }
+}
+
+/** The clean activation at the corrupted one's shape (a batch of 1 broadcast over the batch). */
+export const broadcastClean = (clean: Tensor, act: Tensor): Tensor =>
+  (clean.shape[0] === act.shape[0] ? clean : clean.expand(act.shape as number[]));
+
+/**
+ * Apply a setter to `part` (a view into the hooked activation). TL's generic_activation_patch
+ * uses what the setter returns (`patched = patch_setter(corrupted, index, clean); return patched`):
+ * a setter that builds a new tensor instead of writing in place is honoured by copying its result in.
+ */
+export function applySetter(setter: PatchSetter, part: Tensor, idx: readonly number[], clean: Tensor, name: string): void {
+  checkClean(name, clean, part);
+  const r = setter(part, idx, broadcastClean(clean, part));
+  if (r == null || r === part) return;
+  if (!sameShape(r.shape, part.shape)) throw new TypelensError(`patch setter on ${name} returned shape [${r.shape.join(', ')}], expected [${part.shape.join(', ')}]`, 'ESHAPE');
+  part.assign(r);
 }
 
 /**
@@ -72,7 +100,7 @@ export function batchedPatch(input: Tensor, setter: PatchSetter, indices: readon
   return {
     input: k === 1 ? input : cat(Array.from({ length: k }, () => input), 0),
     hook: (act) => {
-      indices.forEach((idx, j) => { const part = chunk(act, j, k); checkClean(name, clean, part); setter(part, idx, clean); });
+      indices.forEach((idx, j) => applySetter(setter, chunk(act, j, k), idx, clean, name));
       return act;
     },
   };
@@ -95,11 +123,15 @@ export function product(ranges: number[]): number[][] {
 }
 
 /** The corrupted tokens as [B, P], every index tuple of the sweep, and the output's shape. */
-export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensInput, opts: PatchOptions): { toks: Tensor; indices: number[][]; outShape: number[] } {
+export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensInput, opts: PatchOptions): { toks: Tensor; indices: number[][]; outShape: number[]; mask?: Tensor } {
   const isText = typeof corruptedTokens === 'string' || (Array.isArray(corruptedTokens) && typeof corruptedTokens[0] === 'string');
   const tokens = corruptedTokens instanceof Tensor ? corruptedTokens
-    : isText ? model.toTokens(corruptedTokens as string | string[]) : Tensor.from(corruptedTokens as number[] | number[][]);
+    : isText ? model.toTokens(corruptedTokens as string | string[], { paddingSide: opts.paddingSide }) : Tensor.from(corruptedTokens as number[] | number[][]);
   const toks = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
+  // an explicit mask, or TL's from the pad ids for left padding: explicit from here on, since
+  // patched forwards may start from a cached residual stream (no tokens to build it from)
+  const mask = opts.attentionMask != null ? new Tensor(maskData(opts.attentionMask, toks.shape[0], toks.shape[1]), toks.shape)
+    : opts.paddingSide === 'left' ? getAttentionMask(toks, { padTokenId: model.cfg.bos_token_id, paddingSide: 'left' }) : undefined;
   const seqLen = toks.shape[1];
   let indices: number[][], outShape: number[];
   if (opts.indexDf) {
@@ -115,7 +147,7 @@ export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensIn
   for (const idx of indices) {
     if (!Number.isInteger(idx[0]) || idx[0] < 0 || idx[0] >= model.cfg.n_layers) throw new TypelensError(`patch layer ${idx[0]} is outside [0, ${model.cfg.n_layers})`, 'EINDEX');
   }
-  return { toks, indices, outShape };
+  return { toks, indices, outShape, mask };
 }
 
 /**
@@ -124,14 +156,14 @@ export function sweepIndices(model: HookedTransformer, corruptedTokens: TokensIn
  */
 export function genericActivationPatch(model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache,
   patchingMetric: PatchingMetric, patchSetter: PatchSetter, activationName: string, opts: PatchOptions = {}): Tensor {
-  const { toks, indices, outShape } = sweepIndices(model, corruptedTokens, opts);
+  const { toks, indices, outShape, mask } = sweepIndices(model, corruptedTokens, opts);
 
   // Blocks before the patched layer run on unchanged inputs: start from their cached output.
   const skip = (opts.skipUnchangedLayers ?? true) && !model.hasHooks();
   let residPre: Tensor[] | null = null;
   if (skip) {
     const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
-    const { cache } = model.runWithCache(toks, { namesFilter: names });
+    const { cache } = model.runWithCache(toks, { namesFilter: names, attentionMask: mask });
     residPre = names.map((n) => cache.get(n));
   }
 
@@ -142,7 +174,9 @@ export function genericActivationPatch(model: HookedTransformer, corruptedTokens
     const layer = indices[g[0]][0], name = hookName(indices[g[0]]);
     const fromLayer = residPre !== null && name.startsWith(`blocks.${layer}.`);
     const { input, hook } = batchedPatch(fromLayer ? residPre![layer] : toks, patchSetter, g.map((i) => indices[i]), cleanCache.get(name), name);
-    const logits = model.runWithHooks(input, { fwdHooks: [[name, hook]], startAtLayer: fromLayer ? layer : undefined, lastPositionLogits: opts.lastPositionLogits });
+    const logits = model.runWithHooks(input, {
+      fwdHooks: [[name, hook]], startAtLayer: fromLayer ? layer : undefined, lastPositionLogits: opts.lastPositionLogits, attentionMask: repeatMask(mask, g.length),
+    });
     g.forEach((i, j) => { out[i] = patchingMetric(chunk(logits, j, g.length)); opts.onProgress?.(++done, indices.length); });
   }
   return new Tensor(out, outShape);

@@ -6,7 +6,7 @@
 export { setters, type PatchSetter, type SetterName } from './setters.js';
 export { genericActivationPatch, product, type IndexAxis, type PatchingMetric, type PatchOptions } from './engine.js';
 // for pool workers (parallel/worker.ts), which run the same batched patch as the serial engine
-export { batchedPatch } from './engine.js';
+export { batchedPatch, repeatMask } from './engine.js';
 export {
   serial, type ReadyMade, type ReadyMadeName, type ReadyMadeOptions,
   getActPatchResidPre, getActPatchResidMid, getActPatchAttnOut, getActPatchMlpOut, getActPatchAttnHeadOutByPos, getActPatchAttnHeadQByPos,

@@ -9,7 +9,7 @@ import { stack, Tensor } from '../tensor/index.js';
 import { genericActivationPatch, type IndexAxis, type PatchingMetric, type PatchOptions } from './engine.js';
 import { setters, type SetterName } from './setters.js';
 
-export type ReadyMadeOptions = Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits' | 'patchBatch'>;
+export type ReadyMadeOptions = Pick<PatchOptions, 'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits' | 'patchBatch' | 'attentionMask' | 'paddingSide'>;
 export type ReadyMade = (model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: PatchingMetric, opts?: ReadyMadeOptions) => Tensor;
 
 /** Setter, activation and index axes of each ready-made function (TL's names in camelCase). */
