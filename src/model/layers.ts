@@ -3,7 +3,8 @@
 // P positions, M d_model, H heads, D d_head, F d_mlp, V d_vocab.
 import type { LayerOps, PackedWeight } from '../kernels/index.js';
 import type { LnParams } from '../kernels/layer-ops.js';
-import { add, embedding, Tensor } from '../tensor/index.js';
+import * as ag from '../autograd/ops.js';
+import { embedding, Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import type { PackedBlock } from './packed.js';
 import type { BlockWeights, Weights } from './weights.js';
@@ -12,12 +13,16 @@ import type { BlockWeights, Weights } from './weights.js';
 const lnParams = (cfg: ModelConfig, w?: Tensor, b?: Tensor): LnParams | undefined =>
   (cfg.normalization_type === 'LN' && w && b ? { w, b } : undefined);
 
-/** tokens [B, P] -> resid [B, P, M] = hook_embed(W_E[tokens]) + hook_pos_embed(W_pos[:P]). Host only. */
-export function embed(fire: (name: string, t: Tensor) => Tensor, W: Weights, tokens: Tensor): Tensor {
+/**
+ * tokens [B, P] -> resid [B, P, M] = hook_embed(W_E[tokens]) + hook_pos_embed(W_pos[:P]). Host only.
+ * The ag.* ops are the tensor core's unless a gradient tape records (then `lookup` is ag.embedding).
+ */
+export function embed(fire: (name: string, t: Tensor) => Tensor, W: Weights, tokens: Tensor,
+  lookup: (table: Tensor, ids: Tensor) => Tensor = embedding): Tensor {
   const [B, P] = tokens.shape, M = W.W_E.shape[1];
-  const e = fire('hook_embed', embedding(W.W_E, tokens));
-  const pos = fire('hook_pos_embed', W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone());
-  return add(e, pos);
+  const e = fire('hook_embed', lookup(W.W_E, tokens));
+  const pos = fire('hook_pos_embed', ag.copy(ag.expand(ag.unsqueeze(ag.slice(W.W_pos, 0, 0, P), 0), [B, P, M])));
+  return ag.add(e, pos);
 }
 
 /** resid_pre [B, P, M] -> attn_out [B, P, M]: ln1, q/k/v [B, P, H, D], causal attention, W_O. */
