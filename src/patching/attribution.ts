@@ -87,15 +87,20 @@ export function genericAttributionPatch(model: HookedTransformer, corruptedToken
   setter: SetterName, activationName: string, opts: AttributionOptions = {}): Tensor {
   const L = model.cfg.n_layers;
   const names = Array.from({ length: L }, (_, l) => getActName(activationName, l));
-  const gc = opts.corruptedGradCache ?? attributionGradCache(model, corruptedTokens, metric, names, opts);
+  // blocks from stopAtLayer on do not run: patching them changes nothing (rows of zeros)
+  const stop = opts.stopAtLayer == null ? L : opts.stopAtLayer < 0 ? opts.stopAtLayer + L : opts.stopAtLayer;
+  const ran = (l: number) => l < stop;
+  const gc = opts.corruptedGradCache ?? attributionGradCache(model, corruptedTokens, metric, names.filter((_, l) => ran(l)), opts);
   const kept = KEPT_AXES[setter];
   if (!kept) throw new TypelensError(`unknown patch setter "${setter}"`, 'EINPUT');
-  return stack(names.map((name) => {
-    const corrupted = gc.get(name);
-    if (!gc.has(name + '_grad')) throw new TypelensError(`the gradient cache has no "${name}_grad" (was it made with attributionGradCache for these points?)`, 'EKEY');
+  return stack(names.map((name, l) => {
     const clean = cleanCache.get(name);
+    if (!ran(l)) return Tensor.zeros(kept.map((a) => clean.shape[a]));
+    const corrupted = gc.get(name);
     checkClean(name, clean, corrupted);
-    return attributionReduce(clean, corrupted, gc.get(name + '_grad'), kept);
+    // a point the backward never reached does not influence the metric: zero gradient
+    const grad = gc.has(name + '_grad') ? gc.get(name + '_grad') : Tensor.zeros(corrupted.shape);
+    return attributionReduce(clean, corrupted, grad, kept);
   }));
 }
 
