@@ -242,7 +242,7 @@ t.test('attribution functions return the activation-patching shapes and share on
   const num = (lg: Tensor) => lastTok(lg).item();
   for (const name of Object.keys(patching.serial) as patching.ReadyMadeName[]) {
     const act = patching.serial[name](model, corrupted, cache, num);
-    const attr = patching.attribution[name.replace('getActPatch', 'getAttrPatch')](model, corrupted, cache, lastTok);
+    const attr = patching.attribution[name.replace('getActPatch', 'getAttrPatch') as patching.AttributionName](model, corrupted, cache, lastTok);
     t.same(attr.shape, act.shape, `${name.replace('getActPatch', 'getAttrPatch')}: shape [${act.shape.join(', ')}]`);
   }
   t.same(patching.getAttrPatchAttnHeadAllPosEvery(model, corrupted, cache, lastTok).shape, patching.getActPatchAttnHeadAllPosEvery(model, corrupted, cache, num).shape, 'AllPosEvery shape');

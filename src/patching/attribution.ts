@@ -104,13 +104,14 @@ export function genericAttributionPatch(model: HookedTransformer, corruptedToken
   }));
 }
 
-/** The ready-made attribution functions: getAttrPatch* for every getActPatch* (same shapes). */
-export const attribution: Record<string, AttributionPatch> = Object.fromEntries(Object.entries(buildReadyMade((setter, act) =>
-  ((model, corrupted, clean, metric, opts = {}) => genericAttributionPatch(model, corrupted, clean, metric, setter, act, opts)) as AttributionPatch))
-  .map(([name, f]) => [name.replace(/^getActPatch/, 'getAttrPatch'), f]));
+/** getAttrPatchX for each ready-made getActPatchX. */
+export type AttributionName = ReadyMadeName extends infer N ? N extends `getActPatch${infer R}` ? `getAttrPatch${R}` : never : never;
 
-type AttrName<N extends string> = N extends `getActPatch${infer R}` ? `getAttrPatch${R}` : never;
-const fns = attribution as Record<AttrName<ReadyMadeName>, AttributionPatch>;
+/** The ready-made attribution functions: getAttrPatch* for every getActPatch* (same shapes). */
+export const attribution = Object.fromEntries(Object.entries(buildReadyMade((setter, act) =>
+  ((model, corrupted, clean, metric, opts = {}) => genericAttributionPatch(model, corrupted, clean, metric, setter, act, opts)) as AttributionPatch))
+  .map(([name, f]) => [name.replace(/^getActPatch/, 'getAttrPatch'), f])) as Record<AttributionName, AttributionPatch>;
+const fns = attribution;
 export const {
   getAttrPatchResidPre, getAttrPatchResidMid, getAttrPatchAttnOut, getAttrPatchMlpOut, getAttrPatchAttnHeadOutByPos, getAttrPatchAttnHeadQByPos,
   getAttrPatchAttnHeadKByPos, getAttrPatchAttnHeadVByPos, getAttrPatchAttnHeadPatternByPos, getAttrPatchAttnHeadPatternDestSrcPos,

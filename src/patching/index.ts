@@ -16,7 +16,7 @@ export {
 } from './ready-made.js';
 // attribution patching: the same sweeps to first order, from one corrupted forward + backward
 export {
-  attribution, attributionGradCache, attributionReduce, genericAttributionPatch, type AttributionOptions, type AttributionPatch,
+  attribution, attributionGradCache, attributionReduce, genericAttributionPatch, type AttributionOptions, type AttributionPatch, type AttributionName,
   getAttrPatchResidPre, getAttrPatchResidMid, getAttrPatchAttnOut, getAttrPatchMlpOut, getAttrPatchAttnHeadOutByPos, getAttrPatchAttnHeadQByPos,
   getAttrPatchAttnHeadKByPos, getAttrPatchAttnHeadVByPos, getAttrPatchAttnHeadPatternByPos, getAttrPatchAttnHeadPatternDestSrcPos,
   getAttrPatchAttnHeadOutAllPos, getAttrPatchAttnHeadQAllPos, getAttrPatchAttnHeadKAllPos, getAttrPatchAttnHeadVAllPos, getAttrPatchAttnHeadPatternAllPos,
