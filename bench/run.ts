@@ -1,9 +1,10 @@
-// `npm run bench -- matmul|forward|all`: typelens against numpy/OpenBLAS on the same machine,
+// `npm run bench -- matmul|forward|parallel|backward|all`: typelens against numpy/OpenBLAS on the same machine,
 // in the same run. Timings come from the `benchmark` package (statistically sampled); the
 // numpy side runs in a python3 child with OPENBLAS_NUM_THREADS matching our thread count.
 import Benchmark from 'benchmark';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cudaStatus, WasmBackend, wasmBackend } from '../src/kernels/index.js';
@@ -12,6 +13,7 @@ import * as patching from '../src/patching/index.js';
 import { parallel as parallelPatching } from '../src/parallel/sweep.js';
 import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
 import { Tensor } from '../src/tensor/index.js';
+import { ag, withGrad } from '../src/autograd/index.js';
 import { HookedTransformer } from '../src/model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../src/model/make-weights.js';
 import { NO_PROCESSING } from '../src/model/process.js';
@@ -174,6 +176,46 @@ function benchParallel(): void {
   writeJson('parallel.json', out);
 }
 
+/**
+ * Gradients (issue 14): one 15-token forward of a gpt2-small-shaped model (logits, no cache) against
+ * the same forward recorded on the tape plus its backward from the LM loss, with every parameter's
+ * gradient (training's case) and with activation gradients only (attribution patching's case).
+ * One thread, as the forward table. numpy has no autograd and no torch is installed: no baseline.
+ */
+function benchBackward(): void {
+  const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
+  if (!existsSync(join(dir, 'model.safetensors'))) { console.log('generating random gpt2-small (seed 0)...'); makeWeights(dir, PRESETS['gpt2-small'], 0); }
+  wasmBackend()!.setThreads(1);
+  const model = HookedTransformer.fromDir(dir, NO_PROCESSING);
+  const tokens = [PROMPT15];
+  const loss = (lg: Tensor) => ag.lmCrossEntropyLoss(lg, Tensor.from(tokens));
+  model.forward(tokens); model.backward(tokens, loss, { views: true }); model.backward(tokens, loss, { params: false });
+  const fwd = time('forward', () => model.forward(tokens), 3);
+  const fwdRec = time('recorded forward + loss', () => withGrad(() => loss(model.forward(tokens))), 3);
+  const fb = time('forward + backward (params)', () => model.backward(tokens, loss, { views: true }), 3);
+  const fbAct = time('forward + backward (activations only)', () => model.backward(tokens, loss, { params: false }), 3);
+  const np = python([join(benchDir, 'numpy_forward.py'), dir, PROMPT15.join(','), '7'], 1) as { median_ms: number } | null;
+  model.dispose();
+  const load = loadavg();
+  const row = {
+    model: 'random gpt2-small-shaped, unprocessed, f32; 15 tokens; 1 thread; loss = LM cross-entropy',
+    forward_ms: +fwd.toFixed(2),
+    recorded_forward_ms: +fwdRec.toFixed(2),
+    forward_backward_ms: +fb.toFixed(2),
+    backward_ms: +(fb - fwdRec).toFixed(2),
+    ratio_forward_backward_to_forward: +(fb / fwd).toFixed(3),
+    ratio_backward_to_forward: +((fb - fwdRec) / fwd).toFixed(3),
+    forward_backward_activations_only_ms: +fbAct.toFixed(2),
+    ratio_activations_only_backward_to_forward: +((fbAct - fwdRec) / fwd).toFixed(3),
+    target: 'backward <= 2.5x forward',
+    baseline: 'no baseline available: torch is not installed and numpy has no autograd (numpy forward for scale: numpy_forward_ms)',
+    numpy_forward_ms: np?.median_ms ?? null,
+    load_average: load.map((x) => +x.toFixed(2)),
+  };
+  console.log(JSON.stringify(row, null, 2));
+  writeJson('backward.json', row);
+}
+
 /** WASM vs CUDA on the same machine and process: 15 tokens with the full cache, and 8 x 15. */
 function benchCuda(): void {
   const { addon, reason } = cudaStatus();
@@ -275,5 +317,6 @@ else {
   if (what === 'cuda') benchCuda();
   if (what === 'soak') soak();
   if (what === 'parallel' || what === 'all') benchParallel();
-  if (!['matmul', 'forward', 'all', 'cuda', 'soak', 'parallel'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, parallel, all, cuda, soak)`); process.exitCode = 2; }
+  if (what === 'backward' || what === 'all') benchBackward();
+  if (!['matmul', 'forward', 'all', 'cuda', 'soak', 'parallel', 'backward'].includes(what)) { console.error(`unknown benchmark "${what}" (matmul, forward, parallel, backward, all, cuda, soak)`); process.exitCode = 2; }
 }

@@ -59,6 +59,7 @@ export type { HeadScores } from './analysis/heads.js';
 export { ForwardPool } from './parallel/pool.js';
 import {
   setters, genericActivationPatch, serial, getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery,
+  attribution, genericAttributionPatch, attributionGradCache, getAttrPatchAttnHeadAllPosEvery, getAttrPatchAttnHeadByPosEvery, getAttrPatchBlockEvery,
 } from './patching/index.js';
 import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
 /**
@@ -69,7 +70,9 @@ import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
 export const patching = {
   setters, genericActivationPatch, genericActivationPatchParallel, ...serial,
   getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery, parallel,
+  ...attribution, genericAttributionPatch, attributionGradCache, getAttrPatchAttnHeadAllPosEvery, getAttrPatchAttnHeadByPosEvery, getAttrPatchBlockEvery,
 };
+export type { AttributionOptions, AttributionPatch, AttributionName } from './patching/index.js';
 export type {
   PatchSetter, SetterName, PatchingMetric, PatchOptions, IndexAxis, ReadyMade, ReadyMadeName, ReadyMadeOptions,
 } from './patching/index.js';
@@ -102,3 +105,11 @@ export type {
 export { weightStorage, fingerprint } from './model/params.js';
 export type { StateDict } from './model/editing.js';
 export type { InitOptions } from './model/init.js';
+
+// gradients (a tape over plain Tensors; the model's own forward records inside withGrad)
+export { withGrad, grad, noGrad, watch, hookGrad, currentTape, Tape, Gradients, ag } from './autograd/index.js';
+export type { GradHook } from './autograd/index.js';
+export { logitDiffMetric, gpt2Grad, namedParameters } from './model/gpt2-grad.js';
+export type { Gpt2GradResult } from './model/gpt2-grad.js';
+export type { BwdHook, GradMetric, BackwardOptions, BackwardResult } from './model/hooked-transformer.js';
+export type { HookDir } from './hooks/hookpoint.js';

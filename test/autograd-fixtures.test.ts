@@ -6,7 +6,7 @@
 import t from 'tap';
 import { fileURLToPath } from 'node:url';
 import { HookedTransformer, readSafetensors, tensorF64, Tensor, NO_PROCESSING } from '../src/index.js';
-import { gpt2Forward, gpt2Grad, logitDiffMetric } from '../src/autograd/index.js';
+import { gpt2Forward, gpt2Grad, logitDiffMetric } from '../src/model/gpt2-grad.js';
 import { ag } from '../src/autograd/index.js';
 
 const fx = (name: string) => fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url));

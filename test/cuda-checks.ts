@@ -132,4 +132,24 @@ export const checks: { name: string; run: () => Promise<string> }[] = [
       return `tiny, tiny-hf; processed and not; max |diff| device vs host ${e(dHost)}, vs WASM ${e(dWasm)}, stopAtLayer ${e(dStop)}`;
     },
   },
+  {
+    name: 'gradient mode on the CUDA backend skips the device path: recorded logits equal the host path, gradients equal WASM\'s',
+    run: async () => {
+      const { withGrad } = await import('../src/autograd/index.js');
+      let worst = 0;
+      for (const opts of [NO_PROCESSING, {}]) {
+        const cuda = HookedTransformer.fromDir(fixture('tiny'), { ...opts, backend: 'cuda' });
+        const wasm = HookedTransformer.fromDir(fixture('tiny'), { ...opts, backend: 'wasm' });
+        const tok = Tensor.from([1, 2, 3, 4, 5, 6, 7, 8], [2, 4]);
+        const host = cuda.runWithHooks(tok, { fwdHooks: [['blocks.0.hook_resid_pre', (x) => x]] });
+        const { out: rec } = withGrad(() => cuda.forward(tok));
+        expect(maxDiff(rec.f32(), host.f32()) === 0, 'a recorded forward on the CUDA backend is the host path, bit for bit');
+        const gc = cuda.parameterGrads(tok), gw = wasm.parameterGrads(tok);
+        for (const [n, g] of gc) worst = Math.max(worst, maxDiff(g.f32(), gw.get(n)!.f32()));
+        expect(worst <= 1e-4, `parameter gradients CUDA vs WASM (max |diff| ${worst})`);
+        cuda.dispose(); wasm.dispose();
+      }
+      return `tiny, processed and not; parameter gradients max |diff| vs WASM ${worst.toExponential(1)}`;
+    },
+  },
 ];

@@ -97,6 +97,13 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   t.match(byTitle('Scatter plot of output patching vs attention patching'), { kind: 'scatter', xTitle: 'Attention Patch', yTitle: 'Output Patch' });
   t.match(byTitle('Original vs Post-Ablation Direct Logit Attribution of Heads'), { kind: 'scatter', xTitle: 'Ablated', yTitle: 'Original' });
   t.equal(figs.filter((f) => f.title.startsWith('Top 3 Positive Logit Attribution Heads')).length, 3);
+  // attribution patching section: heatmap, scatter against activation patching, both timed
+  t.match(byTitle('Attribution Patching of Head Outputs'), { kind: 'heatmap', xTitle: 'Head', yTitle: 'Layer', shape: [L, H] });
+  t.match(byTitle('Attribution vs Activation Patching of Head Outputs'), { kind: 'scatter', xTitle: 'Activation Patch', yTitle: 'Attribution Patch', shape: [L * H] });
+  t.match(text, /^Activation patching, 8 heads: \d+\.\d\d s\nAttribution patching, 8 heads: \d+\.\d\d s \(one forward \+ one backward\)\nCorrelation between the two: (-?\d\.\d{3}|NaN)$/m);
+  t.ok(r.attribution.activation.f32().every((v, i) => Object.is(v, r.patchedHeadZ.f32()[i])), 'the timed activation patching is the patching section\'s, bit for bit');
+  t.same(r.attribution.attribution.shape, [L, H], 'attribution has activation patching\'s shape');
+  t.ok(r.attribution.attribution.f32().every(Number.isFinite), 'attribution values are finite');
   t.ok(figs.filter((f) => f.kind === 'attention').every((f) => f.shape[0] === P && f.shape[1] === P));
   // the same demo with the sweeps on a worker pool: the same numbers, bit for bit
   const { ForwardPool } = await import('../src/parallel/pool.js');
@@ -105,7 +112,8 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   for (const k of ['patchedResidPre', 'patchedAttnOut', 'patchedMlpOut', 'patchedHeadZ', 'patchedHeadV', 'patchedHeadPattern'] as const) {
     t.ok(rp[k].f32().every((v, i) => Object.is(v, r[k].f32()[i])), `${k}: pool = serial`);
   }
-  t.same(rp.lines, r.lines, 'same printed output');
+  const untimed = (lines: string[]) => lines.filter((l) => !/^(Activation|Attribution) patching, \d+ heads: /.test(l));
+  t.same(untimed(rp.lines), untimed(r.lines), 'same printed output (but the timings)');
   await pool.destroy();
   const html = r.report.html();
   t.ok(html.length > 3e6, 'plotly.js is inlined');

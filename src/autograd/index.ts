@@ -3,5 +3,3 @@ export type { GradHook, BackwardFn, Accumulate } from './tape.js';
 export * as ag from './ops.js';
 export { PackCache, plainWeight, headsInWeight, headsOutWeight, reduceToShape } from './ops.js';
 export type { MatWeight } from './ops.js';
-export { gpt2Forward, gpt2Grad, namedParameters, logitDiffMetric, packCacheFor } from './gpt2.js';
-export type { Gpt2GradResult, FireFn } from './gpt2.js';

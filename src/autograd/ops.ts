@@ -194,6 +194,14 @@ export function contiguous(x: Tensor): Tensor {
   return tape.record(out, (g, acc) => acc(x, g));
 }
 
+/** A copy (never shares storage, unlike contiguous); gradient passes straight through. */
+export function copy(x: Tensor): Tensor {
+  const out = x.clone();
+  const tape = tapeFor(x);
+  if (!tape) return out;
+  return tape.record(out, (g, acc) => acc(x, g));
+}
+
 /**
  * Pick entries along the last axis: out[..., k] = x[..., idx[..., k]], with idx of shape
  * [...x.shape[:-1], K] (integers). The backward scatter-adds.
@@ -562,13 +570,14 @@ export function linear(x: Tensor, w: MatWeight, b: Tensor | undefined, backend: 
  * Causal scores [B, H, Q, K] = q·k / attnScale from q [B, Q, H, D], k [B, K, H, D]; entries
  * with key > query + (K - Q) are -inf (constants: no gradient).
  */
-export function attnScores(q: Tensor, k: Tensor, attnScale: number): Tensor {
+export function attnScores(q: Tensor, k: Tensor, attnScale: number, value?: Float32Array): Tensor {
   check(q.ndim === 4 && k.ndim === 4 && q.shape[0] === k.shape[0] && q.shape[2] === k.shape[2] && q.shape[3] === k.shape[3],
     () => `attnScores: q [${q.shape.join(', ')}] and k [${k.shape.join(', ')}] do not match`);
   const [B, Q, H, D] = q.shape, P = k.shape[1], shift = P - Q;
   const qv = q.f32(), kv = k.f32(), inv = 1 / attnScale;
-  const s = new Float32Array(B * H * Q * P);
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < Q; i++) {
+  // `value`: the scores already computed by the caller (the model's kernels), the backward is the same
+  const s = value ?? new Float32Array(B * H * Q * P);
+  if (!value) for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < Q; i++) {
     const o = ((b * H + h) * Q + i) * P, qo = ((b * Q + i) * H + h) * D;
     for (let j = 0; j < P; j++) {
       if (j > i + shift) { s[o + j] = -Infinity; continue; }
@@ -597,14 +606,14 @@ export function attnScores(q: Tensor, k: Tensor, attnScale: number): Tensor {
   });
 }
 
-/** z [B, Q, H, D] = pattern [B, H, Q, K] @ v [B, K, H, D] per head. */
-export function attnMix(pattern: Tensor, v: Tensor): Tensor {
+/** z [B, Q, H, D] = pattern [B, H, Q, K] @ v [B, K, H, D] per head (`value`: z already computed by the caller). */
+export function attnMix(pattern: Tensor, v: Tensor, value?: Float32Array): Tensor {
   check(pattern.ndim === 4 && v.ndim === 4 && pattern.shape[0] === v.shape[0] && pattern.shape[1] === v.shape[2] && pattern.shape[3] === v.shape[1],
     () => `attnMix: pattern [${pattern.shape.join(', ')}] and v [${v.shape.join(', ')}] do not match`);
   const [B, H, Q, P] = pattern.shape, D = v.shape[3];
   const pv = pattern.f32(), vv = v.f32();
-  const z = new Float32Array(B * Q * H * D);
-  for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < Q; i++) {
+  const z = value ?? new Float32Array(B * Q * H * D);
+  if (!value) for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < Q; i++) {
     const po = ((b * H + h) * Q + i) * P, zo = ((b * Q + i) * H + h) * D;
     for (let j = 0; j < P; j++) {
       const p = pv[po + j];

@@ -11,6 +11,7 @@ import type { HeadScores } from '../analysis/heads.js';
 import { Report } from '../report/html.js';
 import type { Tensor } from '../tensor/index.js';
 import type { IoiData } from './data.js';
+import { attributionPatchingSection, type AttributionComparison } from './attribution.js';
 import * as render from './render.js';
 import * as compute from './sections.js';
 
@@ -48,6 +49,8 @@ export interface DemoResult {
   topPatchedHeads: number[];
   headScores: HeadScores;
   ablation: { head: number; original: number; postAblation: number; dla: number; naive: number; perHeadAblated: Tensor; lnScaleRatio: number };
+  /** After the notebook: attribution vs activation patching of head outputs. */
+  attribution: AttributionComparison;
 }
 
 export async function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: DemoOptions = {}): Promise<DemoResult> {
@@ -103,6 +106,9 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   const ablated = compute.ablatedAttribution(model, data, cache, ablation.cache, direct.dirs);
   render.renderAblatedAttribution(out, ablated, components.perHead, L, H);
 
+  // after the notebook: attribution patching against activation patching (heads)
+  const attribution = await attributionPatchingSection(out, model, data, cache, original, corrupted, opts);
+
   return {
     lines, report, perPromptLogitDiff: perPrompt, originalAverageLogitDiff: original, calculatedAverageLogitDiff: direct.calculated,
     logitLens: components.logitLens, logitLensLabels: components.logitLensLabels, perLayer: components.perLayer, perLayerLabels: components.perLayerLabels,
@@ -111,5 +117,6 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
     patchedHeadV: patched.headV, patchedHeadPattern: patched.headPattern, topPatchedHeads: topPatched, headScores: scores,
     ablation: { head: ablation.head, original, postAblation: ablation.postAblation, dla: ablation.dla, naive: original - ablation.dla,
       perHeadAblated: ablated.perHeadAblated, lnScaleRatio: ablated.lnScaleRatio },
+    attribution,
   };
 }

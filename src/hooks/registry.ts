@@ -1,13 +1,28 @@
+import { currentTape, hookGrad, withGrad } from '../autograd/tape.js';
 import { TypelensError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
-import { HookFn, HookPoint, NameFilter } from './hookpoint.js';
+import { HookDir, HookFn, HookPoint, NameFilter } from './hookpoint.js';
 import { activationElements, hookPointTable, ModelDims, posAxis, type HookPointSpec } from './points.js';
 import { Slice, SliceInput } from './slice.js';
 
 export type FwdHook = [NameFilter, HookFn];
-export interface HookOptions { isPermanent?: boolean; prepend?: boolean; level?: number | null }
-export interface ResetOptions { clearContexts?: boolean; includingPermanent?: boolean; level?: number | null }
+/** A backward hook: `fn(grad, hook)` sees d metric / d activation and may return a replacement. */
+export type BwdHook = [NameFilter, HookFn];
+export interface HookOptions { isPermanent?: boolean; prepend?: boolean; level?: number | null; dir?: HookDir }
+export interface ResetOptions { clearContexts?: boolean; includingPermanent?: boolean; level?: number | null; direction?: HookDir | 'both' }
 export interface HooksContextOptions { resetHooksEnd?: boolean; clearContexts?: boolean }
+/** A differentiable metric: logits (or whatever the forward returns) -> a scalar Tensor built with `ag.*` ops. */
+export type GradMetric = (out: Tensor) => Tensor;
+/**
+ * An internal listener for gradients at hook points during one recorded forward (runWithCache's
+ * `_grad` entries, gpt2Grad): `want` picks points, `onGrad` gets each firing's gradient (after any
+ * backward hooks), `firing` counting the point's firings in this forward from 0.
+ */
+export interface GradTap {
+  want(name: string): boolean;
+  onGrad(name: string, firing: number, grad: Tensor): void;
+  fired?: Map<string, number>;
+}
 /** What runWithCache adds to a forward's options. */
 export interface CacheSettings {
   /**
@@ -18,6 +33,14 @@ export interface CacheSettings {
   namesFilter?: string | string[] | ((name: string) => boolean);
   posSlice?: SliceInput;
   removeBatchDim?: boolean;
+  /**
+   * Also cache `name + '_grad'` for every cached point: d metric / d activation, from one forward
+   * recorded on a tape and one backward (TL's incl_bwd). ln1's points fire three times per layer;
+   * their `_grad` is the sum over the firings (the gradient with respect to the shared value).
+   */
+  inclBwd?: boolean;
+  /** The metric whose gradient inclBwd caches (default: the model's, the LM loss). */
+  metric?: GradMetric;
 }
 
 /**
@@ -29,6 +52,7 @@ export abstract class HookedRootModule<In, Opts extends object> {
   readonly hookDict = new Map<string, HookPoint>();
   private readonly specs = new Map<string, HookPointSpec>();
   private contextLevel = 0;
+  private gradTaps: GradTap[] = [];
   /** Refuse caches larger than this many bytes before allocating them. */
   cacheBudgetBytes = 8 * 2 ** 30;
 
@@ -44,10 +68,38 @@ export abstract class HookedRootModule<In, Opts extends object> {
     }
   }
 
-  /** Run the hooks on a point (the identity when none is attached, or when `name` is no hook point, e.g. `logits`). */
+  /**
+   * Run the hooks on a point (the identity when none is attached, or when `name` is no hook point, e.g. `logits`).
+   * While a gradient tape records, the (hooked) output is wrapped in an identity node whose backward
+   * runs the point's backward hooks, as torch's full backward hook on TL's identity HookPoint does
+   * (transformer_lens/hook_points.py, HookPoint.add_hook with dir="bwd"): once per firing, so ln1,
+   * which fires three times, gets three backward calls. The hooks are taken when the point fires, so
+   * a hook removed after the forward (runWithHooks resets its hooks) still runs in that backward.
+   */
   protected fire(name: string, t: Tensor): Tensor {
     const hp = this.hookDict.get(name);
-    return hp && hp.hooks.length ? hp.run(t) : t;
+    if (!hp) return t;
+    const x = hp.hooks.length ? hp.run(t) : t;
+    if ((hp.bwdHooks.length === 0 && this.gradTaps.length === 0) || currentTape() === null) return x;
+    const bwd = [...hp.bwdHooks];
+    const taps = this.gradTaps.filter((tp) => tp.want(name)).map((tp) => {
+      const fired = tp.fired ??= new Map();
+      const i = fired.get(name) ?? 0;
+      fired.set(name, i + 1);
+      return { tp, i };
+    });
+    if (!bwd.length && !taps.length) return x;
+    return hookGrad(x, (g) => {
+      const out = bwd.length ? hp.run(g, bwd) : g;
+      for (const { tp, i } of taps) tp.onGrad(name, i, out);
+      return out === g ? undefined : out;
+    });
+  }
+
+  /** @internal Run `body` with `tap` listening to the gradients of the forwards it records. */
+  withGradTap<R>(tap: GradTap, body: () => R): R {
+    this.gradTaps.push(tap);
+    try { return body(); } finally { this.gradTaps = this.gradTaps.filter((t) => t !== tap); }
   }
 
   /** Hook points matching a name or predicate; an unknown exact name is an error. */
@@ -85,25 +137,35 @@ export abstract class HookedRootModule<In, Opts extends object> {
       hp.addHook(fn, opts);
     }
   }
-  /** Whether any hook (permanent or not) is attached anywhere. */
-  hasHooks(): boolean { return [...this.hookDict.values()].some((hp) => hp.hooks.length > 0); }
+  /** Whether any forward hook (permanent or not) is attached anywhere; with dir 'bwd' or 'both', backward hooks count. */
+  hasHooks(dir: HookDir | 'both' = 'fwd'): boolean {
+    return [...this.hookDict.values()].some((hp) => (dir !== 'bwd' && hp.hooks.length > 0) || (dir !== 'fwd' && hp.bwdHooks.length > 0));
+  }
   addPermaHook(filter: NameFilter, fn: HookFn): void { this.addHook(filter, fn, { isPermanent: true }); }
 
+  /** TL's reset_hooks(clear_contexts, direction, including_permanent, level): direction 'fwd', 'bwd' or 'both' (default). */
   resetHooks(opts: ResetOptions = {}): void {
-    const { clearContexts = true, includingPermanent = false, level = null } = opts;
+    const { clearContexts = true, includingPermanent = false, level = null, direction = 'both' } = opts;
     for (const hp of this.hookDict.values()) {
-      hp.removeHooks((h) => (includingPermanent || !h.permanent) && (level === null || h.level === level));
+      hp.removeHooks((h) => (includingPermanent || !h.permanent) && (level === null || h.level === level), direction);
       if (clearContexts) hp.ctx = {};
     }
   }
 
-  /** TL's `with model.hooks(fwd_hooks)`: hooks added at a new context level, removed after. */
-  hooks<R>(fwdHooks: FwdHook[], body: () => R, opts: HooksContextOptions = {}): R {
+  /**
+   * TL's `with model.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts)`: hooks added at a
+   * new context level, removed after: `hooks(fwdHooks, body, opts)` or `hooks(fwdHooks, bwdHooks, body, opts)`.
+   */
+  hooks<R>(fwdHooks: FwdHook[], body: () => R, opts?: HooksContextOptions): R;
+  hooks<R>(fwdHooks: FwdHook[], bwdHooks: BwdHook[], body: () => R, opts?: HooksContextOptions): R;
+  hooks<R>(fwdHooks: FwdHook[], a: BwdHook[] | (() => R), b?: (() => R) | HooksContextOptions, c?: HooksContextOptions): R {
+    const [bwdHooks, body, opts] = typeof a === 'function' ? [[], a, (b ?? {}) as HooksContextOptions] : [a, b as () => R, c ?? {}];
     const { resetHooksEnd = true, clearContexts = false } = opts;
     this.contextLevel++;
     const level = this.contextLevel;
     try {
       for (const [f, fn] of fwdHooks) this.addHook(f, fn, { level });
+      for (const [f, fn] of bwdHooks) this.addHook(f, fn, { level, dir: 'bwd' });
       return body();
     } finally {
       if (resetHooksEnd) this.resetHooks({ clearContexts, level });
@@ -111,8 +173,20 @@ export abstract class HookedRootModule<In, Opts extends object> {
     }
   }
 
-  runWithHooks(input: In, opts: Opts & { fwdHooks?: FwdHook[] } & HooksContextOptions = {} as Opts): Tensor {
-    return this.hooks(opts.fwdHooks ?? [], () => this.forward(input, opts), opts);
+  /**
+   * TL's run_with_hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts). Backward hooks need
+   * the forward to be recorded: call it inside `withGrad` and run the backward from your metric, as
+   * TL users write `metric(model.run_with_hooks(x, bwd_hooks=...)).backward()`:
+   * `const { out, tape } = withGrad(() => metric(model.runWithHooks(x, { bwdHooks }))); tape.backward(out);`
+   * (the hooks are taken at the forward, so resetting them at its end, the default, is fine here,
+   * unlike TL), or use the model's `backward(x, metric, { bwdHooks })`.
+   */
+  runWithHooks(input: In, opts: Opts & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[] } & HooksContextOptions = {} as Opts): Tensor {
+    if (opts.bwdHooks?.length && currentTape() === null) {
+      throw new TypelensError('backward hooks need a recorded forward: call runWithHooks inside withGrad(() => metric(model.runWithHooks(...))) ' +
+        'and then tape.backward(metric), or use model.backward(input, metric, { bwdHooks })', 'EGRAD');
+    }
+    return this.hooks(opts.fwdHooks ?? [], opts.bwdHooks ?? [], () => this.forward(input, opts), opts);
   }
 
   /** Bytes a full-precision cache of these hooks would take for a [B, P] input. */
@@ -127,12 +201,12 @@ export abstract class HookedRootModule<In, Opts extends object> {
    * fires, and return the activations (copies taken after any other hooks on the point) in firing
    * order. `B, P` size the budget check before anything runs.
    */
-  protected capture(input: In, B: number, P: number, opts: Opts & CacheSettings): { logits: Tensor; store: Map<string, Tensor> } {
+  protected capture(input: In, B: number, P: number, opts: Opts & CacheSettings): { logits: Tensor; store: Map<string, Tensor>; value?: number } {
     const f = opts.namesFilter;
     const want: (n: string) => boolean = f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
     const names = [...this.hookDict.values()].filter((hp) => this.fires(hp.name) && want(hp.name)).map((hp) => hp.name);
     if (typeof f === 'string' || Array.isArray(f)) for (const n of typeof f === 'string' ? [f] : f) this.point(n);
-    const est = this.estimateCacheBytes(B, P, names);
+    const est = this.estimateCacheBytes(B, P, names) * (opts.inclBwd ? 2 : 1);
     if (est > this.cacheBudgetBytes) {
       throw new TypelensError(`cache would need ${(est / 2 ** 20).toFixed(1)} MiB, over the ${(this.cacheBudgetBytes / 2 ** 20).toFixed(0)} MiB budget: ` +
         'pass namesFilter or posSlice, or raise cacheBudgetBytes', 'ENOMEM');
@@ -145,19 +219,50 @@ export abstract class HookedRootModule<In, Opts extends object> {
       d.set(a.f32());
       return new Tensor(d, a.shape);
     };
-    const hooks: FwdHook[] = names.map((name) => {
+    // slice the view first, then copy once: only what is kept is copied
+    const keep = (name: string, act: Tensor): Tensor => {
       const axis = posAxis(this.specs.get(name)!.kind);
-      return [name, (act: Tensor) => {
-        // slice the view first, then copy once: only what is kept is copied
-        let t = act;
-        if (slice && t.ndim >= -axis) t = slice.apply(t, axis);
-        if (opts.removeBatchDim) t = t.index(0, 0);
-        store.set(name, copy(t));
-      }];
+      let t = act;
+      if (slice && t.ndim >= -axis) t = slice.apply(t, axis);
+      if (opts.removeBatchDim) t = t.index(0, 0);
+      return copy(t);
+    };
+    const hooks: FwdHook[] = names.map((name) => [name, (act: Tensor) => { store.set(name, keep(name, act)); }]);
+    if (!opts.inclBwd) return { logits: this.runWithHooks(input, { ...opts, fwdHooks: hooks }), store };
+
+    // TL's incl_bwd: one recorded forward, then backward from the metric; `_grad` entries in the
+    // order the backward reaches them (TL's too), a point firing several times summed over firings
+    const metric = opts.metric ?? this.defaultMetric(input, opts);
+    const cached = new Set(names), grads = new Map<string, Tensor>();
+    const tap: GradTap = {
+      want: (n) => cached.has(n),
+      onGrad: (n, _i, g) => {
+        const prev = grads.get(n)?.f32();
+        if (!prev) grads.set(n, new Tensor(Float32Array.from(g.f32()), g.shape));
+        else { const d = g.f32(); for (let i = 0; i < d.length; i++) prev[i] += d[i]; }
+      },
+    };
+    let logits!: Tensor;
+    const { out: m, tape } = withGrad(() => {
+      logits = this.withGradTap(tap, () => this.runWithHooks(input, { ...opts, fwdHooks: hooks }));
+      return metric(logits);
     });
-    const logits = this.runWithHooks(input, { ...opts, fwdHooks: hooks });
-    return { logits, store };
+    checkScalarMetric(m);
+    tape.backward(m);
+    for (const [n, g] of grads) store.set(n + '_grad', keep(n, g));
+    return { logits, store, value: m.item() };
   }
+
+  /** The metric runWithCache({ inclBwd }) differentiates when none is given (a model: the LM loss). */
+  protected defaultMetric(_input: In, _opts: Opts): GradMetric {
+    throw new TypelensError('runWithCache({ inclBwd: true }) needs a metric for this module', 'EGRAD');
+  }
+}
+
+/** A backward needs a one-element metric (TL: "grad can be implicitly created only for scalar outputs"). */
+export function checkScalarMetric(m: unknown): asserts m is Tensor {
+  if (!(m instanceof Tensor)) throw new TypelensError('the metric must return a Tensor (a scalar built with ag.* ops), got ' + typeof m, 'EGRAD');
+  if (m.size !== 1) throw new TypelensError(`the metric must be a scalar, got shape [${m.shape.join(', ')}]`, 'EGRAD');
 }
 
 /** " (did you mean ...?)" for a misspelt hook name: a known name with the same last part. */

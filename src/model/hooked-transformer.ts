@@ -1,10 +1,13 @@
+import * as ag from '../autograd/ops.js';
+import { currentTape, withGrad } from '../autograd/tape.js';
 import { TypelensError } from '../errors.js';
-import { AttnOptions, Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
+import { AttnOptions, Backend, BackendName, getBackend, LayerOps, PackedWeight } from '../kernels/index.js';
 import { cat, DType, embedding, stack, Tensor } from '../tensor/index.js';
 import { ActivationCache } from '../hooks/cache.js';
-import { CacheSettings, HookedRootModule } from '../hooks/registry.js';
+import { BwdHook, CacheSettings, checkScalarMetric, FwdHook, GradMetric, HookedRootModule } from '../hooks/registry.js';
 import { attnScaleOf, type ModelConfig } from './config.js';
 import { generate, GenerateOptions } from './generate.js';
+import { gradOps } from './grad-ops.js';
 import { HookedTransformerKeyValueCache } from './kv-cache.js';
 import { lmCrossEntropyLoss } from './loss.js';
 import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
@@ -26,7 +29,7 @@ export type { TokensInput } from './tokens-input.js';
 export type { GenerateOptions, SampleOptions } from './generate.js';
 export type { PaddingSide } from './padding.js';
 export { HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry } from './kv-cache.js';
-export type { FwdHook } from '../hooks/registry.js';
+export type { FwdHook, BwdHook, GradMetric } from '../hooks/registry.js';
 export interface RunOptions {
   prependBos?: boolean;
   /** Stop before this block and return the residual stream [B, P, d_model]. */
@@ -54,6 +57,33 @@ export interface RunOptions {
 }
 export type ForwardReturnType = 'logits' | 'loss' | 'both' | null;
 export interface CacheOptions extends RunOptions, CacheSettings {}
+
+/** Options of model.backward: the run's options, hooks for it, and which gradients to return. */
+export interface BackwardOptions extends RunOptions {
+  fwdHooks?: FwdHook[];
+  bwdHooks?: BwdHook[];
+  /** Return every parameter's gradient (TL names, see namedParameters). Default true. */
+  params?: boolean;
+  /**
+   * Parameter gradients as views of buffers reused by the next backward (an optimizer consumes
+   * them at once, like torch's `.grad`), instead of copies.
+   */
+  views?: boolean;
+}
+export interface BackwardResult {
+  /** The metric's value. */
+  value: number;
+  /** The forward's output (logits, or the residual stream with stopAtLayer). */
+  logits: Tensor;
+  /** d metric / d parameter, TL names and layouts (empty with params: false). */
+  paramGrads: Map<string, Tensor>;
+}
+
+const LN_PARAM_NAMES = [
+  ['ln1_w', 'ln1.w'], ['ln1_b', 'ln1.b'], ['W_Q', 'attn.W_Q'], ['W_K', 'attn.W_K'], ['W_V', 'attn.W_V'], ['W_O', 'attn.W_O'],
+  ['b_Q', 'attn.b_Q'], ['b_K', 'attn.b_K'], ['b_V', 'attn.b_V'], ['b_O', 'attn.b_O'], ['ln2_w', 'ln2.w'], ['ln2_b', 'ln2.b'],
+  ['W_in', 'mlp.W_in'], ['b_in', 'mlp.b_in'], ['W_out', 'mlp.W_out'], ['b_out', 'mlp.b_out'],
+] as const;
 
 /** Options of the constructor (the static loaders take LoadOptions). */
 export interface ModelOptions {
@@ -85,6 +115,8 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   private sharedEmbeds: number[] = [];
   private disposed = false;
   private readonly host: LayerOps<Tensor>;
+  private grad?: LayerOps<Tensor>;
+  private gradPacks?: ag.PackCache;
   /** Run at dispose (worker pools attached to this model shut down with it). */
   onDispose: (() => void)[] = [];
   /** Storage dtype of the matrices (activations are always f32). */
@@ -154,12 +186,109 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     return HookedTransformer.fromPretrained(name, { ...opts, foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false, refactorFactoredAttnMatrices: false });
   }
 
-  /** Run once and cache activations (copies, taken after any other hooks on the point). */
-  runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache } {
+  /**
+   * Run once and cache activations (copies, taken after any other hooks on the point). With
+   * `inclBwd`, the forward is recorded and the cache also holds `name + '_grad'`, d metric / d
+   * activation, for every cached point; the metric is `opts.metric` (a function of the logits
+   * returning a scalar Tensor built with ag.* ops) or TL's return_type='loss' (the LM
+   * cross-entropy), and its value comes back as `value`.
+   */
+  runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache; value?: number } {
     // with startAtLayer the input is a residual stream [B, P, M], passed through as is
     const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
-    const { logits, store } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
-    return { logits, cache: new ActivationCache(store, this, !opts.removeBatchDim) };
+    const { logits, store, value } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
+    const cache = new ActivationCache(store, this, !opts.removeBatchDim);
+    return value === undefined ? { logits, cache } : { logits, cache, value };
+  }
+
+  /** TL's return_type='loss': mean next-token cross-entropy of the logits against the input tokens. */
+  protected override defaultMetric(input: TokensInput, opts: RunOptions): GradMetric {
+    if (opts.startAtLayer != null) throw new TypelensError('with startAtLayer there are no tokens for the loss: pass a metric', 'EGRAD');
+    if (opts.stopAtLayer != null || opts.lastPositionLogits) throw new TypelensError('the loss needs every position\'s logits: pass a metric, or leave out stopAtLayer / lastPositionLogits', 'EGRAD');
+    const tokens = tokensOf(input, this.cfg, opts.prependBos);
+    return (logits) => ag.lmCrossEntropyLoss(logits, tokens);
+  }
+
+  // ---------- gradients ----------
+  /**
+   * Every parameter in TL's names and layouts (`embed.W_E`, `blocks.0.attn.W_Q` [H, M, D], ...;
+   * LayerNorm weights only while the model has them, i.e. not after fold_ln), the tensors
+   * themselves (torch's named_parameters): watch them on a tape to get their gradients.
+   */
+  namedParameters(): Map<string, Tensor> {
+    const W = this.weights, out = new Map<string, Tensor>();
+    out.set('embed.W_E', W.W_E);
+    out.set('pos_embed.W_pos', W.W_pos);
+    W.blocks.forEach((blk, l) => { for (const [k, n] of LN_PARAM_NAMES) { const t = blk[k]; if (t) out.set(`blocks.${l}.${n}`, t); } });
+    if (W.ln_final_w) out.set('ln_final.w', W.ln_final_w);
+    if (W.ln_final_b) out.set('ln_final.b', W.ln_final_b);
+    out.set('unembed.W_U', W.W_U);
+    out.set('unembed.b_U', W.b_U);
+    return out;
+  }
+
+  /**
+   * One recorded forward and one backward from `metric(logits)` (default: the LM loss): the
+   * metric's value, the logits, and (unless params: false) every parameter's gradient by TL name.
+   * fwdHooks run in the forward; bwdHooks see, and may replace, d metric / d activation. The
+   * TL equivalent is `metric(model.run_with_hooks(x, fwd_hooks, bwd_hooks)).backward()`.
+   */
+  backward(input: TokensInput, metric?: GradMetric, opts: BackwardOptions = {}): BackwardResult {
+    const wantParams = opts.params ?? true;
+    const named = wantParams ? this.namedParameters() : null;
+    const run = { ...opts, fwdHooks: opts.fwdHooks ?? [], bwdHooks: opts.bwdHooks ?? [] };
+    const f = metric ?? this.defaultMetric(input, opts);
+    let logits!: Tensor;
+    const { out: m, tape } = withGrad((tp) => {
+      if (named) tp.watch(...named.values());
+      logits = this.runWithHooks(input, run);
+      return f(logits);
+    });
+    checkScalarMetric(m);
+    const g = tape.backward(m);
+    const paramGrads = new Map<string, Tensor>();
+    if (named) for (const [n, t] of named) paramGrads.set(n, opts.views ? g.view(t) : g.get(t));
+    return { value: m.item(), logits, paramGrads };
+  }
+
+  /** d metric / d parameter for every parameter, TL names and layouts (default metric: the LM loss). */
+  parameterGrads(input: TokensInput, metric?: GradMetric, opts: Omit<BackwardOptions, 'params'> = {}): Map<string, Tensor> {
+    return this.backward(input, metric, { ...opts, params: true }).paramGrads;
+  }
+
+  /**
+   * Lazily packed transposed weights (for dX = dY·Wᵀ) and reused weight-gradient buffers;
+   * released at dispose. Call `invalidate(w)` on it after changing a weight in place.
+   */
+  get gradPackCache(): ag.PackCache {
+    if (!this.gradPacks) {
+      const c = this.gradPacks = new ag.PackCache(this.backend);
+      this.onDispose.push(() => c.release());
+      this.derivedCopies.push(c); // weight edits (setWeight, optimizers) drop the stale transposed packings
+    }
+    return this.gradPacks;
+  }
+
+  /** The recording layer ops, built on first use: each packed weight mapped to its TL-layout leaf. */
+  private gradLayerOps(): LayerOps<Tensor> {
+    if (this.grad) return this.grad;
+    const cache = this.gradPackCache, W = this.weights, mats = new Map<PackedWeight, ag.MatWeight>();
+    this.packed.blocks.forEach((pk, l) => {
+      const blk = W.blocks[l];
+      mats.set(pk.WQ, ag.headsInWeight(blk.W_Q, cache, pk.WQ));
+      mats.set(pk.WK, ag.headsInWeight(blk.W_K, cache, pk.WK));
+      mats.set(pk.WV, ag.headsInWeight(blk.W_V, cache, pk.WV));
+      mats.set(pk.WO, ag.headsOutWeight(blk.W_O, cache, pk.WO));
+      mats.set(pk.Win, ag.plainWeight(blk.W_in, cache, pk.Win));
+      mats.set(pk.Wout, ag.plainWeight(blk.W_out, cache, pk.Wout));
+    });
+    mats.set(this.packed.WU, ag.plainWeight(W.W_U, cache, this.packed.WU));
+    const mat = (w: PackedWeight): ag.MatWeight => {
+      const m = mats.get(w);
+      if (!m) throw new TypelensError('internal: a packed weight with no TL-layout leaf', 'EGRAD');
+      return m;
+    };
+    return this.grad = gradOps({ cfg: this.cfg, backend: this.backend, fire: (n, t) => this.fire(n, t), attnMatmulMinPos: this.attnMatmulMinPos, mat });
   }
 
   // ---------- tokens ----------
@@ -206,6 +335,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     const { d_model: M, n_layers: L } = this.cfg;
     const rt = opts.returnType === undefined ? 'logits' : opts.returnType;
     if (rt !== null && !['logits', 'loss', 'both'].includes(rt)) throw new TypelensError(`returnType must be 'logits', 'loss', 'both' or null, got ${JSON.stringify(rt)}`, 'EINPUT');
+    const tape = currentTape();
     let resid: Tensor, start = 0, tokens: Tensor | null = null;
     /** Key mask over past + new positions [B, Pk], and the new positions' part [B, P]. */
     let keyMask: Float32Array | undefined, newMask: Float32Array | undefined;
@@ -224,7 +354,13 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
       }
       if (newMask) keyMask = kv ? kv.appendAttentionMask(new Tensor(newMask, [B, P])).contiguous().f32() : newMask;
       const positions = keyMask ? positionIds(keyMask, B, past + P, P) : undefined;
-      resid = embed((n, t) => this.fire(n, t), this.weights, tokens, positions);
+      if (!tape) resid = embed((n, t) => this.fire(n, t), this.weights, tokens, positions);
+      else {
+        // gradient mode: the embeddings are the graph's roots (watched unless W_E / W_pos already
+        // are), so that every hook point has a gradient whatever the caller watched
+        const cache = this.gradPackCache;
+        resid = embed((n, t) => this.fire(n, tape.isTracked(t) ? t : tape.watch(t)), this.weights, tokens, positions, (W, ids) => ag.embedding(W, ids, cache));
+      }
     } else {
       if (kv) throw new TypelensError('pastKvCache cannot be combined with startAtLayer', 'EINPUT');
       start = opts.startAtLayer < 0 ? opts.startAtLayer + L : opts.startAtLayer;
@@ -233,7 +369,8 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
         const got = input instanceof Tensor ? `[${input.shape.join(', ')}]` : typeof input;
         throw new TypelensError(`with startAtLayer the input must be the residual stream [batch, pos <= ${this.cfg.n_ctx}, ${M}], got ${got}`, 'ESHAPE');
       }
-      resid = input.clone(); // hooks may edit the residual in place: never the caller's tensor
+      resid = ag.copy(input); // hooks may edit the residual in place: never the caller's tensor
+      if (tape && !tape.isTracked(resid)) tape.watch(resid);
       if (opts.attentionMask != null) keyMask = newMask = maskData(opts.attentionMask, input.shape[0], input.shape[1]);
     }
     if (rt === 'loss' || rt === 'both') {
@@ -245,15 +382,24 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     // With nothing asking for an activation, a backend with a device path keeps the whole pass
     // there. Masks, KV caches and per-layer score scaling run on the host only.
     const flags = this.useFlags;
+    if (tape && (keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags)) {
+      // the recording ops (grad-ops.ts) implement plain causal attention only: refuse rather than differentiate the wrong forward
+      throw new TypelensError('gradient mode does not support attention masks, KV caches, use_* switches or scale_attn_by_inverse_layer_idx yet: run unpadded prompts without them', 'EGRAD');
+    }
+    if (tape) return this.finish(rt, this.run(this.gradLayerOps(), resid, start, stop, opts), tokens, newMask, opts);
     const hostOnly = this.hasHooks() || keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags;
     const device = hostOnly ? undefined : this.backend.deviceOps?.({
       eps: this.cfg.eps, attnScale: this.cfg.attn_scale, nHeads: this.cfg.n_heads, dHead: this.cfg.d_head, actFn: this.cfg.act_fn,
     });
     const attnOpts = hostOnly ? (l: number): AttnOptions => ({ scale: attnScaleOf(this.cfg, l), keyMask, cache: kv?.entries[l] }) : undefined;
     const out = device ? this.run(device, resid, start, stop, opts) : this.run(this.host, resid, start, stop, opts, attnOpts, flags);
+    return this.finish(rt, out, tokens, newMask, opts);
+  }
+
+  /** The forward's return value for returnType (TL's forward: loss_fn(logits, tokens, attention_mask, per_token)). */
+  private finish(rt: 'logits' | 'loss' | 'both' | null, out: Tensor, tokens: Tensor | null, newMask: Float32Array | undefined, opts: RunOptions): Tensor | { logits: Tensor; loss: Tensor } | null {
     if (rt === 'logits') return out;
     if (rt === null) return null;
-    // TL's forward: loss_fn(logits, tokens, attention_mask, per_token=loss_per_token)
     const loss = lmCrossEntropyLoss(out, tokens!, { attentionMask: newMask, perToken: opts.lossPerToken });
     return rt === 'loss' ? loss : { logits: out, loss };
   }

@@ -3,7 +3,8 @@
 // P positions, M d_model, H heads, D d_head, F d_mlp, V d_vocab.
 import type { LayerOps, PackedWeight } from '../kernels/index.js';
 import type { AttnOptions, LnParams } from '../kernels/layer-ops.js';
-import { add, embedding, Tensor } from '../tensor/index.js';
+import * as ag from '../autograd/ops.js';
+import { embedding, Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import type { PackedBlock } from './packed.js';
 import type { BlockWeights, Weights } from './weights.js';
@@ -15,20 +16,22 @@ const lnParams = (cfg: ModelConfig, w?: Tensor, b?: Tensor): LnParams | undefine
 /**
  * tokens [B, P] -> resid [B, P, M] = hook_embed(W_E[tokens]) + hook_pos_embed(W_pos[:P]). Host only.
  * `positions` (padding or a KV cache): row b's position ids [B * P] and, where `pad` is 0, a zero
- * positional embedding (TL's PosEmbed.forward with an attention mask).
+ * positional embedding (TL's PosEmbed.forward with an attention mask). The ag.* ops are the tensor
+ * core's unless a gradient tape records (then `lookup` is ag.embedding; gradient mode refuses masks).
  */
-export function embed(fire: (name: string, t: Tensor) => Tensor, W: Weights, tokens: Tensor, positions?: { ids: Int32Array; pad?: Float32Array }): Tensor {
+export function embed(fire: (name: string, t: Tensor) => Tensor, W: Weights, tokens: Tensor, positions?: { ids: Int32Array; pad?: Float32Array },
+  lookup: (table: Tensor, ids: Tensor) => Tensor = embedding): Tensor {
   const [B, P] = tokens.shape, M = W.W_E.shape[1];
-  const e = fire('hook_embed', embedding(W.W_E, tokens));
+  const e = fire('hook_embed', lookup(W.W_E, tokens));
   let posEmbed: Tensor;
-  if (!positions) posEmbed = W.W_pos.slice(0, 0, P).unsqueeze(0).expand([B, P, M]).clone();
+  if (!positions) posEmbed = ag.copy(ag.expand(ag.unsqueeze(ag.slice(W.W_pos, 0, 0, P), 0), [B, P, M]));
   else {
     const src = W.W_pos.contiguous().f32(), out = new Float32Array(B * P * M);
     for (let r = 0; r < B * P; r++) if (!positions.pad || positions.pad[r] !== 0) out.set(src.subarray(positions.ids[r] * M, (positions.ids[r] + 1) * M), r * M);
     posEmbed = new Tensor(out, [B, P, M]);
   }
   const pos = fire('hook_pos_embed', posEmbed);
-  return add(e, pos);
+  return ag.add(e, pos);
 }
 
 /**

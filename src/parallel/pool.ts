@@ -1,3 +1,4 @@
+import { currentTape } from '../autograd/tape.js';
 import { Piscina } from 'piscina';
 import { TypelensError } from '../errors.js';
 import { defaultThreads, SharedMemory } from '../kernels/index.js';
@@ -63,6 +64,8 @@ export class ForwardPool {
     if (this.closed) throw new TypelensError('this worker pool was closed (model disposed?)', 'EDISPOSED');
     this.model.checkWeights();
     if (this.model.weightsVersion !== this.weightsVersion) throw new TypelensError('the model\'s weights were changed (setWeight / loadStateDict / training) after this worker pool was made: its workers hold the old ones; destroy it and create a new pool', 'ESTALE');
+    // a worker's forward cannot record on this thread's gradient tape
+    if (currentTape()) throw new TypelensError('worker pools do not record gradients: inside withGrad, run the model on this thread (model.forward / runWithHooks)', 'EGRAD');
     // hooks are closures on this thread: a worker's forward cannot run them, and silently leaving
     // them out would give other numbers than model.forward
     if (this.model.hasHooks()) throw new TypelensError('the model has hooks attached (closures on the main thread), which worker forwards cannot run: remove them (resetHooks) or run on the main thread', 'EHOOK');

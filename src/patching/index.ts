@@ -14,3 +14,11 @@ export {
   getActPatchAttnHeadOutAllPos, getActPatchAttnHeadQAllPos, getActPatchAttnHeadKAllPos, getActPatchAttnHeadVAllPos, getActPatchAttnHeadPatternAllPos,
   getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery,
 } from './ready-made.js';
+// attribution patching: the same sweeps to first order, from one corrupted forward + backward
+export {
+  attribution, attributionGradCache, attributionReduce, genericAttributionPatch, type AttributionOptions, type AttributionPatch, type AttributionName,
+  getAttrPatchResidPre, getAttrPatchResidMid, getAttrPatchAttnOut, getAttrPatchMlpOut, getAttrPatchAttnHeadOutByPos, getAttrPatchAttnHeadQByPos,
+  getAttrPatchAttnHeadKByPos, getAttrPatchAttnHeadVByPos, getAttrPatchAttnHeadPatternByPos, getAttrPatchAttnHeadPatternDestSrcPos,
+  getAttrPatchAttnHeadOutAllPos, getAttrPatchAttnHeadQAllPos, getAttrPatchAttnHeadKAllPos, getAttrPatchAttnHeadVAllPos, getAttrPatchAttnHeadPatternAllPos,
+  getAttrPatchAttnHeadAllPosEvery, getAttrPatchAttnHeadByPosEvery, getAttrPatchBlockEvery,
+} from './attribution.js';

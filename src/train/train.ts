@@ -7,7 +7,7 @@
 // stop at max_steps. Here: gradients from gpt2Grad (the autograd tape), the optimizer writes the
 // model's own storage through model.updateWeights (which repacks the changed matrices), and a
 // progress bar shows the loss.
-import { gpt2Grad, namedParameters } from '../autograd/gpt2.js';
+import { gpt2Grad, namedParameters } from '../model/gpt2-grad.js';
 import { ag } from '../autograd/index.js';
 import { TypelensError } from '../errors.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
