@@ -118,7 +118,7 @@ t.test('analysis and forward agree after edits (computeHeadResults, W_U directio
   const logits = m.forward(tokens);
   const { cache: c2 } = m.runWithCache(tokens);
   const dir = m.tokensToResidualDirections(4); // [M]
-  const x = c2.get('ln_final.hook_normalized').f32(), M = 12, V = 23;
+  const x = c2.get('ln_final.hook_normalized').f32(), M = 12;
   let s = 0; for (let k = 0; k < M; k++) s += x[k] * dir.f32()[k];
   t.ok(Math.abs(s + m.b_U.f32()[4] - logits.f32()[4]) < 1e-5, 'residual direction · final resid = logit');
 });

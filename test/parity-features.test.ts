@@ -96,10 +96,10 @@ t.test('KV cache: logits of each cached step = full recompute; hooks see only ne
     const kv = HookedTransformerKeyValueCache.initCache(m.cfg, rows.length);
     let ok = true, seen = -1;
     m.addHook('blocks.0.attn.hook_q', (q) => { seen = q.shape[1]; });
-    let logits = m.forward(Tensor.from(rows), { pastKvCache: kv, paddingSide: 'left' });
+    m.forward(Tensor.from(rows), { pastKvCache: kv, paddingSide: 'left' });
     for (let s = 0; s < steps; s++) {
       rows.forEach((r, b) => r.push((s * 7 + b) % (V - 1)));
-      logits = m.forward(Tensor.from(rows.map((r) => [r[r.length - 1]])), { pastKvCache: kv, paddingSide: 'left' });
+      const logits = m.forward(Tensor.from(rows.map((r) => [r[r.length - 1]])), { pastKvCache: kv, paddingSide: 'left' });
       ok &&= seen === 1;
       const full = m.forward(Tensor.from(rows), { paddingSide: 'left' });
       ok &&= allClose(logits.f32(), full.slice(1, full.shape[1] - 1).contiguous().f32(), 0, 1e-5);

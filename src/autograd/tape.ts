@@ -82,6 +82,7 @@ export class Tape {
   /** Run `fn` with this tape recording (tapes nest: the innermost records). */
   run<R>(fn: () => R): R {
     const prev = active;
+    // eslint-disable-next-line @typescript-eslint/no-this-alias -- the module's current tape is this one while fn runs
     active = this;
     try { return fn(); } finally { active = prev; }
   }

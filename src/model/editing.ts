@@ -7,17 +7,34 @@ import { TypelensError } from '../errors.js';
 import type { PackedWeight } from '../kernels/index.js';
 import { encode, Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
-import type { HookedTransformer } from './hooked-transformer.js';
 import { DEFAULT_PROCESSING, processWeights, ProcessingOptions } from './process.js';
-import { isLnKey, packSlot, paramSlots, ParamSlot, weightStorage } from './params.js';
+import { isLnKey, packSlot, paramSlots, ParamSlot, weightStorage, WeightGuard } from './params.js';
+import type { Backend } from '../kernels/index.js';
+import type { DType } from '../tensor/index.js';
+import type { PackedModel } from './packed.js';
+
+/** What editing needs of a HookedTransformer (an interface here, so that the model's module and this one form no cycle). */
+export interface EditableModel {
+  readonly cfg: ModelConfig;
+  readonly backend: Backend;
+  readonly dtype: DType;
+  readonly packed: PackedModel;
+  readonly weights: Weights;
+  readonly weightGuard: WeightGuard;
+  readonly derivedCopies: { invalidate(leaf?: Tensor): void }[];
+  weightsVersion: number;
+  processing: Required<ProcessingOptions> | null;
+  assertUsable(): void;
+  stateDict(): Record<string, Tensor>;
+}
 import type { Weights } from './weights.js';
 
 export type StateDict = Record<string, Tensor> | Map<string, Tensor>;
 const entries = (d: StateDict): [string, Tensor][] => (d instanceof Map ? [...d] : Object.entries(d));
 
-function slotsOf(model: HookedTransformer): ParamSlot[] { return paramSlots(model.cfg, model.weights, model.packed); }
+function slotsOf(model: EditableModel): ParamSlot[] { return paramSlots(model.cfg, model.weights, model.packed); }
 
-function findSlot(model: HookedTransformer, name: string, what = 'setWeight'): ParamSlot {
+function findSlot(model: EditableModel, name: string, what = 'setWeight'): ParamSlot {
   const s = slotsOf(model).find((x) => x.name === name);
   if (s) return s;
   if (/^(blocks\.\d+\.ln[12]|ln_final)\.[wb]$/.test(name) && model.cfg.normalization_type !== 'LN') {
@@ -35,7 +52,7 @@ function setCurrent(slot: ParamSlot, t: Tensor | undefined): void {
 }
 
 /** After the storage of `slot` changed: repack, drop derived copies, re-fingerprint; or, for small tensors on a device backend, give it a fresh identity. */
-function afterWrite(model: HookedTransformer, slot: ParamSlot): void {
+function afterWrite(model: EditableModel, slot: ParamSlot): void {
   const t = current(slot)!;
   if (slot.pack) {
     const p = slot.pack, fresh = packSlot(model.backend, model.dtype, slot, t);
@@ -54,7 +71,7 @@ function afterWrite(model: HookedTransformer, slot: ParamSlot): void {
 }
 
 /** Write `values` (f32, the slot's shape) into the parameter. Returns false when nothing changed. */
-function writeSlot(model: HookedTransformer, slot: ParamSlot, values: Float32Array): boolean {
+function writeSlot(model: EditableModel, slot: ParamSlot, values: Float32Array): boolean {
   let t = current(slot);
   if (!t) {
     // an LN weight coming back (loading an unprocessed state dict into a folded model)
@@ -81,7 +98,7 @@ function valuesFor(slot: ParamSlot, src: Tensor, what: string): Float32Array {
   return src.f32();
 }
 
-export function setWeight(model: HookedTransformer, name: string, value: Tensor): boolean {
+export function setWeight(model: EditableModel, name: string, value: Tensor): boolean {
   model.assertUsable();
   const slot = findSlot(model, name);
   const changed = writeSlot(model, slot, valuesFor(slot, value, 'setWeight'));
@@ -93,7 +110,7 @@ export function setWeight(model: HookedTransformer, name: string, value: Tensor)
  * Let `fn` write into the named parameters' own f32 storage (optimizers: no copies), then
  * remake their derived copies. `fn` must not keep the arrays.
  */
-export function updateWeights(model: HookedTransformer, names: Iterable<string>, fn: (name: string, data: Float32Array) => void): void {
+export function updateWeights(model: EditableModel, names: Iterable<string>, fn: (name: string, data: Float32Array) => void): void {
   model.assertUsable();
   const slots = [...names].map((n) => findSlot(model, n, 'updateWeights'));
   for (const s of slots) {
@@ -106,7 +123,7 @@ export function updateWeights(model: HookedTransformer, names: Iterable<string>,
 }
 
 /** TL's state_dict(): every parameter under its TL name, as copies in f32 (edit, then loadStateDict). */
-export function stateDict(model: HookedTransformer): Record<string, Tensor> {
+export function stateDict(model: EditableModel): Record<string, Tensor> {
   const out: Record<string, Tensor> = {};
   for (const s of slotsOf(model)) {
     const t = current(s)!;
@@ -119,7 +136,7 @@ export function stateDict(model: HookedTransformer): Record<string, Tensor> {
  * TL's load_state_dict: write each entry (shape-checked), repacking only what changed. With
  * `strict` (the default, as in PyTorch) the keys must be exactly the model's parameters.
  */
-export function loadStateDict(model: HookedTransformer, dict: StateDict, opts: { strict?: boolean } = {}): { changed: string[] } {
+export function loadStateDict(model: EditableModel, dict: StateDict, opts: { strict?: boolean } = {}): { changed: string[] } {
   model.assertUsable();
   const slots = slotsOf(model), byName = new Map(slots.map((s) => [s.name, s]));
   const es = entries(dict);
@@ -139,7 +156,7 @@ export function loadStateDict(model: HookedTransformer, dict: StateDict, opts: {
 }
 
 /** The model's weights as a fresh f32 Weights object (for processing). */
-function copyWeights(model: HookedTransformer, withLn: boolean): Weights {
+function copyWeights(model: EditableModel, withLn: boolean): Weights {
   const W = model.weights, f = (t?: Tensor) => (t ? new Tensor(Float32Array.from(new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype).f32()), t.shape) : undefined);
   const { d_model: M } = model.cfg;
   const ones = () => Tensor.full([M], 1), zeros = () => Tensor.zeros([M]);
@@ -156,7 +173,7 @@ function copyWeights(model: HookedTransformer, withLn: boolean): Weights {
 }
 
 /** Make the model's weights (and normalization type) equal `W`, writing and repacking only what differs. */
-function install(model: HookedTransformer, W: Weights, cfg: ModelConfig): string[] {
+function install(model: EditableModel, W: Weights, cfg: ModelConfig): string[] {
   const changed: string[] = [];
   // LN weights that the new weights no longer have (folded) leave the model
   if (cfg.normalization_type !== 'LN') {
@@ -182,7 +199,7 @@ function install(model: HookedTransformer, W: Weights, cfg: ModelConfig): string
  * unprocessed state dict) on the model's weights, apply TL's processing (from_pretrained's
  * defaults unless switched off) and load the result.
  */
-export function loadAndProcessStateDict(model: HookedTransformer, dict: StateDict, opts: ProcessingOptions = {}): { changed: string[] } {
+export function loadAndProcessStateDict(model: EditableModel, dict: StateDict, opts: ProcessingOptions = {}): { changed: string[] } {
   model.assertUsable();
   const es = entries(dict);
   const withLn = model.cfg.normalization_type === 'LN' || es.some(([k]) => /ln(1|2|_final)\.[wb]$/.test(k));
@@ -203,7 +220,7 @@ export function loadAndProcessStateDict(model: HookedTransformer, dict: StateDic
 }
 
 /** TL's process_weights_: apply the processing steps to the model's own weights (from_pretrained's defaults). */
-export function processWeights_(model: HookedTransformer, opts: ProcessingOptions = {}): { changed: string[] } {
+export function processWeights_(model: EditableModel, opts: ProcessingOptions = {}): { changed: string[] } {
   return loadAndProcessStateDict(model, {}, opts);
 }
 

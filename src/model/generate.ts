@@ -1,7 +1,7 @@
 // TL's HookedTransformer.generate and utils.sample_logits.
 import { TypelensError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
-import type { HookedTransformer } from './hooked-transformer.js';
+import type { ModelConfig } from './config.js';
 import { HookedTransformerKeyValueCache } from './kv-cache.js';
 import { rng } from './make-weights.js';
 import type { PaddingSide } from './padding.js';
@@ -94,8 +94,15 @@ export interface GenerateOptions extends Omit<SampleOptions, 'tokens' | 'random'
   onToken?: (ids: number[], step: number) => void;
 }
 
+/** What generation needs of a HookedTransformer (an interface, so that the model's module and this one form no cycle). */
+export interface GenerativeModel {
+  readonly cfg: ModelConfig;
+  toTokens(input: string | string[], opts: { prependBos?: boolean; paddingSide?: PaddingSide }): Tensor;
+  forward(input: Tensor, opts: { pastKvCache?: HookedTransformerKeyValueCache; paddingSide?: PaddingSide; prependBos?: boolean; lastPositionLogits?: boolean }): Tensor;
+}
+
 /** TL's HookedTransformer.generate. */
-export function generate(model: HookedTransformer, input: string | string[] | Tensor | number[] | number[][], opts: GenerateOptions = {}): string | string[] | Tensor {
+export function generate(model: GenerativeModel, input: string | string[] | Tensor | number[] | number[][], opts: GenerateOptions = {}): string | string[] | Tensor {
   const { maxNewTokens = 10, doSample = true, stopAtEos = true, usePastKvCache = true, prependBos = true, returnType = 'input' } = opts;
   if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new TypelensError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`, 'EINPUT');
   const isStr = typeof input === 'string' || (Array.isArray(input) && typeof input[0] === 'string');
