@@ -2,6 +2,8 @@ import { TypelensError } from '../errors.js';
 import { Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
 import { DType, embedding, stack, Tensor } from '../tensor/index.js';
 import { ActivationCache } from '../hooks/cache.js';
+import type { FactoredMatrix } from '../tensor/factored-matrix.js';
+import { allCompositionScores, ovCircuit, qkCircuit } from './circuits.js';
 import { CacheSettings, HookedRootModule } from '../hooks/registry.js';
 import type { ModelConfig } from './config.js';
 import { hostOps } from './host-ops.js';
@@ -183,6 +185,12 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   get b_in(): Tensor { return this.stacked('b_in'); }
   get W_out(): Tensor { return this.stacked('W_out'); }
   get b_out(): Tensor { return this.stacked('b_out'); }
+  /** TL's HookedTransformer.QK: W_Q W_K^T per head, factored, [n_layers, n_heads, d_model, d_model]. */
+  get QK(): FactoredMatrix { return qkCircuit(this); }
+  /** TL's HookedTransformer.OV: W_V W_O per head, factored, [n_layers, n_heads, d_model, d_model]. */
+  get OV(): FactoredMatrix { return ovCircuit(this); }
+  /** TL's all_composition_scores: [n_layers, n_heads, n_layers, n_heads], same-or-earlier-layer pairs 0. */
+  allCompositionScores(mode: 'Q' | 'K' | 'V'): Tensor { return allCompositionScores(this, mode); }
 
   /** Sum of the biases written into the residual stream before `layer` (TL's accumulated_bias). */
   accumulatedBias(layer: number, mlpInput = false, includeMlpBiases = true): Tensor {
