@@ -3,7 +3,7 @@ import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
 import { NO_PROCESSING } from '../model/process.js';
-import { StTensorOut, writeSafetensors } from '../model/safetensors.js';
+import { ActivationCache } from '../hooks/cache.js';
 import { Tensor } from '../tensor/index.js';
 import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
@@ -54,9 +54,11 @@ async function cmdRun(argv: string[]): Promise<number> {
   const names = v.cache === undefined ? [] : v.cache === 'all' ? null : (v.cache as string).split(',').map((s) => s.trim());
   const go = () => (names && names.length === 0 ? { logits: model.forward(input), cache: null } : model.runWithCache(input, { namesFilter: names ?? undefined }));
   const { logits, cache } = go();
-  const tensors: Record<string, StTensorOut> = { logits: { dtype: 'F32', shape: logits.shape, data: logits.f32() } };
-  if (cache) for (const k of cache.keys()) { const t = cache.get(k); tensors[k] = { dtype: 'F32', shape: t.shape, data: t.f32() }; }
-  writeSafetensors(resolve(out), tensors);
+  // one safetensors file: the activations, then the logits; its metadata (config, token ids, hook
+  // names) makes it loadable by ActivationCache.load
+  const saved = cache ?? new ActivationCache(new Map(), model);
+  saved.tokens = input;
+  saved.save(resolve(out), { logits });
   console.log(`wrote ${out}: logits [${logits.shape.join(', ')}]${cache ? ` + ${cache.size} cached activations` : ''}`);
   if (repeat > 0) {
     const times: number[] = [];

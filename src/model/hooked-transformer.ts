@@ -100,7 +100,9 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     // with startAtLayer the input is a residual stream [B, P, M], passed through as is
     const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos);
     const { logits, store } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
-    return { logits, cache: new ActivationCache(store, this, !opts.removeBatchDim) };
+    const cache = new ActivationCache(store, this, !opts.removeBatchDim);
+    if (opts.startAtLayer == null) cache.tokens = tokens;
+    return { logits, cache };
   }
 
   // ---------- tokens ----------

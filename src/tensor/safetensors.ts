@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { writeFileAtomic } from '../util/fs.js';
 import { TypelensError } from '../errors.js';
 import { bf16ToF32, f16ToF32 } from './dtype.js';
@@ -28,21 +28,39 @@ const fail = (path: string, msg: string): never => { throw new TypelensError(`${
 export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): StFile {
   if (buf.length < 8) fail(path, `file is ${buf.length} bytes, shorter than the 8-byte header length`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const hlen = dv.getBigUint64(0, true);
-  if (hlen > BigInt(buf.length - 8)) fail(path, `header length ${hlen} is larger than the file (${buf.length} bytes)`);
+  const n = headerLength(dv.getBigUint64(0, true), buf.length, path);
+  const { metadata, entries, dataStart } = parseHeader(buf.subarray(8, 8 + n), buf.length, path);
+  return {
+    path, metadata, entries,
+    bytes(name: string) {
+      const e = entries.get(name);
+      if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
+      return buf.subarray(dataStart + e.begin, dataStart + e.end);
+    },
+  };
+}
+
+/** The header length from the first 8 bytes, checked against the file's size and safetensors' limit. */
+function headerLength(hlen: bigint, fileLen: number, path: string): number {
+  if (hlen > BigInt(fileLen - 8)) fail(path, `header length ${hlen} is larger than the file (${fileLen} bytes)`);
   if (hlen > BigInt(MAX_HEADER)) fail(path, `header length ${hlen} exceeds the ${MAX_HEADER}-byte limit`);
-  const n = Number(hlen);
+  return Number(hlen);
+}
+
+/** Parse and validate the JSON header of a file of `fileLen` bytes (the bytes after the 8-byte length). */
+function parseHeader(hbytes: Uint8Array, fileLen: number, path: string): { metadata: Record<string, string>; entries: Map<string, StEntry>; dataStart: number } {
+  const n = hbytes.length;
   let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + n)));
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(hbytes));
   } catch (e) {
     fail(path, `header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail(path, 'header is not a JSON object');
-  const dup = duplicateTopLevelKey(new TextDecoder().decode(buf.subarray(8, 8 + n)));
+  const dup = duplicateTopLevelKey(new TextDecoder().decode(hbytes));
   if (dup !== null) fail(path, `tensor "${dup}" is listed twice in the header`);
   const dataStart = 8 + n;
-  const dataLen = buf.length - dataStart;
+  const dataLen = fileLen - dataStart;
   const entries = new Map<string, StEntry>();
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
@@ -68,14 +86,66 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): StFile {
   for (let i = 1; i < sorted.length; i++) {
     if (sorted[i][1].begin < sorted[i - 1][1].end) fail(path, `tensors "${sorted[i - 1][0]}" and "${sorted[i][0]}" overlap`);
   }
-  return {
-    path, metadata, entries,
-    bytes(name: string) {
-      const e = entries.get(name);
-      if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
-      return buf.subarray(dataStart + e.begin, dataStart + e.end);
-    },
+  return { metadata, entries, dataStart };
+}
+
+/** A safetensors file opened for reading tensor by tensor: only the header is read up front. */
+export interface StLazyFile extends StFile {
+  /** Close the file (later reads throw). Also done when the object is garbage-collected. */
+  close(): void;
+}
+
+const closeOnCollect = new FinalizationRegistry<number>((fd) => { try { closeSync(fd); } catch { /* already closed */ } });
+
+/**
+ * Open a safetensors file and read only its header (validated as parseSafetensors does); each
+ * `bytes(name)` then reads that one tensor from the open file into a fresh buffer. Node has no
+ * memory map; this keeps what is in memory to the tensors asked for. The file stays open (so a
+ * rename over it does not change what is read) until close() or garbage collection.
+ */
+export function openSafetensors(path: string): StLazyFile {
+  let fd: number;
+  try { fd = openSync(path, 'r'); } catch (e) {
+    throw new TypelensError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ENOENT');
+  }
+  let open = true;
+  const token = {};
+  const read = (len: number, at: number): Uint8Array => {
+    if (!open) throw new TypelensError(`${path}: the file was closed`, 'EIO');
+    const out = new Uint8Array(len);
+    let got = 0;
+    while (got < len) {
+      const k = readSync(fd, out, got, len - got, at + got);
+      if (k === 0) fail(path, `file ended at byte ${at + got} while reading ${len} bytes from ${at} (truncated?)`);
+      got += k;
+    }
+    return out;
   };
+  try {
+    const fileLen = fstatSync(fd).size;
+    if (fileLen < 8) fail(path, `file is ${fileLen} bytes, shorter than the 8-byte header length`);
+    const lenBytes = read(8, 0);
+    const n = headerLength(new DataView(lenBytes.buffer).getBigUint64(0, true), fileLen, path);
+    const { metadata, entries, dataStart } = parseHeader(read(n, 8), fileLen, path);
+    closeOnCollect.register(token, fd, token);
+    return {
+      path, metadata, entries,
+      bytes(name: string) {
+        const e = entries.get(name);
+        if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
+        return read(e.end - e.begin, dataStart + e.begin);
+      },
+      close() {
+        if (!open) return;
+        open = false;
+        closeOnCollect.unregister(token);
+        closeSync(fd);
+      },
+    };
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
 }
 
 /** JSON.parse keeps the last of repeated keys silently; scan the object's own keys for repeats. */
