@@ -22,7 +22,7 @@ commands:
       [--no-processing] [--dtype f32|f16|bf16] [--cache all|NAME,NAME] [--repeat N] [--threads N]
   test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
-  demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N]
+  demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N] [--weight-space]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]`;
 
 function parseTokens(s: string): Tensor {

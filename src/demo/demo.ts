@@ -13,6 +13,7 @@ import type { Tensor } from '../tensor/index.js';
 import type { IoiData } from './data.js';
 import * as render from './render.js';
 import * as compute from './sections.js';
+import { weightSpaceSection, type WeightSpace } from './weight-space.js';
 
 export interface DemoOptions {
   print?: (line: string) => void;
@@ -22,6 +23,11 @@ export interface DemoOptions {
   modelName?: string;
   /** Run the patching sweeps on this worker pool. */
   pool?: ForwardPool;
+  /**
+   * Add the report's weight-space section after the notebook's last one (off by default: on
+   * GPT-2 small its composition scores are ~65 GFLOP per mode plus 288 factored SVDs, minutes on a laptop).
+   */
+  weightSpace?: boolean;
 }
 
 /** Every number the demo computes, for tests and for callers who want data, not text. */
@@ -48,6 +54,8 @@ export interface DemoResult {
   topPatchedHeads: number[];
   headScores: HeadScores;
   ablation: { head: number; original: number; postAblation: number; dla: number; naive: number; perHeadAblated: Tensor; lnScaleRatio: number };
+  /** The weight-space section's numbers (absent when opts.weightSpace is false). */
+  weightSpace?: WeightSpace;
 }
 
 export async function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: DemoOptions = {}): Promise<DemoResult> {
@@ -103,6 +111,9 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   const ablated = compute.ablatedAttribution(model, data, cache, ablation.cache, direct.dirs);
   render.renderAblatedAttribution(out, ablated, components.perHead, L, H);
 
+  // after the notebook: the weight-space section, for the top direct-attribution heads
+  const weightSpace = opts.weightSpace ? weightSpaceSection(out, model, top.topPos) : undefined;
+
   return {
     lines, report, perPromptLogitDiff: perPrompt, originalAverageLogitDiff: original, calculatedAverageLogitDiff: direct.calculated,
     logitLens: components.logitLens, logitLensLabels: components.logitLensLabels, perLayer: components.perLayer, perLayerLabels: components.perLayerLabels,
@@ -111,5 +122,6 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
     patchedHeadV: patched.headV, patchedHeadPattern: patched.headPattern, topPatchedHeads: topPatched, headScores: scores,
     ablation: { head: ablation.head, original, postAblation: ablation.postAblation, dla: ablation.dla, naive: original - ablation.dla,
       perHeadAblated: ablated.perHeadAblated, lnScaleRatio: ablated.lnScaleRatio },
+    weightSpace,
   };
 }
