@@ -219,5 +219,10 @@ t.test('bad files: truncated, corrupt, listed-but-missing, missing, truncated af
   const lazy = ActivationCache.load(later);
   truncateSync(later, 200);
   t.throws(() => lazy.get('blocks.0.hook_resid_post'), { name: 'TypelensError', message: /later\.safetensors.*truncated/ }, 'truncated after load: the lazy read names the file');
+  const closed = ActivationCache.load(good);
+  closed.get('hook_embed');
+  closed.close();
+  t.ok(closed.get('hook_embed'), 'after close(): what was read stays');
+  t.throws(() => closed.get('blocks.0.hook_resid_post'), { name: 'TypelensError', code: 'EIO', message: /good\.safetensors.*closed/ }, 'after close(): an unread activation says the file was closed');
   t.ok(TypelensError);
 });

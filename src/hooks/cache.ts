@@ -126,8 +126,13 @@ export class ActivationCache {
     cache.tokens = info.tokens;
     cache.extra = extra;
     cache.fileEntries = file.entries;
+    cache.file = file;
     return cache;
   }
+  private file?: { close(): void };
+
+  /** Close a loaded cache's file (activations not read yet can no longer be read); also done at garbage collection. */
+  close(): void { this.file?.close(); }
 
   /** Refuse a model-needing method on a cache loaded without its model, naming what to pass. */
   private requireModel(method: string, what: string): void {
