@@ -113,3 +113,14 @@ export { logitDiffMetric, gpt2Grad, namedParameters } from './model/gpt2-grad.js
 export type { Gpt2GradResult } from './model/gpt2-grad.js';
 export type { BwdHook, GradMetric, BackwardOptions, BackwardResult } from './model/hooked-transformer.js';
 export type { HookDir } from './hooks/hookpoint.js';
+
+// head detection and evals (TL's head_detector and evals), lazily read safetensors (saved caches)
+export {
+  headDetector, detectHead, getPreviousTokenHeadDetectionPattern, getDuplicateTokenHeadDetectionPattern, getInductionHeadDetectionPattern,
+  getSupportedHeads, computeHeadAttentionSimilarityScore, HEAD_NAMES,
+} from './analysis/head-detector.js';
+export type { HeadName, ErrorMeasure, LayerHeads, DetectHeadOptions } from './analysis/head-detector.js';
+export { evals, sanityCheck, inductionLoss, evaluate, evaluateOnDataset, ioiEval, IOIDataset, streamToRows } from './analysis/evals.js';
+export type { EvalModel, IOISample, IOIItem, IOIDatasetOptions, IOIEvalResult } from './analysis/evals.js';
+export { openSafetensors } from './model/safetensors.js';
+export type { StLazyFile } from './model/safetensors.js';

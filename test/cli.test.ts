@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { HookedTransformer, readSafetensors, tensorF32, NO_PROCESSING } from '../src/index.js';
+import { ActivationCache } from '../src/hooks/cache.js';
 import { maxAbsDiff } from './helpers.js';
 
 const bin = fileURLToPath(new URL('../../bin/typelens.js', import.meta.url));
@@ -32,6 +33,12 @@ t.test('run --tokens writes logits and the requested cache, equal to the library
   t.same(f.entries.get('logits')!.shape, [2, 3, 1000]);
   const m = HookedTransformer.fromDir(fixture, NO_PROCESSING);
   t.equal(maxAbsDiff(tensorF32(f, 'logits'), m.forward([[1, 2, 3], [4, 5, 6]]).f32()), 0, 'same numbers as the library');
+  // the file is a saved cache: ActivationCache.load reads it back, with its tokens and the logits beside it
+  const loaded = ActivationCache.load(out);
+  t.same(loaded.keys().sort(), ['blocks.0.hook_resid_pre', 'blocks.1.attn.hook_pattern'], 'run --out loads as a cache');
+  t.same(loaded.tokens?.toNested(), [[1, 2, 3], [4, 5, 6]], 'with its token ids');
+  t.equal(maxAbsDiff(loaded.extra.get('logits')!.f32(), tensorF32(f, 'logits')), 0, 'and its logits in extra');
+  t.equal(maxAbsDiff(loaded.get('blocks.0.hook_resid_pre').f32(), tensorF32(f, 'blocks.0.hook_resid_pre')), 0, 'same activations');
   m.dispose();
 });
 

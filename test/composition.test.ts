@@ -100,5 +100,9 @@ t.test('QK / OV circuits and allCompositionScores on random models', async (t) =
 
   const m = build({ n_layer: 2, n_head: 2, d_head: 3, vocab_size: 7, seed: 5, processed: false });
   t.throws(() => allCompositionScores(m, 'X' as 'Q'), { code: 'EINVAL' }, 'an unknown mode is refused');
+  // the model's getters (TL's model.QK / model.OV / model.all_composition_scores) are the same functions
+  const same = (a: Tensor, b: Tensor) => sameShape(a.shape, b.shape) && a.f32().every((v, i) => Object.is(v, b.f32()[i]));
+  t.ok(same(m.QK.AB, qkCircuit(m).AB) && same(m.OV.AB, ovCircuit(m).AB), 'model.QK / model.OV = qkCircuit / ovCircuit');
+  t.ok((['Q', 'K', 'V'] as const).every((k) => same(m.allCompositionScores(k), allCompositionScores(m, k))), 'model.allCompositionScores = allCompositionScores');
   m.dispose();
 });

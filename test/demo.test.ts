@@ -34,7 +34,7 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   t.same(data.tokens.shape, [8, 15]);
   t.same(data.exampleRepeatedTokens.shape, [1, 43]);
   t.same(data.repeatedRandomTokens.shape, [2, 128]);
-  const r = await exploratoryDemo(model, data, quiet);
+  const r = await exploratoryDemo(model, data, { ...quiet, weightSpace: true });
   const L = 2, H = 4, B = 8, P = 15;
   const text = r.lines.join('\n');
   t.match(text, /^Tokenized prompt: \['<\|endoftext\|>', 'After', ' John', ' and', ' Mary', ' went', ' to', ' the', ' store'/m);
@@ -105,10 +105,23 @@ t.test('classic demo on the tiny preset: every section, TL formats, consistent n
   t.same(r.attribution.attribution.shape, [L, H], 'attribution has activation patching\'s shape');
   t.ok(r.attribution.attribution.f32().every(Number.isFinite), 'attribution values are finite');
   t.ok(figs.filter((f) => f.kind === 'attention').every((f) => f.shape[0] === P && f.shape[1] === P));
+  // the weight-space section, after the notebook's last figure: composition heatmaps and the top heads' OV tokens
+  const ablationFig = figs.findIndex((f) => f.title === 'Original vs Post-Ablation Direct Logit Attribution of Heads');
+  for (const mode of ['Q', 'K', 'V'] as const) {
+    const i = figs.findIndex((f) => f.title === `${mode}-Composition Scores`);
+    t.match(figs[i], { kind: 'heatmap', xTitle: 'Later head', yTitle: 'Earlier head', shape: [L * H, L * H] }, `${mode}-composition heatmap`);
+    t.ok(i > ablationFig, `${mode}-composition comes after the notebook's last figure`);
+    const want = model.allCompositionScores(mode).f32(), got = r.weightSpace!.compositionScores[mode].f32();
+    t.ok(got.every((v, k) => Object.is(v, want[k])), `${mode}-composition scores = model.allCompositionScores('${mode}')`);
+  }
+  t.same(r.weightSpace!.ovTokens.map((o) => o.head), r.topPositiveHeads, 'OV tokens for the top direct-attribution heads');
+  t.ok(r.weightSpace!.ovTokens.every((o) => o.vectors.length === 3 && o.vectors.every((v) => v.tokens.length === 5)), '3 singular vectors x 5 tokens each');
+  t.match(r.report.html(), /What the top heads&#39;? OV circuits copy|What the top heads' OV circuits copy/, 'the OV section is in the report');
+  t.notMatch(text, /Composition/, 'nothing of it is printed: the printed lines stay the notebook\'s');
   // the same demo with the sweeps on a worker pool: the same numbers, bit for bit
   const { ForwardPool } = await import('../src/parallel/pool.js');
   const pool = await ForwardPool.create(model, { threads: 2 });
-  const rp = await exploratoryDemo(model, data, { ...quiet, pool });
+  const rp = await exploratoryDemo(model, data, { ...quiet, pool, weightSpace: true });
   for (const k of ['patchedResidPre', 'patchedAttnOut', 'patchedMlpOut', 'patchedHeadZ', 'patchedHeadV', 'patchedHeadPattern'] as const) {
     t.ok(rp[k].f32().every((v, i) => Object.is(v, r[k].f32()[i])), `${k}: pool = serial`);
   }
@@ -190,6 +203,10 @@ t.test('typelens demo --prompts seed on a small checkpoint writes the report; ba
   t.ok(existsSync(join(out, 'index.html')));
   t.same(readdirSync(out), ['index.html'], 'no temp files left');
   t.ok(readFileSync(join(out, 'index.html'), 'utf8').includes('Logit Difference From Patched Head Pattern'));
+  t.notOk(readFileSync(join(out, 'index.html'), 'utf8').includes('Q-Composition Scores'), 'no weight-space section unless asked');
+  const ws = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--out', out, '--prompts', 'seed', '--threads', '2', '--weight-space'], { encoding: 'utf8' });
+  t.equal(ws.status, 0, ws.stderr);
+  t.ok(readFileSync(join(out, 'index.html'), 'utf8').includes('Q-Composition Scores'), '--weight-space adds the weight-space section');
   const badThreads = spawnSync(process.execPath, [bin, 'demo', '--model', model, '--threads', '0'], { encoding: 'utf8' });
   t.equal(badThreads.status, 2);
   t.match(badThreads.stderr, /--threads must be a positive integer, got "0"/);

@@ -21,7 +21,7 @@ const RANDOM_BANNER = 'GPT-2 small weights were not found in weights/gpt2-small/
  * prints and writes OUT/index.html with every figure.
  */
 export async function runDemo(argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { model: { type: 'string' }, out: { type: 'string' }, prompts: { type: 'string' }, threads: { type: 'string' } });
+  const { values: v } = parse(argv, { model: { type: 'string' }, out: { type: 'string' }, prompts: { type: 'string' }, threads: { type: 'string' }, 'weight-space': { type: 'boolean' } });
   const nthreads = threads(v.threads);
   wasmBackend()?.setThreads(nthreads);
   let variant = v.prompts as DemoVariant | undefined;
@@ -52,7 +52,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     const t1 = performance.now();
     const pool = nthreads > 1 && model.backend.sharedMemory ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
     if (pool) console.error(`(patching sweeps on ${nthreads} worker threads)`);
-    const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool });
+    const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool, weightSpace: !!v['weight-space'] });
     const path = join(out, 'index.html');
     result.report.write(path);
     console.log(`\nwrote ${path} (${result.report.figures.length} figures) in ${((performance.now() - t1) / 1000).toFixed(1)} s`);

@@ -3,7 +3,7 @@ import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../model/make-weights.js';
 import { NO_PROCESSING } from '../model/process.js';
-import { StTensorOut, writeSafetensors } from '../model/safetensors.js';
+import { ActivationCache } from '../hooks/cache.js';
 import type { DType } from '../tensor/dtype.js';
 import { testPrompt } from '../analysis/utils.js';
 import { runDemo } from './demo.js';
@@ -25,7 +25,7 @@ commands:
   generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
       [--top-k K] [--top-p P] [--no-kv-cache] [--no-stop-at-eos]
   make-weights --preset tiny|gpt2-small [--seed N] --out DIR
-  demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N]
+  demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N] [--weight-space]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]
 ${VERIFY_USAGE}`;
 
@@ -47,9 +47,11 @@ async function cmdRun(argv: string[]): Promise<number> {
   const names = v.cache === undefined ? [] : v.cache === 'all' ? null : (v.cache as string).split(',').map((s) => s.trim());
   const go = () => (names && names.length === 0 ? { logits: model.forward(input), cache: null } : model.runWithCache(input, { namesFilter: names ?? undefined }));
   const { logits, cache } = go();
-  const tensors: Record<string, StTensorOut> = { logits: { dtype: 'F32', shape: logits.shape, data: logits.f32() } };
-  if (cache) for (const k of cache.keys()) { const t = cache.get(k); tensors[k] = { dtype: 'F32', shape: t.shape, data: t.f32() }; }
-  writeSafetensors(resolve(out), tensors);
+  // one safetensors file: the activations, then the logits; its metadata (config, token ids, hook
+  // names) makes it loadable by ActivationCache.load
+  const saved = cache ?? new ActivationCache(new Map(), model);
+  saved.tokens = input;
+  saved.save(resolve(out), { logits });
   console.log(`wrote ${out}: logits [${logits.shape.join(', ')}]${cache ? ` + ${cache.size} cached activations` : ''}`);
   if (repeat > 0) {
     const times: number[] = [];

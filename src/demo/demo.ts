@@ -14,6 +14,7 @@ import type { IoiData } from './data.js';
 import { attributionPatchingSection, type AttributionComparison } from './attribution.js';
 import * as render from './render.js';
 import * as compute from './sections.js';
+import { weightSpaceSection, type WeightSpace } from './weight-space.js';
 
 export interface DemoOptions {
   print?: (line: string) => void;
@@ -23,6 +24,11 @@ export interface DemoOptions {
   modelName?: string;
   /** Run the patching sweeps on this worker pool. */
   pool?: ForwardPool;
+  /**
+   * Add the report's weight-space section after the notebook's last one (off by default: on
+   * GPT-2 small its composition scores are ~65 GFLOP per mode plus 288 factored SVDs, minutes on a laptop).
+   */
+  weightSpace?: boolean;
 }
 
 /** Every number the demo computes, for tests and for callers who want data, not text. */
@@ -51,6 +57,8 @@ export interface DemoResult {
   ablation: { head: number; original: number; postAblation: number; dla: number; naive: number; perHeadAblated: Tensor; lnScaleRatio: number };
   /** After the notebook: attribution vs activation patching of head outputs. */
   attribution: AttributionComparison;
+  /** The weight-space section's numbers (absent when opts.weightSpace is false). */
+  weightSpace?: WeightSpace;
 }
 
 export async function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: DemoOptions = {}): Promise<DemoResult> {
@@ -108,6 +116,8 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
 
   // after the notebook: attribution patching against activation patching (heads)
   const attribution = await attributionPatchingSection(out, model, data, cache, original, corrupted, opts);
+  // after the notebook: the weight-space section, for the top direct-attribution heads
+  const weightSpace = opts.weightSpace ? weightSpaceSection(out, model, top.topPos) : undefined;
 
   return {
     lines, report, perPromptLogitDiff: perPrompt, originalAverageLogitDiff: original, calculatedAverageLogitDiff: direct.calculated,
@@ -118,5 +128,6 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
     ablation: { head: ablation.head, original, postAblation: ablation.postAblation, dla: ablation.dla, naive: original - ablation.dla,
       perHeadAblated: ablated.perHeadAblated, lnScaleRatio: ablated.lnScaleRatio },
     attribution,
+    weightSpace,
   };
 }

@@ -7,5 +7,7 @@ export type { DemoOptions, DemoResult } from './demo.js';
 export { ioiData, ioiPrompts, EXAMPLE_TEXT } from './data.js';
 export type { IoiData, DemoVariant } from './data.js';
 export { visualizeAttentionPatterns } from './render.js';
+export { weightSpaceSection } from './weight-space.js';
+export type { WeightSpace } from './weight-space.js';
 export { Report } from '../report/html.js';
 export type { FigureInfo } from '../report/html.js';

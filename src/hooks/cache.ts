@@ -1,6 +1,8 @@
 import { TypelensError } from '../errors.js';
 import { cat, div, matmul, mean, mul, sameShape, stack, sub, sum, Tensor } from '../tensor/index.js';
 import type { MatmulKernel } from '../tensor/linalg.js';
+import { bytesPerElement } from '../tensor/dtype.js';
+import { inferDims, LazyTensorMap, openCacheFile, writeCacheFile } from './cache-file.js';
 import { getActName } from './names.js';
 import { Slice, SliceInput } from './slice.js';
 
@@ -31,7 +33,114 @@ export class ActivationCache {
   /** Where TL's informational messages go ("Tried to stack head results ..."). */
   log: (line: string) => void = (line) => console.log(line);
 
+  /** The input token ids [B, P] of the run that filled this cache (runWithCache records them; save keeps them). */
+  tokens?: Tensor;
+  /** A loaded cache's other tensors (e.g. `typelens run --out`'s `logits`), read on first use. */
+  extra: Map<string, Tensor> = new Map();
+  /** The file a cache loaded without its model came from (its model-needing methods then refuse). */
+  private detachedFrom?: string;
+
   constructor(readonly cacheDict: Map<string, Tensor>, readonly model: CacheModel, public hasBatchDim = true) {}
+
+  // ---------- a Map's views (TL's keys / values / items / __iter__) ----------
+  values(): Tensor[] { return [...this.cacheDict.values()]; }
+  items(): [string, Tensor][] { return [...this.cacheDict.entries()]; }
+  /** [name, activation] pairs in firing order, as a JS Map iterates (TL's __iter__ yields the names: use keys()). */
+  *[Symbol.iterator](): IterableIterator<[string, Tensor]> { yield* this.cacheDict.entries(); }
+
+  /**
+   * TL's apply_slice_to_batch_dim: a new cache with every activation sliced on the batch axis
+   * (views, no copy); an int removes the axis. The identity slice returns this cache.
+   */
+  applySliceToBatchDim(batchSlice: SliceInput): ActivationCache {
+    const s = new Slice(batchSlice);
+    if (s.mode === 'identity') return this;
+    if (!this.hasBatchDim) throw new TypelensError('Cannot index into a cache without a batch dim', 'ESHAPE');
+    const dict = new Map<string, Tensor>();
+    for (const [k, t] of this.cacheDict) dict.set(k, s.apply(t, 0));
+    const out = new ActivationCache(dict, this.model, s.mode !== 'int');
+    out.log = this.log;
+    out.detachedFrom = this.detachedFrom;
+    if (this.tokens) out.tokens = s.mode === 'int' ? s.apply(this.tokens, 0).unsqueeze(0) : s.apply(this.tokens, 0);
+    return out;
+  }
+
+  /** Bytes the cached activations hold (their storage dtype's size x elements). Reads a loaded cache's tensors' headers only. */
+  get nbytes(): number {
+    let n = 0;
+    for (const k of this.cacheDict.keys()) n += this.sizeOf(k).bytes;
+    return n;
+  }
+
+  private sizeOf(k: string): { shape: readonly number[]; dtype: string; bytes: number } {
+    const lazy = this.cacheDict instanceof LazyTensorMap && !this.cacheDict.isLoaded(k) ? this.fileEntries?.get(k) : undefined;
+    if (lazy) {
+      const dtype = lazy.dtype === 'F16' ? 'f16' : lazy.dtype === 'BF16' ? 'bf16' : 'f32';
+      return { shape: lazy.shape, dtype, bytes: lazy.shape.reduce((a, b) => a * b, 1) * bytesPerElement(dtype) };
+    }
+    const t = this.cacheDict.get(k)!;
+    return { shape: t.shape, dtype: t.dtype, bytes: t.size * bytesPerElement(t.dtype) };
+  }
+  private fileEntries?: Map<string, { dtype: string; shape: number[] }>;
+
+  /** A summary: how many activations and bytes, then one line per activation (name, shape, dtype, bytes). TL's __repr__ lists the keys. */
+  toString(): string {
+    const rows = this.keys().map((k) => ({ k, ...this.sizeOf(k) }));
+    const total = rows.reduce((a, r) => a + r.bytes, 0);
+    const from = this.detachedFrom ? `, loaded from ${this.detachedFrom}` : '';
+    return [`ActivationCache with ${rows.length} activations, ${fmtBytes(total)}${this.hasBatchDim ? '' : ', batch dim removed'}${from}`,
+      ...rows.map((r) => `  ${r.k} [${r.shape.join(', ')}] ${r.dtype} ${fmtBytes(r.bytes)}`)].join('\n');
+  }
+
+  // ---------- on disk ----------
+  /**
+   * Write this cache to one safetensors file, atomically (temp file + rename). The metadata
+   * records the model's config, the token ids, the hook names and typelens's version; the tensors
+   * keep their storage dtype bit for bit (f16/bf16 caches stay half size). `extra` tensors (e.g.
+   * the logits) are saved beside the activations and come back in a loaded cache's `extra`.
+   */
+  save(path: string, extra: Record<string, Tensor> = {}): void {
+    writeCacheFile(path, this.cacheDict.entries(), { cfg: { ...(this.model.cfg as CacheModel['cfg'] & Record<string, unknown>) }, tokens: this.tokens, hasBatchDim: this.hasBatchDim }, extra);
+  }
+
+  /**
+   * Read a cache saved by `save` (or by `typelens run --out`). Only the header is read now; each
+   * activation is read from the file on first use. Everything that needs only activations works
+   * without the model; what needs weights (computeHeadResults, getNeuronResults, logitAttrs, ...)
+   * needs `model` (checked against the saved config) and otherwise throws a TypelensError saying so.
+   */
+  static load(path: string, model?: CacheModel): ActivationCache {
+    const { file, info, dict, extra } = openCacheFile(path);
+    const cfg = info.cfg ?? (model ? model.cfg : inferDims(file, info.hookNames));
+    if (model && info.cfg) {
+      for (const k of ['n_layers', 'n_heads', 'd_mlp', 'd_model', 'd_head', 'd_vocab'] as const) {
+        const want = (info.cfg as Record<string, unknown>)[k], got = (model.cfg as unknown as Record<string, unknown>)[k];
+        if (want !== undefined && got !== undefined && want !== got) {
+          file.close();
+          throw new TypelensError(`${path} was saved from a model with ${k} = ${want}, but the model passed has ${k} = ${got}`, 'ECONFIG');
+        }
+      }
+    }
+    const cache = new ActivationCache(dict, model ?? detachedModel(cfg, path), info.hasBatchDim);
+    if (!model) cache.detachedFrom = path;
+    cache.tokens = info.tokens;
+    cache.extra = extra;
+    cache.fileEntries = file.entries;
+    cache.file = file;
+    return cache;
+  }
+  private file?: { close(): void };
+
+  /** Close a loaded cache's file (activations not read yet can no longer be read); also done at garbage collection. */
+  close(): void { this.file?.close(); }
+
+  /** Refuse a model-needing method on a cache loaded without its model, naming what to pass. */
+  private requireModel(method: string, what: string): void {
+    if (this.detachedFrom) {
+      throw new TypelensError(`${method} needs the model's ${what}, and this cache was loaded from ${this.detachedFrom} without a model: ` +
+        `load it with ActivationCache.load(path, model)`, 'ENOMODEL');
+    }
+  }
 
   get hasEmbed(): boolean { return this.cacheDict.has('hook_embed'); }
   get hasPosEmbed(): boolean { return this.cacheDict.has('hook_pos_embed'); }
@@ -138,6 +247,7 @@ export class ActivationCache {
   computeHeadResults(): void {
     const { n_layers: L, n_heads: H } = this.model.cfg;
     if (this.cacheDict.has('blocks.0.attn.hook_result')) { console.warn('Tried to compute head results when they were already cached'); return; }
+    this.requireModel('computeHeadResults', 'W_O');
     for (let l = 0; l < L; l++) {
       const z = this.get(`blocks.${l}.attn.hook_z`);
       const WO = this.model.weights.blocks[l].W_O;
@@ -152,6 +262,7 @@ export class ActivationCache {
     const layer = this.finalLayer(opts.layer, 'stackHeadResults');
     const H = this.model.cfg.n_heads;
     if (!this.cacheDict.has('blocks.0.attn.hook_result')) {
+      this.requireModel('stackHeadResults', 'W_O (to compute the head results, which are not cached)');
       this.log("Tried to stack head results when they weren't cached. Computing head results now");
       this.computeHeadResults();
     }
@@ -173,6 +284,7 @@ export class ActivationCache {
 
   /** post[..., n] * W_out[n, :] -> [B, (P), F', M] (no b_out). */
   getNeuronResults(layer: number, neuronSlice?: SliceInput, posSlice?: SliceInput): Tensor {
+    this.requireModel('getNeuronResults', 'W_out');
     const post = new Slice(neuronSlice).apply(new Slice(posSlice).apply(this.get(`blocks.${layer}.mlp.hook_post`), -2), -1);
     const Wout = new Slice(neuronSlice).apply(this.model.weights.blocks[layer].W_out, 0);
     return mul(post.unsqueeze(-1), Wout);
@@ -201,6 +313,7 @@ export class ActivationCache {
 
   getFullResidDecomposition(opts: { layer?: number | null; mlpInput?: boolean; expandNeurons?: boolean; applyLn?: boolean; posSlice?: SliceInput; returnLabels?: boolean } = {}): Tensor | Labelled {
     const layer = this.finalLayer(opts.layer, 'getFullResidDecomposition');
+    this.requireModel('getFullResidDecomposition', 'W_O, W_out and biases');
     const ps = new Slice(opts.posSlice);
     const expand = opts.expandNeurons ?? true;
     const [heads, hl] = this.stackHeadResults({ layer: layer + (opts.mlpInput ? 1 : 0), posSlice: opts.posSlice, returnLabels: true });
@@ -223,6 +336,7 @@ export class ActivationCache {
 
   /** Direct logit attribution of each component: (LN-scaled stack) . (W_U[:, tok] - W_U[:, wrong]). No b_U. */
   logitAttrs(residualStack: Tensor, tokens: number | string | Tensor | number[], opts: { incorrectTokens?: number | string | Tensor | number[]; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean } = {}): Tensor {
+    this.requireModel('logitAttrs', 'unembedding W_U');
     let dirs = this.model.tokensToResidualDirections(tokens);
     if (opts.incorrectTokens !== undefined) {
       const wrong = this.model.tokensToResidualDirections(opts.incorrectTokens);
@@ -234,6 +348,22 @@ export class ActivationCache {
     const scaled = this.applyLnToStack(residualStack, { layer: -1, posSlice: opts.posSlice, batchSlice: opts.batchSlice, hasBatchDim: opts.hasBatchDim });
     return sum(mul(scaled, dirs), -1);
   }
+}
+
+const fmtBytes = (n: number): string => (n < 1024 ? `${n} B` : n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
+
+/** A stand-in for the model of a cache loaded without one: its sizes, and errors for the rest (a backstop for requireModel). */
+function detachedModel(cfg: CacheModel['cfg'], path: string): CacheModel {
+  const need = (what: string): never => {
+    throw new TypelensError(`this needs the model's ${what}, and this cache was loaded from ${path} without a model: load it with ActivationCache.load(path, model)`, 'ENOMODEL');
+  };
+  return {
+    cfg,
+    get backend(): never { return need('kernels'); },
+    get weights(): never { return need('weights'); },
+    accumulatedBias: () => need('biases'),
+    tokensToResidualDirections: () => need('unembedding W_U'),
+  };
 }
 
 /** Move one axis to the front (a view). */

@@ -1,6 +1,7 @@
 import { currentTape, hookGrad, withGrad } from '../autograd/tape.js';
 import { TypelensError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
+import { bytesPerElement, encode, type DType } from '../tensor/dtype.js';
 import { HookDir, HookFn, HookPoint, NameFilter } from './hookpoint.js';
 import { activationElements, hookPointTable, ModelDims, posAxis, type HookPointSpec } from './points.js';
 import { Slice, SliceInput } from './slice.js';
@@ -41,6 +42,11 @@ export interface CacheSettings {
   inclBwd?: boolean;
   /** The metric whose gradient inclBwd caches (default: the model's, the LM loss). */
   metric?: GradMetric;
+  /**
+   * Store the activations as f16 or bf16 (half the memory; TL users run out of memory on caches
+   * first). The estimate and budget count the stored bytes; cache methods compute in f32.
+   */
+  cacheDtype?: DType;
 }
 
 /**
@@ -189,11 +195,11 @@ export abstract class HookedRootModule<In, Opts extends object> {
     return this.hooks(opts.fwdHooks ?? [], opts.bwdHooks ?? [], () => this.forward(input, opts), opts);
   }
 
-  /** Bytes a full-precision cache of these hooks would take for a [B, P] input. */
-  estimateCacheBytes(B: number, P: number, names: string[]): number {
+  /** Bytes a cache of these hooks would take for a [B, P] input, stored as `cacheDtype` (f32 unless given). */
+  estimateCacheBytes(B: number, P: number, names: string[], cacheDtype: DType = 'f32'): number {
     let n = 0;
     for (const name of names) n += activationElements(this.specs.get(name)?.kind ?? 'resid', B, P, this.cfg);
-    return n * 4;
+    return n * bytesPerElement(cacheDtype);
   }
 
   /**
@@ -206,7 +212,9 @@ export abstract class HookedRootModule<In, Opts extends object> {
     const want: (n: string) => boolean = f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
     const names = [...this.hookDict.values()].filter((hp) => this.fires(hp.name) && want(hp.name)).map((hp) => hp.name);
     if (typeof f === 'string' || Array.isArray(f)) for (const n of typeof f === 'string' ? [f] : f) this.point(n);
-    const est = this.estimateCacheBytes(B, P, names) * (opts.inclBwd ? 2 : 1);
+    const dtype = opts.cacheDtype ?? 'f32';
+    if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new TypelensError(`cacheDtype must be 'f32', 'f16' or 'bf16', got ${JSON.stringify(dtype)}`, 'EINVAL');
+    const est = this.estimateCacheBytes(B, P, names, dtype) * (opts.inclBwd ? 2 : 1);
     if (est > this.cacheBudgetBytes) {
       throw new TypelensError(`cache would need ${(est / 2 ** 20).toFixed(1)} MiB, over the ${(this.cacheBudgetBytes / 2 ** 20).toFixed(0)} MiB budget: ` +
         'pass namesFilter or posSlice, or raise cacheBudgetBytes', 'ENOMEM');
@@ -214,6 +222,12 @@ export abstract class HookedRootModule<In, Opts extends object> {
     const slice = opts.posSlice == null ? null : Slice.unwrap(opts.posSlice);
     const store = new Map<string, Tensor>();
     const copy = (a: Tensor): Tensor => {
+      if (dtype !== 'f32') {
+        const bits = encode(a.f32(), dtype) as Uint16Array; // a fresh array: the copy
+        const d = opts.shared ? new Uint16Array(new SharedArrayBuffer(bits.byteLength)) : bits;
+        if (d !== bits) d.set(bits);
+        return new Tensor(d, a.shape, undefined, 0, dtype);
+      }
       if (!opts.shared) return a.clone();
       const d = new Float32Array(new SharedArrayBuffer(a.size * 4));
       d.set(a.f32());

@@ -11,6 +11,8 @@ import { gradOps } from './grad-ops.js';
 import { HookedTransformerKeyValueCache } from './kv-cache.js';
 import { lmCrossEntropyLoss } from './loss.js';
 import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
+import type { FactoredMatrix } from '../tensor/factored-matrix.js';
+import { allCompositionScores, ovCircuit, qkCircuit } from './circuits.js';
 import { hostOps } from './host-ops.js';
 import { embed, transformerBlock, unembed, type UseFlags } from './layers.js';
 import { loadDir, loadHFTensors, LoadOptions, pretrainedDir } from './load.js';
@@ -198,6 +200,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
     const { logits, store, value } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
     const cache = new ActivationCache(store, this, !opts.removeBatchDim);
+    if (opts.startAtLayer == null) cache.tokens = tokens;
     return value === undefined ? { logits, cache } : { logits, cache, value };
   }
 
@@ -432,6 +435,12 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   get b_in(): Tensor { return this.stacked('b_in'); }
   get W_out(): Tensor { return this.stacked('W_out'); }
   get b_out(): Tensor { return this.stacked('b_out'); }
+  /** TL's HookedTransformer.QK: W_Q W_K^T per head, factored, [n_layers, n_heads, d_model, d_model]. */
+  get QK(): FactoredMatrix { return qkCircuit(this); }
+  /** TL's HookedTransformer.OV: W_V W_O per head, factored, [n_layers, n_heads, d_model, d_model]. */
+  get OV(): FactoredMatrix { return ovCircuit(this); }
+  /** TL's all_composition_scores: [n_layers, n_heads, n_layers, n_heads], same-or-earlier-layer pairs 0. */
+  allCompositionScores(mode: 'Q' | 'K' | 'V'): Tensor { return allCompositionScores(this, mode); }
 
   /** Sum of the biases written into the residual stream before `layer` (TL's accumulated_bias). */
   accumulatedBias(layer: number, mlpInput = false, includeMlpBiases = true): Tensor {
