@@ -179,13 +179,14 @@ t.test('every section runs on the reference fixtures (token ids folded into thei
     // matter most to patching, the example induction heads L6H9 and L5H1 where the model has them)
     const figs = r.report.figures;
     const kinds = (want: string[]) => figs.filter((f) => want.includes(f.kind)).map((f) => f.kind).sort();
-    t.same(kinds(['line', 'heatmap', 'scatter']), [...Array(11).fill('heatmap'), 'line', 'line', 'scatter', 'scatter', 'scatter'], `${name}: the fixed figures`);
+    // the notebook's 11 heatmaps, 2 lines and 3 scatters, then the attribution-patching section's heatmap and scatter
+    t.same(kinds(['line', 'heatmap', 'scatter']), [...Array(12).fill('heatmap'), 'line', 'line', 'scatter', 'scatter', 'scatter', 'scatter'], `${name}: the fixed figures`);
     const shown = [...r.topPositiveHeads, ...r.topNegativeHeads, ...r.topPatchedHeads, ...[81, 65].filter((i) => i < L * H)];
     t.equal(r.topPositiveHeads.length, Math.min(3, L * H), `${name}: min(3, L*H) top DLA heads`);
     t.equal(r.topPatchedHeads.length, Math.min(10, L * H), `${name}: min(10, L*H) top patched heads`);
     t.same(figs.filter((f) => f.kind === 'attention').map((f) => f.title.split(': ').pop()).sort(),
       shown.map((i) => `L${Math.floor(i / H)}H${i % H}`).sort(), `${name}: one attention figure per head shown`);
-    t.equal(figs.length, 16 + shown.length, `${name}: ${figs.length} figures in all`);
+    t.equal(figs.length, 18 + shown.length, `${name}: ${figs.length} figures in all`);
     model.dispose();
   }
 });
