@@ -1,24 +1,26 @@
 import * as ag from '../autograd/ops.js';
-import { currentTape, withGrad } from '../autograd/tape.js';
+import { currentTape } from '../autograd/tape.js';
 import { TypelensError } from '../errors.js';
-import { AttnOptions, Backend, BackendName, getBackend, LayerOps, PackedWeight } from '../kernels/index.js';
+import { AttnOptions, Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
 import { cat, DType, embedding, stack, Tensor } from '../tensor/index.js';
 import { ActivationCache } from '../hooks/cache.js';
-import { BwdHook, CacheSettings, checkScalarMetric, FwdHook, GradMetric, HookedRootModule } from '../hooks/registry.js';
+import { GradMetric, HookedRootModule } from '../hooks/registry.js';
 import { attnScaleOf, type ModelConfig } from './config.js';
 import { generate, GenerateOptions } from './generate.js';
-import { gradOps } from './grad-ops.js';
-import { HookedTransformerKeyValueCache } from './kv-cache.js';
+import { backward, BackwardOptions, BackwardResult, gradLayerOps, gradPackCache, namedParameters } from './gradients.js';
 import { lmCrossEntropyLoss } from './loss.js';
 import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
 import type { FactoredMatrix } from '../tensor/factored-matrix.js';
 import { allCompositionScores, ovCircuit, qkCircuit } from './circuits.js';
 import { hostOps } from './host-ops.js';
+import type { CacheOptions, RunOptions } from './run-options.js';
 import { embed, transformerBlock, unembed, type UseFlags } from './layers.js';
+import { UseSwitches } from './use-switches.js';
 import { loadDir, loadHFTensors, LoadOptions, pretrainedDir } from './load.js';
 import { PackedModel, packWeights, releasePacked, shareEmbeddings } from './packed.js';
 import type { StFile, StTensorOut } from './safetensors.js';
-import { decodeToken, decodeTokens, encodeText, toTokens } from './tokenizer.js';
+import { decodeToken, toTokens } from './tokenizer.js';
+import * as tok from './token-helpers.js';
 import { tokensOf, TokensInput } from './tokens-input.js';
 import type { Weights } from './weights.js';
 import { loadAndProcessStateDict, loadStateDict, processWeights_, setWeight, stateDict, StateDict, updateWeights } from './editing.js';
@@ -32,60 +34,8 @@ export type { GenerateOptions, SampleOptions } from './generate.js';
 export type { PaddingSide } from './padding.js';
 export { HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry } from './kv-cache.js';
 export type { FwdHook, BwdHook, GradMetric } from '../hooks/registry.js';
-export interface RunOptions {
-  prependBos?: boolean;
-  /** Stop before this block and return the residual stream [B, P, d_model]. */
-  stopAtLayer?: number;
-  /** Start at this block: the input is then the residual stream [B, P, d_model] entering it. */
-  startAtLayer?: number;
-  /**
-   * Unembed only the final position: logits [B, 1, V]. Every hook still sees all positions; for
-   * metrics that read logits[:, -1] only (the demo's), this saves most of the unembedding.
-   */
-  lastPositionLogits?: boolean;
-  /**
-   * [B, P]: 1 for real tokens, 0 for padding (TL's attention_mask). Padding keys are masked in
-   * every attention layer and position ids count only real tokens. Absent: built with
-   * utils.getAttentionMask when paddingSide is 'left' or a KV cache is used, else none (as TL).
-   */
-  attentionMask?: Tensor | number[][];
-  /** Which side the tokens were padded on (TL's padding_side; default 'right'). */
-  paddingSide?: PaddingSide;
-  /** TL's past_kv_cache: the input is only the new tokens; keys and values before them come from (and are added to) the cache. */
-  pastKvCache?: HookedTransformerKeyValueCache;
-  /** TL's return_type: 'logits' (default), 'loss' (scalar, or [B, P-1] with lossPerToken), 'both' ({ logits, loss }), null (nothing). */
-  returnType?: ForwardReturnType;
-  lossPerToken?: boolean;
-}
-export type ForwardReturnType = 'logits' | 'loss' | 'both' | null;
-export interface CacheOptions extends RunOptions, CacheSettings {}
-
-/** Options of model.backward: the run's options, hooks for it, and which gradients to return. */
-export interface BackwardOptions extends RunOptions {
-  fwdHooks?: FwdHook[];
-  bwdHooks?: BwdHook[];
-  /** Return every parameter's gradient (TL names, see namedParameters). Default true. */
-  params?: boolean;
-  /**
-   * Parameter gradients as views of buffers reused by the next backward (an optimizer consumes
-   * them at once, like torch's `.grad`), instead of copies.
-   */
-  views?: boolean;
-}
-export interface BackwardResult {
-  /** The metric's value. */
-  value: number;
-  /** The forward's output (logits, or the residual stream with stopAtLayer). */
-  logits: Tensor;
-  /** d metric / d parameter, TL names and layouts (empty with params: false). */
-  paramGrads: Map<string, Tensor>;
-}
-
-const LN_PARAM_NAMES = [
-  ['ln1_w', 'ln1.w'], ['ln1_b', 'ln1.b'], ['W_Q', 'attn.W_Q'], ['W_K', 'attn.W_K'], ['W_V', 'attn.W_V'], ['W_O', 'attn.W_O'],
-  ['b_Q', 'attn.b_Q'], ['b_K', 'attn.b_K'], ['b_V', 'attn.b_V'], ['b_O', 'attn.b_O'], ['ln2_w', 'ln2.w'], ['ln2_b', 'ln2.b'],
-  ['W_in', 'mlp.W_in'], ['b_in', 'mlp.b_in'], ['W_out', 'mlp.W_out'], ['b_out', 'mlp.b_out'],
-] as const;
+export type { RunOptions, ForwardReturnType, CacheOptions } from './run-options.js';
+export type { BackwardOptions, BackwardResult } from './gradients.js';
 
 /** Options of the constructor (the static loaders take LoadOptions). */
 export interface ModelOptions {
@@ -212,23 +162,13 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     return (logits) => ag.lmCrossEntropyLoss(logits, tokens);
   }
 
-  // ---------- gradients ----------
+  // ---------- gradients (see gradients.ts) ----------
   /**
    * Every parameter in TL's names and layouts (`embed.W_E`, `blocks.0.attn.W_Q` [H, M, D], ...;
    * LayerNorm weights only while the model has them, i.e. not after fold_ln), the tensors
    * themselves (torch's named_parameters): watch them on a tape to get their gradients.
    */
-  namedParameters(): Map<string, Tensor> {
-    const W = this.weights, out = new Map<string, Tensor>();
-    out.set('embed.W_E', W.W_E);
-    out.set('pos_embed.W_pos', W.W_pos);
-    W.blocks.forEach((blk, l) => { for (const [k, n] of LN_PARAM_NAMES) { const t = blk[k]; if (t) out.set(`blocks.${l}.${n}`, t); } });
-    if (W.ln_final_w) out.set('ln_final.w', W.ln_final_w);
-    if (W.ln_final_b) out.set('ln_final.b', W.ln_final_b);
-    out.set('unembed.W_U', W.W_U);
-    out.set('unembed.b_U', W.b_U);
-    return out;
-  }
+  namedParameters(): Map<string, Tensor> { return namedParameters(this.weights); }
 
   /**
    * One recorded forward and one backward from `metric(logits)` (default: the LM loss): the
@@ -236,23 +176,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * fwdHooks run in the forward; bwdHooks see, and may replace, d metric / d activation. The
    * TL equivalent is `metric(model.run_with_hooks(x, fwd_hooks, bwd_hooks)).backward()`.
    */
-  backward(input: TokensInput, metric?: GradMetric, opts: BackwardOptions = {}): BackwardResult {
-    const wantParams = opts.params ?? true;
-    const named = wantParams ? this.namedParameters() : null;
-    const run = { ...opts, fwdHooks: opts.fwdHooks ?? [], bwdHooks: opts.bwdHooks ?? [] };
-    const f = metric ?? this.defaultMetric(input, opts);
-    let logits!: Tensor;
-    const { out: m, tape } = withGrad((tp) => {
-      if (named) tp.watch(...named.values());
-      logits = this.runWithHooks(input, run);
-      return f(logits);
-    });
-    checkScalarMetric(m);
-    const g = tape.backward(m);
-    const paramGrads = new Map<string, Tensor>();
-    if (named) for (const [n, t] of named) paramGrads.set(n, opts.views ? g.view(t) : g.get(t));
-    return { value: m.item(), logits, paramGrads };
-  }
+  backward(input: TokensInput, metric?: GradMetric, opts: BackwardOptions = {}): BackwardResult { return backward(this, input, metric ?? this.defaultMetric(input, opts), opts); }
 
   /** d metric / d parameter for every parameter, TL names and layouts (default metric: the LM loss). */
   parameterGrads(input: TokensInput, metric?: GradMetric, opts: Omit<BackwardOptions, 'params'> = {}): Map<string, Tensor> {
@@ -263,60 +187,19 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * Lazily packed transposed weights (for dX = dY·Wᵀ) and reused weight-gradient buffers;
    * released at dispose. Call `invalidate(w)` on it after changing a weight in place.
    */
-  get gradPackCache(): ag.PackCache {
-    if (!this.gradPacks) {
-      const c = this.gradPacks = new ag.PackCache(this.backend);
-      this.onDispose.push(() => c.release());
-      this.derivedCopies.push(c); // weight edits (setWeight, optimizers) drop the stale transposed packings
-    }
-    return this.gradPacks;
-  }
+  get gradPackCache(): ag.PackCache { return this.gradPacks ??= gradPackCache(this); }
 
   /** The recording layer ops, built on first use: each packed weight mapped to its TL-layout leaf. */
-  private gradLayerOps(): LayerOps<Tensor> {
-    if (this.grad) return this.grad;
-    const cache = this.gradPackCache, W = this.weights, mats = new Map<PackedWeight, ag.MatWeight>();
-    this.packed.blocks.forEach((pk, l) => {
-      const blk = W.blocks[l];
-      mats.set(pk.WQ, ag.headsInWeight(blk.W_Q, cache, pk.WQ));
-      mats.set(pk.WK, ag.headsInWeight(blk.W_K, cache, pk.WK));
-      mats.set(pk.WV, ag.headsInWeight(blk.W_V, cache, pk.WV));
-      mats.set(pk.WO, ag.headsOutWeight(blk.W_O, cache, pk.WO));
-      mats.set(pk.Win, ag.plainWeight(blk.W_in, cache, pk.Win));
-      mats.set(pk.Wout, ag.plainWeight(blk.W_out, cache, pk.Wout));
-    });
-    mats.set(this.packed.WU, ag.plainWeight(W.W_U, cache, this.packed.WU));
-    const mat = (w: PackedWeight): ag.MatWeight => {
-      const m = mats.get(w);
-      if (!m) throw new TypelensError('internal: a packed weight with no TL-layout leaf', 'EGRAD');
-      return m;
-    };
-    return this.grad = gradOps({ cfg: this.cfg, backend: this.backend, fire: (n, t) => this.fire(n, t), attnMatmulMinPos: this.attnMatmulMinPos, mat });
-  }
+  private gradLayerOps(): LayerOps<Tensor> { return this.grad ??= gradLayerOps(this, this.gradPackCache, (n, t) => this.fire(n, t)); }
 
   // ---------- tokens ----------
   toTokens(input: string | string[], opts: { prependBos?: boolean; paddingSide?: 'right' | 'left'; truncate?: boolean } = {}): Tensor {
     return toTokens(input, { ...opts, nCtx: this.cfg.n_ctx, bos: this.cfg.bos_token_id });
   }
-  toStrTokens(input: string | Tensor | number[], opts: { prependBos?: boolean } = {}): string[] {
-    // TL's to_str_tokens asserts a tensor of tokens is 1D or a batch of one
-    if (input instanceof Tensor && (input.ndim > 2 || (input.ndim === 2 && input.shape[0] !== 1))) {
-      throw new TypelensError(`toStrTokens: tokens must be [P] or [1, P] (batch of one), got [${input.shape.join(', ')}]: index a row first`, 'ESHAPE');
-    }
-    const ids = typeof input === 'string' ? this.toTokens(input, opts).toArray() : input instanceof Tensor ? input.reshape([input.size]).toArray() : input;
-    return ids.map((id) => (id === this.cfg.bos_token_id ? '<|endoftext|>' : decodeToken(id)));
-  }
-  toSingleToken(s: string): number {
-    const ids = encodeText(s);
-    if (ids.length !== 1) throw new TypelensError(`"${s}" is ${ids.length} tokens, not a single token`, 'ETOKEN');
-    return ids[0];
-  }
+  toStrTokens(input: string | Tensor | number[], opts: { prependBos?: boolean } = {}): string[] { return tok.toStrTokens(this, input, opts); }
+  toSingleToken(s: string): number { return tok.toSingleToken(s); }
   toSingleStrToken(id: number): string { return decodeToken(id); }
-  override toString(tokens: Tensor | number[] | number[][]): string | string[] {
-    const t = tokens instanceof Tensor ? tokens : Tensor.from(tokens as number[][]);
-    if (t.ndim <= 1) return decodeTokens(t.toArray());
-    return Array.from({ length: t.shape[0] }, (_, b) => decodeTokens(t.index(0, b).toArray()));
-  }
+  override toString(tokens: Tensor | number[] | number[][]): string | string[] { return tok.tokensToString(tokens); }
   /** Columns of W_U for tokens: one id -> [M]; [N] -> [N, M]; [B, 2] -> [B, 2, M]. */
   tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor {
     const WU = raw(this.weights.W_U); // read-only use: does not mark W_U exposed (params.ts)
@@ -384,7 +267,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     if (stop < 0) stop += L;
     // With nothing asking for an activation, a backend with a device path keeps the whole pass
     // there. Masks, KV caches and per-layer score scaling run on the host only.
-    const flags = this.useFlags;
+    const flags = this.use.flags;
     if (tape && (keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags)) {
       // the recording ops (grad-ops.ts) implement plain causal attention only: refuse rather than differentiate the wrong forward
       throw new TypelensError('gradient mode does not support attention masks, KV caches, use_* switches or scale_attn_by_inverse_layer_idx yet: run unpadded prompts without them', 'EGRAD');
@@ -474,36 +357,17 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     if (!this.ownsPacked) throw new TypelensError('a worker replica\'s weights belong to the main thread\'s model: edit them there', 'EREPLICA');
   }
 
-  // ---------- TL's use_* switches (off by default; each makes a dormant hook point fire) ----------
-  private readonly use: Required<UseFlags> = { attnResult: false, splitQkvInput: false, attnIn: false, hookMlpIn: false };
-  /** The switches that are on, or undefined (the forward then costs nothing extra). */
-  private get useFlags(): UseFlags | undefined {
-    const u = this.use;
-    return u.attnResult || u.splitQkvInput || u.attnIn || u.hookMlpIn ? { ...u } : undefined;
-  }
-  protected override flagEnabled(flag: string): boolean {
-    switch (flag) {
-      case 'use_attn_result': return this.use.attnResult;
-      case 'use_split_qkv_input': return this.use.splitQkvInput;
-      case 'use_attn_in': return this.use.attnIn;
-      case 'use_hook_mlp_in': return this.use.hookMlpIn;
-      default: return false;
-    }
-  }
+  // ---------- TL's use_* switches (off by default; each makes a dormant hook point fire; see use-switches.ts) ----------
+  private readonly use = new UseSwitches();
+  protected override flagEnabled(flag: string): boolean { return this.use.enabled(flag); }
   /** TL's set_use_attn_result: blocks.l.attn.hook_result [B, P, H, d_model], each head's write to the residual. */
-  setUseAttnResult(on: boolean): void { this.use.attnResult = on; }
+  setUseAttnResult(on: boolean): void { this.use.setAttnResult(on); }
   /** TL's set_use_split_qkv_input: hook_q_input / hook_k_input / hook_v_input [B, P, H, d_model], one input per head. */
-  setUseSplitQkvInput(on: boolean): void {
-    if (on && this.use.attnIn) throw new TypelensError('setUseSplitQkvInput: use_attn_in is on; TL does not allow both at once', 'EINPUT');
-    this.use.splitQkvInput = on;
-  }
+  setUseSplitQkvInput(on: boolean): void { this.use.setSplitQkvInput(on); }
   /** TL's set_use_hook_mlp_in: blocks.l.hook_mlp_in [B, P, d_model], the MLP's input before ln2. */
-  setUseHookMlpIn(on: boolean): void { this.use.hookMlpIn = on; }
+  setUseHookMlpIn(on: boolean): void { this.use.setHookMlpIn(on); }
   /** TL's set_use_attn_in: blocks.l.hook_attn_in [B, P, H, d_model], attention's input repeated per head. */
-  setUseAttnIn(on: boolean): void {
-    if (on && this.use.splitQkvInput) throw new TypelensError('setUseAttnIn: use_split_qkv_input is on; TL does not allow both at once', 'EINPUT');
-    this.use.attnIn = on;
-  }
+  setUseAttnIn(on: boolean): void { this.use.setAttnIn(on); }
 
   // ---------- generation, positions, labels (TL's generate, get_token_position, all_head_labels, W_E_pos) ----------
   /** TL's generate: continue the prompt(s) maxNewTokens tokens, sampling (seeded with `seed`) or greedy; see GenerateOptions. */
@@ -515,18 +379,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
 
   /** TL's get_token_position: the index of singleToken in a one-prompt input (mode 'first' or 'last'). */
   getTokenPosition(singleToken: string | number, input: string | Tensor | number[], opts: { mode?: 'first' | 'last'; prependBos?: boolean; paddingSide?: PaddingSide } = {}): number {
-    const { mode = 'first' } = opts;
-    let t = typeof input === 'string' ? this.toTokens(input, opts) : input instanceof Tensor ? input : Tensor.from(input);
-    if (t.ndim === 2) {
-      if (t.shape[0] !== 1) throw new TypelensError(`getTokenPosition: the input must be one prompt (batch of 1), got [${t.shape.join(', ')}]`, 'ESHAPE');
-      t = t.index(0, 0);
-    }
-    const id = typeof singleToken === 'string' ? this.toSingleToken(singleToken) : singleToken;
-    const ids = t.toArray();
-    const at = mode === 'first' ? ids.indexOf(id) : mode === 'last' ? ids.lastIndexOf(id) : NaN;
-    if (Number.isNaN(at)) throw new TypelensError(`getTokenPosition: mode must be 'first' or 'last', got ${JSON.stringify(mode)}`, 'EINPUT');
-    if (at < 0) throw new TypelensError(`getTokenPosition: token ${id} does not occur in the prompt`, 'ETOKEN');
-    return at;
+    return tok.getTokenPosition(this, singleToken, input, opts);
   }
 
   /** TL's all_head_labels: "L{l}H{h}", layer-major. */
