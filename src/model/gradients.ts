@@ -105,21 +105,30 @@ export function gradPackCache(model: GradModel): ag.PackCache {
   return c;
 }
 
-/** The recording layer ops over the model's weights: each packed weight mapped to its TL-layout leaf. */
+/**
+ * The recording layer ops over the model's weights: each packed weight mapped to its TL-layout
+ * leaf. The map is remade when a packed weight is not in it (a write through the model, e.g.
+ * setWeight or an optimizer's updateWeights, repacks into new PackedWeights).
+ */
 export function gradLayerOps(model: GradModel, cache: ag.PackCache, fire: (name: string, t: Tensor) => Tensor): LayerOps<Tensor> {
-  const W = model.weights, mats = new Map<PackedWeight, ag.MatWeight>();
-  model.packed.blocks.forEach((pk, l) => {
-    const blk = W.blocks[l];
-    mats.set(pk.WQ, ag.headsInWeight(blk.W_Q, cache, pk.WQ));
-    mats.set(pk.WK, ag.headsInWeight(blk.W_K, cache, pk.WK));
-    mats.set(pk.WV, ag.headsInWeight(blk.W_V, cache, pk.WV));
-    mats.set(pk.WO, ag.headsOutWeight(blk.W_O, cache, pk.WO));
-    mats.set(pk.Win, ag.plainWeight(blk.W_in, cache, pk.Win));
-    mats.set(pk.Wout, ag.plainWeight(blk.W_out, cache, pk.Wout));
-  });
-  mats.set(model.packed.WU, ag.plainWeight(W.W_U, cache, model.packed.WU));
+  const leaves = (): Map<PackedWeight, ag.MatWeight> => {
+    const W = model.weights, mats = new Map<PackedWeight, ag.MatWeight>();
+    model.packed.blocks.forEach((pk, l) => {
+      const blk = W.blocks[l];
+      mats.set(pk.WQ, ag.headsInWeight(blk.W_Q, cache, pk.WQ));
+      mats.set(pk.WK, ag.headsInWeight(blk.W_K, cache, pk.WK));
+      mats.set(pk.WV, ag.headsInWeight(blk.W_V, cache, pk.WV));
+      mats.set(pk.WO, ag.headsOutWeight(blk.W_O, cache, pk.WO));
+      mats.set(pk.Win, ag.plainWeight(blk.W_in, cache, pk.Win));
+      mats.set(pk.Wout, ag.plainWeight(blk.W_out, cache, pk.Wout));
+    });
+    mats.set(model.packed.WU, ag.plainWeight(W.W_U, cache, model.packed.WU));
+    return mats;
+  };
+  let mats = leaves();
   const mat = (w: PackedWeight): ag.MatWeight => {
-    const m = mats.get(w);
+    let m = mats.get(w);
+    if (!m) m = (mats = leaves()).get(w);
     if (!m) throw new TypelensError('internal: a packed weight with no TL-layout leaf', 'EGRAD');
     return m;
   };
