@@ -13,6 +13,7 @@ import fc from 'fast-check';
 import { Tensor } from '../src/tensor/index.js';
 import { FactoredMatrix } from '../src/tensor/factored-matrix.js';
 import { qr64, svd64, mat64 } from '../src/tensor/linalg64.js';
+import { invariants } from './helpers.js';
 import { bcast, frob, indices, item, M64, m64, maxDiff, mlSvd, mm, randn, tr, invariant } from './weight-space-ref.js';
 
 const TOL = 5e-6;
@@ -143,25 +144,40 @@ t.test('FactoredMatrix vs the dense product', async (t) => {
     });
   });
 
-  invariant(t, 'indexing leading axes (ints, negative ints, null, slices, lists) matches AB', fc.tuple(arbCase(), fc.nat(), fc.boolean()), ([c, pick, neg]) => {
-    const all = indices(c.lead);
-    const k = pick % all.length, idx = all[k];
-    const ints = idx.map((i, d) => (neg ? i - c.lead[d] : i));
-    const one = c.fm.get(ints);
-    let ok = sameShape(one.shape, [c.l, c.r]) && close(item(one.AB, []), c.refs[k]);
-    if (c.lead.length > 0) {
-      const first = c.fm.index(idx[0]);
-      ok &&= sameShape(first.shape, [...c.lead.slice(1), c.l, c.r]);
-      ok &&= all.filter((j) => j[0] === idx[0]).every((j) => close(item(first.AB, j.slice(1)), c.refs[all.indexOf(j)]));
-      ok &&= sameShape(c.fm.get([null]).shape, c.fm.shape);
-      const n0 = c.lead[0], list = [n0 - 1, 0];
-      const g = c.fm.get([list]);
-      ok &&= g.shape[0] === 2 && all.filter((j) => j[0] === n0 - 1).every((j) => close(item(g.AB, [0, ...j.slice(1)]), c.refs[all.indexOf(j)]));
-      const s = c.fm.get([{ start: 1 }]);
-      ok &&= s.shape[0] === n0 - 1 && all.filter((j) => j[0] >= 1).every((j) => close(item(s.AB, [j[0] - 1, ...j.slice(1)]), c.refs[all.indexOf(j)]));
-    }
-    return ok;
-  });
+  {
+    // one named assertion per indexing form (the lead-only forms need a leading axis, which nearly every run draws)
+    const INT_SHAPE = 'get(ints) (negative ints too) gives an [l, r] matrix';
+    const INT_AB = 'get(ints) (negative ints too) equals AB at that index';
+    const FIRST_SHAPE = 'index(i) drops the first leading axis';
+    const FIRST_AB = 'index(i) equals AB at [i, ...]';
+    const NULL_SHAPE = 'get([null]) keeps the shape';
+    const LIST_SHAPE = 'get([list]) has one entry per listed index';
+    const LIST_AB = 'get([list]) equals AB at the listed indices';
+    const SLICE_SHAPE = 'get([{ start: 1 }]) has n0 - 1 entries on the first axis';
+    const SLICE_AB = 'get([{ start: 1 }]) equals AB from index 1 on';
+    const inv = invariants(t, [INT_SHAPE, INT_AB, FIRST_SHAPE, FIRST_AB, NULL_SHAPE, LIST_SHAPE, LIST_AB, SLICE_SHAPE, SLICE_AB]);
+    await inv.run(() => fc.assert(fc.property(fc.tuple(arbCase(), fc.nat(), fc.boolean()), ([c, pick, neg]) => {
+      const all = indices(c.lead);
+      const k = pick % all.length, idx = all[k];
+      const ints = idx.map((i, d) => (neg ? i - c.lead[d] : i));
+      const one = c.fm.get(ints);
+      inv.check(INT_SHAPE, sameShape(one.shape, [c.l, c.r]), () => `get([${ints}]): [${one.shape}]`);
+      inv.check(INT_AB, close(item(one.AB, []), c.refs[k]), () => `get([${ints}])`);
+      if (c.lead.length > 0) {
+        const first = c.fm.index(idx[0]);
+        inv.check(FIRST_SHAPE, sameShape(first.shape, [...c.lead.slice(1), c.l, c.r]), () => `index(${idx[0]}): [${first.shape}]`);
+        inv.check(FIRST_AB, all.filter((j) => j[0] === idx[0]).every((j) => close(item(first.AB, j.slice(1)), c.refs[all.indexOf(j)])), () => `index(${idx[0]})`);
+        inv.check(NULL_SHAPE, sameShape(c.fm.get([null]).shape, c.fm.shape), () => `[${c.fm.get([null]).shape}] vs [${c.fm.shape}]`);
+        const n0 = c.lead[0], list = [n0 - 1, 0];
+        const g = c.fm.get([list]);
+        inv.check(LIST_SHAPE, g.shape[0] === 2, () => `get([[${list}]]): [${g.shape}]`);
+        inv.check(LIST_AB, all.filter((j) => j[0] === n0 - 1).every((j) => close(item(g.AB, [0, ...j.slice(1)]), c.refs[all.indexOf(j)])), () => `get([[${list}]])`);
+        const s = c.fm.get([{ start: 1 }]);
+        inv.check(SLICE_SHAPE, s.shape[0] === n0 - 1, () => `[${s.shape}], n0 = ${n0}`);
+        inv.check(SLICE_AB, all.filter((j) => j[0] >= 1).every((j) => close(item(s.AB, [j[0] - 1, ...j.slice(1)]), c.refs[all.indexOf(j)])));
+      }
+    }), { numRuns: Number(process.env.TYPELENS_FC_RUNS ?? 40) }));
+  }
 
   invariant(t, 'indexing past the leading axes selects rows, then columns, keeping both axes', fc.tuple(arbCase(), fc.nat(), fc.nat(), fc.nat(), fc.boolean()), ([c, p, i0, j0, neg]) => {
     const all = indices(c.lead), k = p % all.length, ref = c.refs[k];
