@@ -56,7 +56,9 @@ for (const metricName of ['loss', 'logit_diff'] as const) {
       if (maxAbs(want) < 1e-12) { t.ok(maxAbs(got.f32()) < 1e-6, `${key} is zero up to f32 rounding`); continue; }
       t.ok(close(got.f32(), want), `${key} within tolerance`);
     }
-    t.ok(nh > 0 && nf > 0 && np > 0, `compared ${nh} cached _grad entries, ${nf} per-firing gradients, ${np} parameter gradients`);
+    t.equal(nh, [...cache.keys()].filter((k) => k.endsWith('_grad')).length, `every cached _grad entry was compared with TL's (${nh})`);
+    t.equal(nf, 3 * ln1Calls.size, `each ln1 hook point's three per-firing gradients were compared with TL's (${nf})`);
+    t.equal(np, params.size, `every parameter gradient was compared with TL's (${np})`);
     t.ok([...ln1Calls.values()].every((l) => l.length === 3), 'every ln1 hook point gets three backward calls per forward');
     model.dispose();
   });

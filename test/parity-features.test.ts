@@ -84,7 +84,8 @@ t.test('forward returnType: loss and both agree with lmCrossEntropyLoss on the l
   const logits = m.forward(tok);
   t.equal(m.forward(tok, { returnType: 'loss' }).item(), lmCrossEntropyLoss(logits, tok).item(), 'loss');
   const both = m.forward(tok, { returnType: 'both', lossPerToken: true });
-  t.ok(allClose(both.logits.f32(), logits.f32(), 0, 0) && both.loss.shape[1] === 4, 'both');
+  t.ok(allClose(both.logits.f32(), logits.f32(), 0, 0), 'both: the logits equal forward\'s exactly');
+  t.same(both.loss.shape, [2, 4], 'both: lossPerToken gives [batch, pos - 1]');
   t.equal(m.forward(tok, { returnType: null }), null, 'null');
   m.dispose();
 });
@@ -123,7 +124,8 @@ t.test('generate: cache and no cache give the same greedy tokens; seeded samplin
   const s1 = m.generate('Hello', { maxNewTokens: 6, seed: 42, temperature: 0.8, topK: 50 });
   const s2 = m.generate('Hello', { maxNewTokens: 6, seed: 42, temperature: 0.8, topK: 50 });
   t.equal(s1, s2, 'same seed, same text');
-  t.ok(typeof s1 === 'string' && s1.startsWith('Hello'), 'string in, string out (BOS removed)');
+  t.type(s1, 'string', 'string in, string out');
+  t.ok(s1.startsWith('Hello'), 'the output starts with the prompt (BOS removed)');
   const streamed: number[][] = [];
   m.generate('Hi', { maxNewTokens: 3, doSample: false, stopAtEos: false, onToken: (ids) => streamed.push(ids) });
   t.equal(streamed.length, 3, 'onToken streams every step');
