@@ -8,6 +8,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { Tensor, numel } from '../src/tensor/index.js';
 import { getBackend } from '../src/kernels/index.js';
+import { invariants } from './helpers.js';
 import { ag, grad, hookGrad, PackCache, plainWeight, headsInWeight, headsOutWeight, withGrad, currentTape, reduceToShape } from '../src/autograd/index.js';
 
 const be = getBackend();
@@ -116,13 +117,14 @@ t.test('binary ops: gradients match finite differences, with broadcasting reduce
     ['add', ag.add, (x, y) => x + y], ['sub', ag.sub, (x, y) => x - y], ['mul', ag.mul, (x, y) => x * y], ['div', ag.div, (x, y) => x / y],
   ];
   for (const [name, op, ref] of ops) {
-    fc.assert(fc.property(arbBroadcastPair, fc.boolean(), ({ as, bs, seed }, swap) => {
+    const FD = `${name}: d/da and d/db (broadcast operands summed back to their shapes) match finite differences`;
+    const inv = invariants(t, [FD]);
+    await inv.run(() => fc.assert(fc.property(arbBroadcastPair, fc.boolean(), ({ as, bs, seed }, swap) => {
       const [sa, sb] = swap ? [bs, as] : [as, bs];
       const a = randT(sa, seed), b = name === 'div' ? randT(sb, seed + 1, 1, 2) : randT(sb, seed + 1);
       const r = checkGrads(op, ([x, y]) => bcastRef(x, sa, y, sb, ref), [a, b], seed);
-      return r.ok;
-    }), RUNS);
-    t.pass(`${name}: d/da and d/db (broadcast operands summed back to their shapes) match finite differences`);
+      inv.check(FD, r.ok, () => `[${sa}] ${name} [${sb}]:${r.detail}`);
+    }), RUNS));
   }
 });
 
@@ -141,17 +143,23 @@ t.test('unary ops: gradients match finite differences', async (t) => {
     ['relu', ag.relu, (v) => Math.max(v, 0), 0],
   ];
   for (const [name, op, ref, off] of ops) {
-    fc.assert(fc.property(fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }), seedArb, (shape, seed) => {
+    const FD = `${name}: gradient matches finite differences`;
+    const inv = invariants(t, [FD]);
+    await inv.run(() => fc.assert(fc.property(fc.array(fc.integer({ min: 1, max: 5 }), { minLength: 1, maxLength: 3 }), seedArb, (shape, seed) => {
       let x = randT(shape, seed, 1.5, off);
       if (name === 'relu' && x.f32().some((v) => Math.abs(v) < 1e-3)) x = randT(shape, seed + 3, 1, 2); // away from the kink
-      return checkGrads(op, ([v]) => v.map(ref), [x], seed).ok;
-    }), RUNS);
-    t.pass(`${name}: gradient matches finite differences`);
+      const r = checkGrads(op, ([v]) => v.map(ref), [x], seed);
+      inv.check(FD, r.ok, () => `shape [${shape}]:${r.detail}`);
+    }), RUNS));
   }
 });
 
 t.test('reductions and views: gradients match finite differences', async (t) => {
-  fc.assert(fc.property(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 4 }), seedArb, fc.boolean(), (shape, seed, keep) => {
+  const SUM_AX = 'sum over an axis (keepdim or not) matches finite differences';
+  const MEAN_AX = 'mean over an axis (keepdim or not) matches finite differences';
+  const SUM_ALL = 'sum over everything matches finite differences';
+  const red = invariants(t, [SUM_AX, MEAN_AX, SUM_ALL]);
+  await red.run(() => fc.assert(fc.property(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 4 }), seedArb, fc.boolean(), (shape, seed, keep) => {
     const x = randT(shape, seed), ax = seed % shape.length;
     const s = strides(shape), outShape = shape.filter((_, i) => i !== ax);
     const ref = (mean: boolean) => ([v]: F64[]) => {
@@ -163,10 +171,14 @@ t.test('reductions and views: gradients match finite differences', async (t) => 
       }
       return o;
     };
-    return checkGrads((v) => ag.sum(v, ax, keep), ref(false), [x], seed).ok && checkGrads((v) => ag.mean(v, ax, keep), ref(true), [x], seed).ok
-      && checkGrads((v) => ag.sum(v), ([v]) => [v.reduce((a, b) => a + b, 0)], [x], seed).ok;
-  }), RUNS);
-  t.pass('sum and mean over an axis (keepdim or not) and over everything match finite differences');
+    const where = `shape [${shape}], axis ${ax}, keepdim ${keep}:`;
+    const sumAx = checkGrads((v) => ag.sum(v, ax, keep), ref(false), [x], seed);
+    red.check(SUM_AX, sumAx.ok, () => where + sumAx.detail);
+    const meanAx = checkGrads((v) => ag.mean(v, ax, keep), ref(true), [x], seed);
+    red.check(MEAN_AX, meanAx.ok, () => where + meanAx.detail);
+    const sumAll = checkGrads((v) => ag.sum(v), ([v]) => [v.reduce((a, b) => a + b, 0)], [x], seed);
+    red.check(SUM_ALL, sumAll.ok, () => where + sumAll.detail);
+  }), RUNS));
   // views are selections: the reference picks elements by the same view over an index tensor
   const views: [string, (x: Tensor) => Tensor, (t: Tensor) => Tensor][] = [
     ['slice', (x) => ag.slice(x, 1, 1, 4, 2), (t) => t.slice(1, 1, 4, 2)],
@@ -179,30 +191,42 @@ t.test('reductions and views: gradients match finite differences', async (t) => 
     ['contiguous', (x) => ag.contiguous(ag.transpose(x, 0, 2)), (t) => t.transpose(0, 2).contiguous()],
   ];
   for (const [name, f, fIdx] of views) {
-    fc.assert(fc.property(seedArb, (seed) => {
+    const VIEW = `${name}: gradient scatters back through the view`;
+    const inv = invariants(t, [VIEW]);
+    await inv.run(() => fc.assert(fc.property(seedArb, (seed) => {
       const x = randT([2, 5, 4], seed);
       const idx = fIdx(new Tensor(Float32Array.from({ length: 40 }, (_, i) => i), [2, 5, 4])).f32();
-      return checkGrads(f, ([v]) => Array.from(idx, (i) => v[i]), [x], seed).ok;
-    }), { numRuns: 3 });
-    t.pass(`${name}: gradient scatters back through the view`);
+      const r = checkGrads(f, ([v]) => Array.from(idx, (i) => v[i]), [x], seed);
+      inv.check(VIEW, r.ok, () => r.detail ?? '');
+    }), { numRuns: 3 }));
   }
-  fc.assert(fc.property(seedArb, (seed) => {
+  const GATHER = 'gather (repeated indices included) scatter-adds its gradient';
+  const gather = invariants(t, [GATHER]);
+  await gather.run(() => fc.assert(fc.property(seedArb, (seed) => {
     const x = randT([2, 3, 6], seed);
     const r = rand(seed + 5);
     const idx = new Tensor(Float32Array.from({ length: 2 * 3 * 4 }, () => Math.floor((r() + 1) * 3)), [2, 3, 4]);
     const iv = idx.f32();
-    return checkGrads((v) => ag.gather(v, idx), ([v]) => Array.from(iv, (j, i) => v[Math.floor(i / 4) * 6 + j]), [x], seed).ok;
-  }), RUNS);
-  t.pass('gather (repeated indices included) scatter-adds its gradient');
+    const res = checkGrads((v) => ag.gather(v, idx), ([v]) => Array.from(iv, (j, i) => v[Math.floor(i / 4) * 6 + j]), [x], seed);
+    gather.check(GATHER, res.ok, () => res.detail ?? '');
+  }), RUNS));
 });
 
 t.test('softmax family and losses: gradients match finite differences', async (t) => {
   const shapeArb = fc.tuple(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 7 }));
-  fc.assert(fc.property(shapeArb, seedArb, ([a, b, n], seed) => checkGrads(ag.softmax, ([v]) => rowsRef(v, n, softmaxRow), [randT([a, b, n], seed, 3)], seed).ok), RUNS);
-  t.pass('softmax gradient matches finite differences');
-  fc.assert(fc.property(shapeArb, seedArb, ([a, b, n], seed) => checkGrads(ag.logSoftmax, ([v]) => rowsRef(v, n, logSoftmaxRow), [randT([a, b, n], seed, 3)], seed).ok), RUNS);
-  t.pass('logSoftmax gradient matches finite differences');
-  fc.assert(fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 5 }), fc.integer({ min: 2, max: 9 }), seedArb, (B, P, V, seed) => {
+  const SOFTMAX = 'softmax gradient matches finite differences';
+  const LOG_SOFTMAX = 'logSoftmax gradient matches finite differences';
+  const LOSS = 'lmCrossEntropyLoss (fused softmax - onehot backward) matches finite differences';
+  const sm = invariants(t, [SOFTMAX]), lsm = invariants(t, [LOG_SOFTMAX]), loss = invariants(t, [LOSS]);
+  await sm.run(() => fc.assert(fc.property(shapeArb, seedArb, ([a, b, n], seed) => {
+    const r = checkGrads(ag.softmax, ([v]) => rowsRef(v, n, softmaxRow), [randT([a, b, n], seed, 3)], seed);
+    sm.check(SOFTMAX, r.ok, () => `[${a}, ${b}, ${n}]:${r.detail}`);
+  }), RUNS));
+  await lsm.run(() => fc.assert(fc.property(shapeArb, seedArb, ([a, b, n], seed) => {
+    const r = checkGrads(ag.logSoftmax, ([v]) => rowsRef(v, n, logSoftmaxRow), [randT([a, b, n], seed, 3)], seed);
+    lsm.check(LOG_SOFTMAX, r.ok, () => `[${a}, ${b}, ${n}]:${r.detail}`);
+  }), RUNS));
+  await loss.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 2, max: 5 }), fc.integer({ min: 2, max: 9 }), seedArb, (B, P, V, seed) => {
     const r = rand(seed + 1);
     const tok = new Tensor(Float32Array.from({ length: B * P }, () => Math.floor((r() + 1) / 2 * V) % V), [B, P]);
     const tv = tok.f32();
@@ -211,9 +235,9 @@ t.test('softmax family and losses: gradients match finite differences', async (t
       for (let b = 0; b < B; b++) for (let p = 0; p < P - 1; p++) { const row = logSoftmaxRow(v.subarray((b * P + p) * V, (b * P + p + 1) * V)); s -= row[tv[b * P + p + 1]]; }
       return [s / (B * (P - 1))];
     };
-    return checkGrads((lg) => ag.lmCrossEntropyLoss(lg, tok), ref, [randT([B, P, V], seed, 3)], seed).ok;
-  }), RUNS);
-  t.pass('lmCrossEntropyLoss (fused softmax - onehot backward) matches finite differences');
+    const res = checkGrads((lg) => ag.lmCrossEntropyLoss(lg, tok), ref, [randT([B, P, V], seed, 3)], seed);
+    loss.check(LOSS, res.ok, () => `[${B}, ${P}, ${V}]:${res.detail}`);
+  }), RUNS));
   // softmax over a causal mask: -inf entries get zero gradient
   const x = Tensor.from([[0.5, -Infinity], [0.1, 0.3]]);
   const { grads } = grad((v) => ag.sum(ag.mul(ag.softmax(v), Tensor.from([[1, 2], [3, 4]]))), [x]);
@@ -221,52 +245,75 @@ t.test('softmax family and losses: gradients match finite differences', async (t
 });
 
 t.test('layer norm pieces: gradients match finite differences', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 9 }), seedArb, (R, M, seed) => {
+  const CENTRE = 'centre matches finite differences';
+  const RMS = 'rmsScale (TL hook_scale) matches finite differences';
+  const LN = 'the composed layerNorm with w and b matches finite differences';
+  const inv = invariants(t, [CENTRE, RMS, LN]);
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 9 }), seedArb, (R, M, seed) => {
     const x = randT([R, M], seed, 2, 0.3), w = randT([M], seed + 1, 1, 1), b = randT([M], seed + 2);
     const eps = 1e-5;
-    const c = checkGrads(ag.centre, ([v]) => rowsRef(v, M, (r) => { const mu = r.reduce((a, q) => a + q, 0) / M; return r.map((q) => q - mu); }), [x], seed).ok;
-    const s = checkGrads((v) => ag.rmsScale(v, eps), ([v]) => Array.from({ length: R }, (_, i) => Math.sqrt(v.subarray(i * M, i * M + M).reduce((a, q) => a + q * q, 0) / M + eps)), [x], seed).ok;
+    const c = checkGrads(ag.centre, ([v]) => rowsRef(v, M, (r) => { const mu = r.reduce((a, q) => a + q, 0) / M; return r.map((q) => q - mu); }), [x], seed);
+    inv.check(CENTRE, c.ok, () => `[${R}, ${M}]:${c.detail}`);
+    const s = checkGrads((v) => ag.rmsScale(v, eps), ([v]) => Array.from({ length: R }, (_, i) => Math.sqrt(v.subarray(i * M, i * M + M).reduce((a, q) => a + q * q, 0) / M + eps)), [x], seed);
+    inv.check(RMS, s.ok, () => `[${R}, ${M}]:${s.detail}`);
     const ln = checkGrads((v, ww, bb) => ag.layerNorm(v, eps, ww, bb), ([v, ww, bb]) => {
       const n = rowsRef(v, M, lnRow(eps));
       return n.map((q, i) => q * ww[i % M] + bb[i % M]);
-    }, [x, w, b], seed).ok;
-    return c && s && ln;
-  }), RUNS);
-  t.pass('centre, rmsScale (TL hook_scale) and the composed layerNorm with w and b match finite differences');
+    }, [x, w, b], seed);
+    inv.check(LN, ln.ok, () => `[${R}, ${M}]:${ln.detail}`);
+  }), RUNS));
 });
 
 t.test('embedding, matmul and linear: gradients match finite differences', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 2, max: 7 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), seedArb, (V, M, n, seed) => {
+  const EMBED = 'embedding scatter-adds into the rows of repeated ids';
+  const emb = invariants(t, [EMBED]);
+  await emb.run(() => fc.assert(fc.property(fc.integer({ min: 2, max: 7 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), seedArb, (V, M, n, seed) => {
     const r = rand(seed + 9);
     const ids = new Tensor(Float32Array.from({ length: n }, () => Math.floor((r() + 1) / 2 * V) % V), [1, n]);
     const iv = ids.f32();
-    return checkGrads((tab) => ag.embedding(tab, ids), ([tab]) => Float64Array.from({ length: n * M }, (_, i) => tab[iv[Math.floor(i / M)] * M + (i % M)]), [randT([V, M], seed)], seed).ok;
-  }), RUNS);
-  t.pass('embedding scatter-adds into the rows of repeated ids');
-  fc.assert(fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 9 }), seedArb, (Bt, R, K, N, seed) => {
+    const res = checkGrads((tab) => ag.embedding(tab, ids), ([tab]) => Float64Array.from({ length: n * M }, (_, i) => tab[iv[Math.floor(i / M)] * M + (i % M)]), [randT([V, M], seed)], seed);
+    emb.check(EMBED, res.ok, () => `ids [${Array.from(iv)}]:${res.detail}`);
+  }), RUNS));
+  const MM2 = 'batched matmul with a broadcast 2-D right operand (its gradient summed over the batch) matches finite differences';
+  const MM3 = 'batched matmul with a batched right operand matches finite differences';
+  const mmInv = invariants(t, [MM2, MM3]);
+  await mmInv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 9 }), seedArb, (Bt, R, K, N, seed) => {
     const a = randT([Bt, R, K], seed), b = randT([K, N], seed + 1), b3 = randT([Bt, K, N], seed + 2);
     const ref2 = ([x, y]: F64[]) => { const o = new Float64Array(Bt * R * N); for (let i = 0; i < Bt; i++) o.set(mm(x.subarray(i * R * K), y, R, K, N), i * R * N); return o; };
     const ref3 = ([x, y]: F64[]) => { const o = new Float64Array(Bt * R * N); for (let i = 0; i < Bt; i++) o.set(mm(x.subarray(i * R * K), y.subarray(i * K * N), R, K, N), i * R * N); return o; };
-    return checkGrads((x, y) => ag.matmul(x, y, be), ref2, [a, b], seed).ok && checkGrads((x, y) => ag.matmul(x, y, be), ref3, [a, b3], seed).ok;
-  }), RUNS);
-  t.pass('batched matmul (a broadcast 2-D right operand summed over the batch) matches finite differences');
-  fc.assert(fc.property(fc.integer({ min: 1, max: 7 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 3 }), seedArb, (R, H, D, M0, seed) => {
+    const where = `[${Bt}, ${R}, ${K}] @ [${K}, ${N}]:`;
+    const r2 = checkGrads((x, y) => ag.matmul(x, y, be), ref2, [a, b], seed);
+    mmInv.check(MM2, r2.ok, () => where + r2.detail);
+    const r3 = checkGrads((x, y) => ag.matmul(x, y, be), ref3, [a, b3], seed);
+    mmInv.check(MM3, r3.ok, () => where + r3.detail);
+  }), RUNS));
+  const PLAIN = 'linear with a plain [K,N] weight matches finite differences';
+  const HEADS_IN = 'linear with a heads-in [H,M,D] weight matches finite differences';
+  const HEADS_OUT = 'linear with a heads-out [H,D,M] weight matches finite differences';
+  const lin = invariants(t, [PLAIN, HEADS_IN, HEADS_OUT]);
+  await lin.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 7 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 3 }), seedArb, (R, H, D, M0, seed) => {
     const M = M0 * 3, x = randT([R, M], seed), N = H * D;
     const w = randT([M, N], seed + 1), b = randT([N], seed + 2);
-    const plain = checkGrads((xx, ww, bb) => ag.linear(xx, plainWeight(ww, cache), bb, be), ([xx, ww, bb]) => mm(xx, ww, R, M, N).map((v, i) => v + bb[i % N]), [x, w, b], seed).ok;
+    const where = `R ${R}, H ${H}, D ${D}, M ${M}:`;
+    const plain = checkGrads((xx, ww, bb) => ag.linear(xx, plainWeight(ww, cache), bb, be), ([xx, ww, bb]) => mm(xx, ww, R, M, N).map((v, i) => v + bb[i % N]), [x, w, b], seed);
     // W_Q layout [H, M, D] and W_O layout [H, D, M]
     const wq = randT([H, M, D], seed + 3), bq = randT([H, D], seed + 4), wo = randT([H, D, M], seed + 5), z = randT([R, H, D], seed + 6);
     const asMN = (w3: F64) => { const o = new Float64Array(M * N); for (let h = 0; h < H; h++) for (let m = 0; m < M; m++) for (let d = 0; d < D; d++) o[m * N + h * D + d] = w3[(h * M + m) * D + d]; return o; };
-    const qin = checkGrads((xx, ww, bb) => ag.linear(xx, headsInWeight(ww, cache), bb, be, [R, H, D]), ([xx, ww, bb]) => mm(xx, asMN(ww), R, M, N).map((v, i) => v + bb[i % N]), [x, wq, bq], seed).ok;
-    const out = checkGrads((zz, ww) => ag.linear(zz, headsOutWeight(ww, cache), undefined, be), ([zz, ww]) => mm(zz, ww, R, N, M), [z, wo], seed).ok;
+    const qin = checkGrads((xx, ww, bb) => ag.linear(xx, headsInWeight(ww, cache), bb, be, [R, H, D]), ([xx, ww, bb]) => mm(xx, asMN(ww), R, M, N).map((v, i) => v + bb[i % N]), [x, wq, bq], seed);
+    const out = checkGrads((zz, ww) => ag.linear(zz, headsOutWeight(ww, cache), undefined, be), ([zz, ww]) => mm(zz, ww, R, N, M), [z, wo], seed);
     cache.release();
-    return plain && qin && out;
-  }), RUNS);
-  t.pass('linear with plain [K,N], heads-in [H,M,D] and heads-out [H,D,M] weights (backend kernels for dX and dW) matches finite differences');
+    lin.check(PLAIN, plain.ok, () => where + plain.detail);
+    lin.check(HEADS_IN, qin.ok, () => where + qin.detail);
+    lin.check(HEADS_OUT, out.ok, () => where + out.detail);
+  }), RUNS));
 });
 
 t.test('attention scores and mixing: gradients match finite differences', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 4 }), seedArb, (B, P, H, D, seed) => {
+  const PATTERN = 'causal attnScores → softmax (pattern) matches finite differences';
+  const Z = 'attnMix of the causal pattern (z) matches finite differences';
+  const MIX = 'attnMix with a full pattern matches finite differences';
+  const inv = invariants(t, [PATTERN, Z, MIX]);
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 2 }), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 4 }), seedArb, (B, P, H, D, seed) => {
     const q = randT([B, P, H, D], seed), k = randT([B, P, H, D], seed + 1), v = randT([B, P, H, D], seed + 2);
     const scale = Math.sqrt(D);
     const per = (f: (qq: F64, kk: F64, vv: F64) => F64) => ([qq, kk, vv]: F64[]) => {
@@ -275,22 +322,29 @@ t.test('attention scores and mixing: gradients match finite differences', async 
       return parts.map((x) => (x === -Infinity ? 0 : x));
     };
     // (scores themselves hold -inf, so Σ out·R is undefined: they are checked through the pattern)
-    const pat = checkGrads((qq, kk) => ag.softmax(ag.attnScores(qq, kk, scale)), per((qq, kk) => attnRef(qq, kk, kk, P, H, D, scale).pat), [q, k], seed).ok;
-    const z = checkGrads((qq, kk, vv) => ag.attnMix(ag.softmax(ag.attnScores(qq, kk, scale)), vv), per((qq, kk, vv) => attnRef(qq, kk, vv, P, H, D, scale).z), [q, k, v], seed).ok;
+    const where = `B ${B}, P ${P}, H ${H}, D ${D}:`;
+    const pat = checkGrads((qq, kk) => ag.softmax(ag.attnScores(qq, kk, scale)), per((qq, kk) => attnRef(qq, kk, kk, P, H, D, scale).pat), [q, k], seed);
+    inv.check(PATTERN, pat.ok, () => where + pat.detail);
+    const z = checkGrads((qq, kk, vv) => ag.attnMix(ag.softmax(ag.attnScores(qq, kk, scale)), vv), per((qq, kk, vv) => attnRef(qq, kk, vv, P, H, D, scale).z), [q, k, v], seed);
+    inv.check(Z, z.ok, () => where + z.detail);
     const pIn = ag.softmax(randT([B, H, P, P], seed + 4));
     const mix = checkGrads((pp, vv) => ag.attnMix(pp, vv), ([pp, vv]) => {
       const o = new Float64Array(B * P * H * D);
       for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) for (let i = 0; i < P; i++) for (let j = 0; j < P; j++) for (let d = 0; d < D; d++)
         o[((b * P + i) * H + h) * D + d] += pp[((b * H + h) * P + i) * P + j] * vv[((b * P + j) * H + h) * D + d];
       return o;
-    }, [pIn, v], seed).ok;
-    return pat && z && mix;
-  }), RUNS);
-  t.pass('causal attnScores → softmax (pattern), attnMix (z) and attnMix with a full pattern match finite differences');
+    }, [pIn, v], seed);
+    inv.check(MIX, mix.ok, () => where + mix.detail);
+  }), RUNS));
 });
 
 t.test('backward hooks: hookGrad sees and replaces the gradient', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 6 }), fc.double({ min: -3, max: 3, noNaN: true }), seedArb, (R, M, c, seed) => {
+  const SCALED_X = 'a backward hook scaling the gradient by c scales the input\'s gradient (upstream) by c';
+  const SCALED_W = 'a backward hook scaling the gradient by c scales the upstream weight\'s gradient by c';
+  const DOWNSTREAM = 'a backward hook leaves the downstream weight\'s gradient unchanged (bit for bit)';
+  const SEEN = 'a backward hook sees a gradient of the activation\'s shape';
+  const inv = invariants(t, [SCALED_X, SCALED_W, DOWNSTREAM, SEEN]);
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 6 }), fc.double({ min: -3, max: 3, noNaN: true }), seedArb, (R, M, c, seed) => {
     const x = randT([R, M], seed), w1 = randT([M, M], seed + 1), w2 = randT([M], seed + 2);
     let seen: Tensor | null = null;
     const run = (hook: boolean) => grad((xx, a, b) => {
@@ -303,9 +357,12 @@ t.test('backward hooks: hookGrad sees and replaces the gradient', async (t) => {
     const scaled = (i: number) => plain.grads[i].f32().every((v, j) => Math.abs(hooked.grads[i].f32()[j] - c * v) <= 1e-5 * (1 + Math.abs(c * v)));
     // the downstream weight w2 is not upstream of the hook: unchanged
     const downstream = plain.grads[2].f32().every((v, j) => v === hooked.grads[2].f32()[j]);
-    return scaled(0) && scaled(1) && downstream && seen !== null && (seen as Tensor).shape.join() === [R, M].join();
-  }), RUNS);
-  t.pass('a backward hook scaling the gradient by c scales every upstream gradient by c, leaves downstream ones alone, and sees the activation\'s shape');
+    inv.check(SCALED_X, scaled(0), () => `c = ${c}`);
+    inv.check(SCALED_W, scaled(1), () => `c = ${c}`);
+    inv.check(DOWNSTREAM, downstream);
+    const seenShape = seen === null ? 'nothing' : `[${(seen as Tensor).shape}]`;
+    inv.check(SEEN, seenShape === `[${[R, M]}]`, () => `saw ${seenShape}, want [${R},${M}]`);
+  }), RUNS));
   const x = randT([2, 3], 1);
   t.throws(() => grad((v) => ag.sum(hookGrad(ag.exp(v), () => Tensor.zeros([3, 2]))), [x]), /backward hook returned shape/, 'a replacement of the wrong shape is refused');
   const { grads } = grad((v) => { const a = hookGrad(ag.exp(v), (g) => ag.add(g, 1)); return ag.sum(hookGrad(a, (g) => ag.mul(g, 2))); }, [x]);
@@ -324,7 +381,9 @@ t.test('gradient mode costs nothing outside it', async (t) => {
 });
 
 t.test('a composed mini-transformer block (LN → attention → MLP) matches finite differences', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom('gelu_new', 'gelu', 'relu') as fc.Arbitrary<'gelu_new' | 'gelu' | 'relu'>, seedArb, (P, H, D, act, seed) => {
+  const BLOCK = 'every input and weight gradient of LN → causal multi-head attention → LN → MLP → residual matches finite differences';
+  const inv = invariants(t, [BLOCK]);
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 3 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom('gelu_new', 'gelu', 'relu') as fc.Arbitrary<'gelu_new' | 'gelu' | 'relu'>, seedArb, (P, H, D, act, seed) => {
     const M = H * D, F = 2 * M, eps = 1e-5, scale = Math.sqrt(D);
     const x = randT([1, P, M], seed, 1.5), lnw = randT([M], seed + 1, 0.5, 1), lnb = randT([M], seed + 2, 0.2);
     const WQ = randT([H, M, D], seed + 3, 0.7), WK = randT([H, M, D], seed + 4, 0.7), WV = randT([H, M, D], seed + 5, 0.7), WO = randT([H, D, M], seed + 6, 0.7);
@@ -352,14 +411,16 @@ t.test('a composed mini-transformer block (LN → attention → MLP) matches fin
     };
     const r = checkGrads(block, ref, [x, lnw, lnb, WQ, WK, WV, WO, bQ, Win, bin, Wout, bout], seed);
     cache.release();
-    if (!r.ok && process.env.FC_SEED) console.log('block worst', r.worst, r.detail);
-    return r.ok;
-  }), { numRuns: 8 });
-  t.pass('every input and weight gradient of LN → causal multi-head attention → LN → MLP → residual matches finite differences');
+    inv.check(BLOCK, r.ok, () => `P ${P}, H ${H}, D ${D}, ${act}: worst ${r.worst} of scale;${r.detail}`);
+  }), { numRuns: 8 }));
 });
 
 t.test('the weight-gradient kernel (dW = Xᵀ·dY in WASM, written in the leaf layout) is exact to f32 rounding', async (t) => {
-  fc.assert(fc.property(fc.integer({ min: 1, max: 17 }), fc.integer({ min: 1, max: 21 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom(8, 16), fc.integer({ min: 1, max: 41 }), seedArb, (R, M, H, D, N, seed) => {
+  const PLAIN = 'plain [K,N] weight gradient (odd K, N not a multiple of 8) matches an f64 Xᵀ·dY';
+  const HEADS_IN = 'heads-in [H,M,D] weight gradient matches an f64 Xᵀ·dY';
+  const TWICE = 'a weight used twice sums both uses (2 Xᵀ·dY)';
+  const inv = invariants(t, [PLAIN, HEADS_IN, TWICE]);
+  await inv.run(() => fc.assert(fc.property(fc.integer({ min: 1, max: 17 }), fc.integer({ min: 1, max: 21 }), fc.integer({ min: 1, max: 3 }), fc.constantFrom(8, 16), fc.integer({ min: 1, max: 41 }), seedArb, (R, M, H, D, N, seed) => {
     const x = randT([R, M], seed), gy = randT([R, N], seed + 1), gq = randT([R, H * D], seed + 2);
     const w = randT([M, N], seed + 3), wq = randT([H, M, D], seed + 4);
     const run = (twice: boolean) => grad((xx, ww, qq) => {
@@ -375,7 +436,9 @@ t.test('the weight-gradient kernel (dW = Xᵀ·dY in WASM, written in the leaf l
     const q = once.grads[2].f32();
     const qOk = [...Array(H * M * D).keys()].every((i) => { const h = Math.floor(i / (M * D)), m = Math.floor(i / D) % M, d = i % D; return Math.abs(q[i] - dQ[m * H * D + h * D + d]) <= 1e-5 * (1 + Math.abs(dQ[m * H * D + h * D + d])); });
     cache.release();
-    return close(once.grads[1].f32(), dW) && qOk && close(twice.grads[1].f32(), dW, 2);
-  }), { numRuns: 25 });
-  t.pass('plain [K,N] (odd K, N not a multiple of 8) and heads-in [H,M,D] gradients match an f64 Xᵀ·dY; a weight used twice sums both uses');
+    const where = () => `R ${R}, M ${M}, H ${H}, D ${D}, N ${N}`;
+    inv.check(PLAIN, close(once.grads[1].f32(), dW), where);
+    inv.check(HEADS_IN, qOk, where);
+    inv.check(TWICE, close(twice.grads[1].f32(), dW, 2), where);
+  }), { numRuns: 25 }));
 });

@@ -9,6 +9,7 @@ import type { ProcessingOptions } from '../src/index.js';
 import { FactoredMatrix } from '../src/tensor/factored-matrix.js';
 import { compositionScores, allCompositionScores, qkCircuit, ovCircuit } from '../src/analysis/composition.js';
 import { bcast, frob, indices, item, M64, maxDiff, mm, randn, tr, invariant } from './weight-space-ref.js';
+import { invariants } from './helpers.js';
 
 const TOL = 1e-5;
 const sameShape = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
@@ -72,15 +73,23 @@ const withModel = (f: (m: HookedTransformer, c: MCfg) => boolean) => (c: MCfg) =
 };
 
 t.test('QK / OV circuits and allCompositionScores on random models', async (t) => {
-  invariant(t, 'qkCircuit is W_Q W_K^T and ovCircuit is W_V W_O per head, [L, H, M, M]', arbModel, withModel((m, c) => {
+  const QK_SHAPE = 'qkCircuit is [L, H, M, M] with inner dim d_head';
+  const OV_SHAPE = 'ovCircuit is [L, H, M, M] with inner dim d_head';
+  const QK = 'qkCircuit is W_Q W_K^T per head';
+  const OV = 'ovCircuit is W_V W_O per head';
+  const inv = invariants(t, [QK_SHAPE, OV_SHAPE, QK, OV]);
+  await inv.run(() => fc.assert(fc.property(arbModel, withModel((m, c) => {
     const qk = qkCircuit(m), ov = ovCircuit(m), M = c.n_head * c.d_head;
-    if (!sameShape(qk.shape, [c.n_layer, c.n_head, M, M]) || !sameShape(ov.shape, qk.shape) || qk.mdim !== c.d_head || ov.mdim !== c.d_head) return false;
+    inv.check(QK_SHAPE, sameShape(qk.shape, [c.n_layer, c.n_head, M, M]) && qk.mdim === c.d_head, () => `[${qk.shape}], mdim ${qk.mdim}`);
+    inv.check(OV_SHAPE, sameShape(ov.shape, [c.n_layer, c.n_head, M, M]) && ov.mdim === c.d_head, () => `[${ov.shape}], mdim ${ov.mdim}`);
     const WQ = m.W_Q, WK = m.W_K, WV = m.W_V, WO = m.W_O;
-    return indices([c.n_layer, c.n_head]).every((i) => {
+    for (const i of indices([c.n_layer, c.n_head])) {
       const q = mm(item(WQ, i), tr(item(WK, i))), o = mm(item(WV, i), item(WO, i));
-      return maxDiff(dense(qk, i), q) <= 1e-6 * (1 + frob(q)) && maxDiff(dense(ov, i), o) <= 1e-6 * (1 + frob(o));
-    });
-  }), 15);
+      inv.check(QK, maxDiff(dense(qk, i), q) <= 1e-6 * (1 + frob(q)), () => `head [${i}]: max |diff| ${maxDiff(dense(qk, i), q)}`);
+      inv.check(OV, maxDiff(dense(ov, i), o) <= 1e-6 * (1 + frob(o)), () => `head [${i}]: max |diff| ${maxDiff(dense(ov, i), o)}`);
+    }
+    return true;
+  })), { numRuns: Number(process.env.TYPELENS_FC_RUNS ?? 15) }));
 
   for (const mode of ['Q', 'K', 'V'] as const) {
     invariant(t, `allCompositionScores('${mode}') is the definition for earlier -> later heads and 0 elsewhere`, arbModel, withModel((m, c) => {

@@ -13,6 +13,7 @@ import fc from 'fast-check';
 import { Tensor } from '../src/tensor/index.js';
 import { FactoredMatrix } from '../src/tensor/factored-matrix.js';
 import { qr64, svd64, mat64 } from '../src/tensor/linalg64.js';
+import { invariants } from './helpers.js';
 import { bcast, frob, indices, item, M64, m64, maxDiff, mlSvd, mm, randn, tr, invariant } from './weight-space-ref.js';
 
 const TOL = 5e-6;
@@ -54,32 +55,71 @@ const vecAt = (v: Tensor, idx: number[]) => item(v.unsqueeze(-1), idx);
 const diagMul = (u: M64, s: M64) => { const o = m64(u.r, u.c, Float64Array.from(u.d)); for (let i = 0; i < u.r; i++) for (let j = 0; j < u.c; j++) o.d[i * u.c + j] *= s.d[j]; return o; };
 
 t.test('FactoredMatrix vs the dense product', async (t) => {
-  invariant(t, 'shape, ldim, mdim, rdim and ndim follow the broadcast factors', arbCase(), (c) =>
-    sameShape(c.fm.shape, [...c.lead, c.l, c.r]) && c.fm.ldim === c.l && c.fm.mdim === c.m && c.fm.rdim === c.r && c.fm.ndim === c.lead.length + 2
-    && sameShape(c.fm.A.shape, [...c.lead, c.l, c.m]) && sameShape(c.fm.B.shape, [...c.lead, c.m, c.r]));
+  const runs = { numRuns: Number(process.env.TYPELENS_FC_RUNS ?? 40) };
+  {
+    const SHAPE = 'shape follows the broadcast factors';
+    const DIMS = 'ldim, mdim, rdim and ndim follow the factors';
+    const FACTORS = 'A and B are broadcast to the common leading axes';
+    const inv = invariants(t, [SHAPE, DIMS, FACTORS]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      inv.check(SHAPE, sameShape(c.fm.shape, [...c.lead, c.l, c.r]), () => `[${c.fm.shape}]`);
+      inv.check(DIMS, c.fm.ldim === c.l && c.fm.mdim === c.m && c.fm.rdim === c.r && c.fm.ndim === c.lead.length + 2, () => `${c.fm.ldim} ${c.fm.mdim} ${c.fm.rdim} ${c.fm.ndim}`);
+      inv.check(FACTORS, sameShape(c.fm.A.shape, [...c.lead, c.l, c.m]) && sameShape(c.fm.B.shape, [...c.lead, c.m, c.r]), () => `A [${c.fm.A.shape}], B [${c.fm.B.shape}]`);
+    }), runs));
+  }
 
-  invariant(t, 'AB equals the dense product', arbCase(), (c) =>
-    sameShape(c.fm.AB.shape, [...c.lead, c.l, c.r]) && each(c, (idx, ref) => close(item(c.fm.AB, idx), ref)));
+  {
+    const AB_SHAPE = 'AB is [...lead, l, r]';
+    const AB = 'AB equals the dense product';
+    const inv = invariants(t, [AB_SHAPE, AB]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      inv.check(AB_SHAPE, sameShape(c.fm.AB.shape, [...c.lead, c.l, c.r]), () => `[${c.fm.AB.shape}]`);
+      inv.check(AB, each(c, (idx, ref) => close(item(c.fm.AB, idx), ref)));
+    }), runs));
+  }
 
-  invariant(t, 'BA equals B @ A (square)', arbCase({ square: true }), (c) =>
-    sameShape(c.fm.BA.shape, [...c.lead, c.m, c.m]) && each(c, (idx) => close(item(c.fm.BA, idx), mm(item(c.B, idx), item(c.A, idx)))));
+  {
+    const BA_SHAPE = 'BA is [...lead, m, m] (square)';
+    const BA = 'BA equals B @ A (square)';
+    const inv = invariants(t, [BA_SHAPE, BA]);
+    await inv.run(() => fc.assert(fc.property(arbCase({ square: true }), (c) => {
+      inv.check(BA_SHAPE, sameShape(c.fm.BA.shape, [...c.lead, c.m, c.m]), () => `[${c.fm.BA.shape}]`);
+      inv.check(BA, each(c, (idx) => close(item(c.fm.BA, idx), mm(item(c.B, idx), item(c.A, idx)))));
+    }), runs));
+  }
 
   invariant(t, 'T is the transpose of AB', arbCase(), (c) =>
     sameShape(c.fm.T.shape, [...c.lead, c.r, c.l]) && each(c, (idx, ref) => close(item(c.fm.T.AB, idx), tr(ref))));
 
-  invariant(t, 'svd reconstructs AB: U diag(S) V^T (and Vh is TL\'s alias of V)', arbCase(), (c) => {
-    const [U, S, V] = c.fm.svd();
-    const k = Math.min(c.l, c.m, c.r);
-    return sameShape(U.shape, [...c.lead, c.l, k]) && sameShape(S.shape, [...c.lead, k]) && sameShape(V.shape, [...c.lead, c.r, k]) && c.fm.Vh === V
-      && each(c, (idx, ref) => close(mm(diagMul(item(U, idx), vecAt(S, idx)), tr(item(V, idx))), ref));
-  });
+  {
+    const SVD_SHAPES = 'svd gives U [..., l, k], S [..., k], V [..., r, k] with k = min(l, m, r)';
+    const VH = 'Vh is TL\'s alias of V';
+    const SVD = 'svd reconstructs AB: U diag(S) V^T';
+    const inv = invariants(t, [SVD_SHAPES, VH, SVD]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      const [U, S, V] = c.fm.svd();
+      const k = Math.min(c.l, c.m, c.r);
+      inv.check(SVD_SHAPES, sameShape(U.shape, [...c.lead, c.l, k]) && sameShape(S.shape, [...c.lead, k]) && sameShape(V.shape, [...c.lead, c.r, k]), () => `U [${U.shape}], S [${S.shape}], V [${V.shape}]`);
+      inv.check(VH, c.fm.Vh === V);
+      inv.check(SVD, each(c, (idx, ref) => close(mm(diagMul(item(U, idx), vecAt(S, idx)), tr(item(V, idx))), ref)));
+    }), runs));
+  }
 
-  invariant(t, 'singular values equal the dense SVD\'s (descending; the dense extras are zero)', arbCase(), (c) => each(c, (idx, ref) => {
-    const got = Array.from(vecAt(c.fm.S, idx).d), want = mlSvd(ref);
-    const tol = TOL * (1 + frob(ref));
-    return got.every((s, i) => Math.abs(s - want[i]) <= tol && (i === 0 || got[i - 1] >= s) && s >= 0)
-      && want.slice(got.length).every((s) => s <= tol);
-  }));
+  {
+    const S_MATCH = 'singular values equal the dense SVD\'s';
+    const S_ORDER = 'singular values are non-negative and descending';
+    const S_EXTRA = 'the dense SVD\'s extra singular values are zero';
+    const inv = invariants(t, [S_MATCH, S_ORDER, S_EXTRA]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      indices(c.lead).forEach((idx, k) => {
+        const ref = c.refs[k], got = Array.from(vecAt(c.fm.S, idx).d), want = mlSvd(ref);
+        const tol = TOL * (1 + frob(ref));
+        inv.check(S_MATCH, got.every((s, i) => Math.abs(s - want[i]) <= tol), () => `[${got}] vs [${want}]`);
+        inv.check(S_ORDER, got.every((s, i) => (i === 0 || got[i - 1] >= s) && s >= 0), () => `[${got}]`);
+        inv.check(S_EXTRA, want.slice(got.length).every((s) => s <= tol), () => `[${want.slice(got.length)}]`);
+      });
+    }), runs));
+  }
 
   invariant(t, 'U and V have orthonormal columns where S is non-zero', arbCase(), (c) => each(c, (idx, ref) => {
     const s = vecAt(c.fm.S, idx).d, live = [...s.keys()].filter((i) => s[i] > 1e-3 * (1 + frob(ref)));
@@ -115,21 +155,36 @@ t.test('FactoredMatrix vs the dense product', async (t) => {
   invariant(t, 'norm() is the Frobenius norm of AB', arbCase(), (c) =>
     sameShape(c.fm.norm().shape, c.lead) && each(c, (idx, ref, k) => Math.abs(c.fm.norm().f32()[k] - frob(ref)) <= TOL * (1 + frob(ref))));
 
-  invariant(t, 'makeEven preserves AB and splits S evenly (A^T A = B B^T = diag S)', arbCase(), (c) => {
-    const e = c.fm.makeEven();
-    return each(c, (idx, ref) => {
-      const a = item(e.A, idx), b = item(e.B, idx), s = vecAt(c.fm.S, idx);
-      const D = m64(s.r, s.r);
-      for (let i = 0; i < s.r; i++) D.d[i * s.r + i] = s.d[i];
-      return close(mm(a, b), ref) && maxDiff(mm(tr(a), a), D) <= 1e-4 * (1 + frob(ref)) && maxDiff(mm(b, tr(b)), D) <= 1e-4 * (1 + frob(ref));
-    });
-  });
+  {
+    const EVEN_AB = 'makeEven preserves AB';
+    const EVEN_A = 'makeEven\'s A^T A = diag S';
+    const EVEN_B = 'makeEven\'s B B^T = diag S';
+    const inv = invariants(t, [EVEN_AB, EVEN_A, EVEN_B]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      const e = c.fm.makeEven();
+      indices(c.lead).forEach((idx, k) => {
+        const ref = c.refs[k], a = item(e.A, idx), b = item(e.B, idx), s = vecAt(c.fm.S, idx);
+        const D = m64(s.r, s.r);
+        for (let i = 0; i < s.r; i++) D.d[i * s.r + i] = s.d[i];
+        inv.check(EVEN_AB, close(mm(a, b), ref), () => `index [${idx}]`);
+        inv.check(EVEN_A, maxDiff(mm(tr(a), a), D) <= 1e-4 * (1 + frob(ref)), () => `index [${idx}]: max |diff| ${maxDiff(mm(tr(a), a), D)}`);
+        inv.check(EVEN_B, maxDiff(mm(b, tr(b)), D) <= 1e-4 * (1 + frob(ref)), () => `index [${idx}]: max |diff| ${maxDiff(mm(b, tr(b)), D)}`);
+      });
+    }), runs));
+  }
 
-  invariant(t, 'collapseL / collapseR keep AB: U @ collapseL = collapseR @ V^T = AB', arbCase(), (c) => {
-    const L = c.fm.collapseL(), R = c.fm.collapseR(), k = Math.min(c.l, c.m, c.r);
-    return sameShape(L.shape, [...c.lead, k, c.r]) && sameShape(R.shape, [...c.lead, c.l, k])
-      && each(c, (idx, ref) => close(mm(item(c.fm.U, idx), item(L, idx)), ref) && close(mm(item(R, idx), tr(item(c.fm.V, idx))), ref));
-  });
+  {
+    const COLLAPSE_SHAPES = 'collapseL is [..., k, r] and collapseR is [..., l, k]';
+    const COLLAPSE_L = 'U @ collapseL = AB';
+    const COLLAPSE_R = 'collapseR @ V^T = AB';
+    const inv = invariants(t, [COLLAPSE_SHAPES, COLLAPSE_L, COLLAPSE_R]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      const L = c.fm.collapseL(), R = c.fm.collapseR(), k = Math.min(c.l, c.m, c.r);
+      inv.check(COLLAPSE_SHAPES, sameShape(L.shape, [...c.lead, k, c.r]) && sameShape(R.shape, [...c.lead, c.l, k]), () => `L [${L.shape}], R [${R.shape}]`);
+      inv.check(COLLAPSE_L, each(c, (idx, ref) => close(mm(item(c.fm.U, idx), item(L, idx)), ref)));
+      inv.check(COLLAPSE_R, each(c, (idx, ref) => close(mm(item(R, idx), tr(item(c.fm.V, idx))), ref)));
+    }), runs));
+  }
 
   invariant(t, 'getCorner(k) is the k-corner of AB on every axis', fc.tuple(arbCase(), fc.integer({ min: 1, max: 4 })), ([c, k]) => {
     const g = c.fm.getCorner(k);
@@ -143,25 +198,40 @@ t.test('FactoredMatrix vs the dense product', async (t) => {
     });
   });
 
-  invariant(t, 'indexing leading axes (ints, negative ints, null, slices, lists) matches AB', fc.tuple(arbCase(), fc.nat(), fc.boolean()), ([c, pick, neg]) => {
-    const all = indices(c.lead);
-    const k = pick % all.length, idx = all[k];
-    const ints = idx.map((i, d) => (neg ? i - c.lead[d] : i));
-    const one = c.fm.get(ints);
-    let ok = sameShape(one.shape, [c.l, c.r]) && close(item(one.AB, []), c.refs[k]);
-    if (c.lead.length > 0) {
-      const first = c.fm.index(idx[0]);
-      ok &&= sameShape(first.shape, [...c.lead.slice(1), c.l, c.r]);
-      ok &&= all.filter((j) => j[0] === idx[0]).every((j) => close(item(first.AB, j.slice(1)), c.refs[all.indexOf(j)]));
-      ok &&= sameShape(c.fm.get([null]).shape, c.fm.shape);
-      const n0 = c.lead[0], list = [n0 - 1, 0];
-      const g = c.fm.get([list]);
-      ok &&= g.shape[0] === 2 && all.filter((j) => j[0] === n0 - 1).every((j) => close(item(g.AB, [0, ...j.slice(1)]), c.refs[all.indexOf(j)]));
-      const s = c.fm.get([{ start: 1 }]);
-      ok &&= s.shape[0] === n0 - 1 && all.filter((j) => j[0] >= 1).every((j) => close(item(s.AB, [j[0] - 1, ...j.slice(1)]), c.refs[all.indexOf(j)]));
-    }
-    return ok;
-  });
+  {
+    // one named assertion per indexing form (the lead-only forms need a leading axis, which nearly every run draws)
+    const INT_SHAPE = 'get(ints) (negative ints too) gives an [l, r] matrix';
+    const INT_AB = 'get(ints) (negative ints too) equals AB at that index';
+    const FIRST_SHAPE = 'index(i) drops the first leading axis';
+    const FIRST_AB = 'index(i) equals AB at [i, ...]';
+    const NULL_SHAPE = 'get([null]) keeps the shape';
+    const LIST_SHAPE = 'get([list]) has one entry per listed index';
+    const LIST_AB = 'get([list]) equals AB at the listed indices';
+    const SLICE_SHAPE = 'get([{ start: 1 }]) has n0 - 1 entries on the first axis';
+    const SLICE_AB = 'get([{ start: 1 }]) equals AB from index 1 on';
+    const inv = invariants(t, [INT_SHAPE, INT_AB, FIRST_SHAPE, FIRST_AB, NULL_SHAPE, LIST_SHAPE, LIST_AB, SLICE_SHAPE, SLICE_AB]);
+    await inv.run(() => fc.assert(fc.property(fc.tuple(arbCase(), fc.nat(), fc.boolean()), ([c, pick, neg]) => {
+      const all = indices(c.lead);
+      const k = pick % all.length, idx = all[k];
+      const ints = idx.map((i, d) => (neg ? i - c.lead[d] : i));
+      const one = c.fm.get(ints);
+      inv.check(INT_SHAPE, sameShape(one.shape, [c.l, c.r]), () => `get([${ints}]): [${one.shape}]`);
+      inv.check(INT_AB, close(item(one.AB, []), c.refs[k]), () => `get([${ints}])`);
+      if (c.lead.length > 0) {
+        const first = c.fm.index(idx[0]);
+        inv.check(FIRST_SHAPE, sameShape(first.shape, [...c.lead.slice(1), c.l, c.r]), () => `index(${idx[0]}): [${first.shape}]`);
+        inv.check(FIRST_AB, all.filter((j) => j[0] === idx[0]).every((j) => close(item(first.AB, j.slice(1)), c.refs[all.indexOf(j)])), () => `index(${idx[0]})`);
+        inv.check(NULL_SHAPE, sameShape(c.fm.get([null]).shape, c.fm.shape), () => `[${c.fm.get([null]).shape}] vs [${c.fm.shape}]`);
+        const n0 = c.lead[0], list = [n0 - 1, 0];
+        const g = c.fm.get([list]);
+        inv.check(LIST_SHAPE, g.shape[0] === 2, () => `get([[${list}]]): [${g.shape}]`);
+        inv.check(LIST_AB, all.filter((j) => j[0] === n0 - 1).every((j) => close(item(g.AB, [0, ...j.slice(1)]), c.refs[all.indexOf(j)])), () => `get([[${list}]])`);
+        const s = c.fm.get([{ start: 1 }]);
+        inv.check(SLICE_SHAPE, s.shape[0] === n0 - 1, () => `[${s.shape}], n0 = ${n0}`);
+        inv.check(SLICE_AB, all.filter((j) => j[0] >= 1).every((j) => close(item(s.AB, [j[0] - 1, ...j.slice(1)]), c.refs[all.indexOf(j)])));
+      }
+    }), { numRuns: Number(process.env.TYPELENS_FC_RUNS ?? 40) }));
+  }
 
   invariant(t, 'indexing past the leading axes selects rows, then columns, keeping both axes', fc.tuple(arbCase(), fc.nat(), fc.nat(), fc.nat(), fc.boolean()), ([c, p, i0, j0, neg]) => {
     const all = indices(c.lead), k = p % all.length, ref = c.refs[k];
@@ -173,36 +243,67 @@ t.test('FactoredMatrix vs the dense product', async (t) => {
       && sameShape(cell.shape, [1, 1]) && Math.abs(cell.AB.item() - ref.d[i * c.r + j]) <= TOL * (1 + frob(ref));
   });
 
-  invariant(t, 'matmul with a matrix: a FactoredMatrix equal to AB @ X, inner dim as TL picks it', fc.tuple(arbCase(), fc.integer({ min: 1, max: 5 }), fc.boolean()), ([c, n, batched]) => {
-    const X = randn(batched ? [...c.lead, c.r, n] : [c.r, n], c.seed + 7);
-    const p = c.fm.matmul(X);
-    return p instanceof FactoredMatrix && sameShape(p.shape, [...c.lead, c.l, n]) && p.mdim === (c.r > c.m ? c.m : c.r)
-      && each(c, (idx, ref) => close(item(p.AB, idx), mm(ref, item(X, batched ? idx : [])), frob(ref) * frob(item(X, batched ? idx : []))));
-  });
+  {
+    const MM_TYPE = 'matmul with a matrix gives a FactoredMatrix of shape [...lead, l, n]';
+    const MM_INNER = 'matmul with a matrix keeps the inner dim as TL picks it (m if r > m, else r)';
+    const MM = 'matmul with a matrix equals AB @ X';
+    const inv = invariants(t, [MM_TYPE, MM_INNER, MM]);
+    await inv.run(() => fc.assert(fc.property(fc.tuple(arbCase(), fc.integer({ min: 1, max: 5 }), fc.boolean()), ([c, n, batched]) => {
+      const X = randn(batched ? [...c.lead, c.r, n] : [c.r, n], c.seed + 7);
+      const p = c.fm.matmul(X);
+      inv.check(MM_TYPE, p instanceof FactoredMatrix && sameShape(p.shape, [...c.lead, c.l, n]), () => `[${p.shape}]`);
+      if (!(p instanceof FactoredMatrix)) return;
+      inv.check(MM_INNER, p.mdim === (c.r > c.m ? c.m : c.r), () => `mdim ${p.mdim}, m ${c.m}, r ${c.r}`);
+      inv.check(MM, each(c, (idx, ref) => close(item(p.AB, idx), mm(ref, item(X, batched ? idx : [])), frob(ref) * frob(item(X, batched ? idx : [])))));
+    }), runs));
+  }
 
-  invariant(t, 'rmatmul with a matrix: a FactoredMatrix equal to X @ AB, inner dim as TL picks it', fc.tuple(arbCase(), fc.integer({ min: 1, max: 5 })), ([c, n]) => {
-    const X = randn([n, c.l], c.seed + 8);
-    const p = c.fm.rmatmul(X);
-    return p instanceof FactoredMatrix && sameShape(p.shape, [...c.lead, n, c.r]) && p.mdim === (c.l > c.m ? c.m : c.l)
-      && each(c, (idx, ref) => close(item(p.AB, idx), mm(item(X, []), ref), frob(ref) * frob(item(X, []))));
-  });
+  {
+    const RMM_TYPE = 'rmatmul with a matrix gives a FactoredMatrix of shape [...lead, n, r]';
+    const RMM_INNER = 'rmatmul with a matrix keeps the inner dim as TL picks it (m if l > m, else l)';
+    const RMM = 'rmatmul with a matrix equals X @ AB';
+    const inv = invariants(t, [RMM_TYPE, RMM_INNER, RMM]);
+    await inv.run(() => fc.assert(fc.property(fc.tuple(arbCase(), fc.integer({ min: 1, max: 5 })), ([c, n]) => {
+      const X = randn([n, c.l], c.seed + 8);
+      const p = c.fm.rmatmul(X);
+      inv.check(RMM_TYPE, p instanceof FactoredMatrix && sameShape(p.shape, [...c.lead, n, c.r]), () => `[${p.shape}]`);
+      if (!(p instanceof FactoredMatrix)) return;
+      inv.check(RMM_INNER, p.mdim === (c.l > c.m ? c.m : c.l), () => `mdim ${p.mdim}, m ${c.m}, l ${c.l}`);
+      inv.check(RMM, each(c, (idx, ref) => close(item(p.AB, idx), mm(item(X, []), ref), frob(ref) * frob(item(X, [])))));
+    }), runs));
+  }
 
-  invariant(t, 'matmul / rmatmul with a vector give the vectors AB v and w AB', arbCase(), (c) => {
-    const v = randn([c.r], c.seed + 9), w = randn([c.l], c.seed + 10);
-    const Av = c.fm.matmul(v), wA = c.fm.rmatmul(w);
-    if (!(Av instanceof Tensor) || !(wA instanceof Tensor) || !sameShape(Av.shape, [...c.lead, c.l]) || !sameShape(wA.shape, [...c.lead, c.r])) return false;
-    const vm = item(v.unsqueeze(-1), []), wm = item(w.unsqueeze(0), []);
-    return each(c, (idx, ref) => close(vecAt(Av, idx), mm(ref, vm), frob(ref) * frob(vm)) && close(tr(vecAt(wA, idx)), mm(wm, ref), frob(ref) * frob(wm)));
-  });
+  {
+    const VEC_SHAPES = 'matmul / rmatmul with a vector give Tensors [...lead, l] and [...lead, r]';
+    const AV = 'matmul with a vector v gives AB v';
+    const WA = 'rmatmul with a vector w gives w AB';
+    const inv = invariants(t, [VEC_SHAPES, AV, WA]);
+    await inv.run(() => fc.assert(fc.property(arbCase(), (c) => {
+      const v = randn([c.r], c.seed + 9), w = randn([c.l], c.seed + 10);
+      const Av = c.fm.matmul(v), wA = c.fm.rmatmul(w);
+      inv.check(VEC_SHAPES, Av instanceof Tensor && wA instanceof Tensor && sameShape(Av.shape, [...c.lead, c.l]) && sameShape(wA.shape, [...c.lead, c.r]), () => `[${Av.shape}], [${wA.shape}]`);
+      if (!(Av instanceof Tensor) || !(wA instanceof Tensor)) return;
+      const vm = item(v.unsqueeze(-1), []), wm = item(w.unsqueeze(0), []);
+      inv.check(AV, each(c, (idx, ref) => close(vecAt(Av, idx), mm(ref, vm), frob(ref) * frob(vm))));
+      inv.check(WA, each(c, (idx, ref) => close(tr(vecAt(wA, idx)), mm(wm, ref), frob(ref) * frob(wm))));
+    }), runs));
+  }
 
-  invariant(t, 'products of two FactoredMatrices equal the product of their ABs', fc.tuple(arbCase(), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 })), ([c, m2, n]) => {
-    const right = new FactoredMatrix(randn([c.r, m2], c.seed + 11), randn([m2, n], c.seed + 12));
-    const left = new FactoredMatrix(randn([n, m2], c.seed + 13), randn([m2, c.l], c.seed + 14));
-    const rAB = mm(item(right.A, []), item(right.B, [])), lAB = mm(item(left.A, []), item(left.B, []));
-    const p = c.fm.matmul(right), q = c.fm.rmatmul(left);
-    return p instanceof FactoredMatrix && q instanceof FactoredMatrix && sameShape(p.shape, [...c.lead, c.l, n]) && sameShape(q.shape, [...c.lead, n, c.r])
-      && each(c, (idx, ref) => close(item(p.AB, idx), mm(ref, rAB), frob(ref) * frob(rAB)) && close(item(q.AB, idx), mm(lAB, ref), frob(ref) * frob(lAB)));
-  });
+  {
+    const FM_SHAPES = 'products with FactoredMatrices are FactoredMatrices of shapes [...lead, l, n] and [...lead, n, r]';
+    const FM_RIGHT = 'AB times a FactoredMatrix on the right equals AB @ (its AB)';
+    const FM_LEFT = 'a FactoredMatrix on the left times AB equals (its AB) @ AB';
+    const inv = invariants(t, [FM_SHAPES, FM_RIGHT, FM_LEFT]);
+    await inv.run(() => fc.assert(fc.property(fc.tuple(arbCase(), fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 })), ([c, m2, n]) => {
+      const right = new FactoredMatrix(randn([c.r, m2], c.seed + 11), randn([m2, n], c.seed + 12));
+      const left = new FactoredMatrix(randn([n, m2], c.seed + 13), randn([m2, c.l], c.seed + 14));
+      const rAB = mm(item(right.A, []), item(right.B, [])), lAB = mm(item(left.A, []), item(left.B, []));
+      const p = c.fm.matmul(right), q = c.fm.rmatmul(left);
+      inv.check(FM_SHAPES, p instanceof FactoredMatrix && q instanceof FactoredMatrix && sameShape(p.shape, [...c.lead, c.l, n]) && sameShape(q.shape, [...c.lead, n, c.r]), () => `[${p.shape}], [${q.shape}]`);
+      inv.check(FM_RIGHT, each(c, (idx, ref) => close(item(p.AB, idx), mm(ref, rAB), frob(ref) * frob(rAB))));
+      inv.check(FM_LEFT, each(c, (idx, ref) => close(item(q.AB, idx), mm(lAB, ref), frob(ref) * frob(lAB))));
+    }), runs));
+  }
 
   invariant(t, 'mul by a scalar scales AB', fc.tuple(arbCase(), fc.double({ min: -3, max: 3, noNaN: true })), ([c, s]) => {
     const p = c.fm.mul(s);

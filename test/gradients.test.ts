@@ -14,7 +14,7 @@ import type { ProcessingOptions } from '../src/index.js';
 import { ag, withGrad } from '../src/autograd/index.js';
 import { logitDiffMetric } from '../src/model/gpt2-grad.js';
 import * as patching from '../src/patching/index.js';
-import { maxAbsDiff } from './helpers.js';
+import { invariants, maxAbsDiff } from './helpers.js';
 
 const fx = (name: string) => fileURLToPath(new URL(`../../test/fixtures/${name}`, import.meta.url));
 function close(got: ArrayLike<number>, want: ArrayLike<number>): boolean {
@@ -56,7 +56,9 @@ for (const metricName of ['loss', 'logit_diff'] as const) {
       if (maxAbs(want) < 1e-12) { t.ok(maxAbs(got.f32()) < 1e-6, `${key} is zero up to f32 rounding`); continue; }
       t.ok(close(got.f32(), want), `${key} within tolerance`);
     }
-    t.ok(nh > 0 && nf > 0 && np > 0, `compared ${nh} cached _grad entries, ${nf} per-firing gradients, ${np} parameter gradients`);
+    t.equal(nh, [...cache.keys()].filter((k) => k.endsWith('_grad')).length, `every cached _grad entry was compared with TL's (${nh})`);
+    t.equal(nf, 3 * ln1Calls.size, `each ln1 hook point's three per-firing gradients were compared with TL's (${nf})`);
+    t.equal(np, params.size, `every parameter gradient was compared with TL's (${np})`);
     t.ok([...ln1Calls.values()].every((l) => l.length === 3), 'every ln1 hook point gets three backward calls per forward');
     model.dispose();
   });
@@ -100,28 +102,32 @@ t.test('outside gradient mode the forward records nothing and bwd hooks never ru
 });
 
 t.test('a backward hook scaling a gradient scales every upstream gradient and no downstream one', async (t) => {
-  fc.assert(fc.property(arbCfg, fc.constantFrom(2, -0.5, 3), (c, k) => {
+  const UP = 'upstream gradients (layer 0, embeddings, the hooked point) are scaled by k';
+  const DOWN = 'downstream gradients (layer 1 on, ln_final) are unchanged';
+  const inv = invariants(t, [UP, DOWN]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, fc.constantFrom(2, -0.5, 3), (c, k) => {
     const model = build(c), tok = tokensFor(c);
     const base = model.runWithCache(tok, { inclBwd: true }).cache;
     const at = 'blocks.1.hook_resid_pre';
     const scaled = model.hooks([], [[at, (g: Tensor) => ag.mul(g, k)]], () => model.runWithCache(tok, { inclBwd: true }).cache);
-    let ok = true;
-    for (const name of base.keys()) {
-      if (!name.endsWith('_grad')) continue;
-      const hook = name.slice(0, -5), a = base.get(name).f32(), b = scaled.get(name).f32();
-      const upstream = layerOf(hook) < 1 || hook === at;
-      const want = upstream ? Array.from(a, (v) => v * k) : Array.from(a);
-      const tol = 1e-5 * (1 + maxAbs(want));
-      if (!(maxAbsDiff(b, want) <= tol)) ok = false;
-    }
-    model.dispose();
-    return ok;
-  }), runs);
-  t.pass('upstream gradients (layer 0, embeddings) scaled by k; layer 1 on and ln_final unchanged');
+    try {
+      for (const name of base.keys()) {
+        if (!name.endsWith('_grad')) continue;
+        const hook = name.slice(0, -5), a = base.get(name).f32(), b = scaled.get(name).f32();
+        const upstream = layerOf(hook) < 1 || hook === at;
+        const want = upstream ? Array.from(a, (v) => v * k) : Array.from(a);
+        const tol = 1e-5 * (1 + maxAbs(want));
+        inv.check(upstream ? UP : DOWN, maxAbsDiff(b, want) <= tol, () => `${name}, k = ${k}: max |diff| ${maxAbsDiff(b, want)} > ${tol}`);
+      }
+    } finally { model.dispose(); }
+  }), runs));
 });
 
 t.test('a backward hook replacing a gradient: upstream gradients are those of a metric seeded with the replacement', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const SEEDED = 'replacing with G gives the gradients of the backward seeded with G (bit for bit)';
+  const ZEROED = 'replacing with zeros zeroes every upstream parameter gradient';
+  const inv = invariants(t, [SEEDED, ZEROED]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const model = build(c), tok = tokensFor(c), L = c.n_layer, M = c.n_head * c.d_head;
     const G = Tensor.from(Array.from({ length: c.B * c.P * M }, (_, i) => Math.sin(i + c.seed)), [c.B, c.P, M]);
     const at = `blocks.${L - 2}.hook_resid_post`;
@@ -129,19 +135,18 @@ t.test('a backward hook replacing a gradient: upstream gradients are those of a 
     const zeroed = model.backward(tok, undefined, { bwdHooks: [[at, (g) => ag.mul(g, 0)]] }).paramGrads;
     // d(sum(resid_post · G))/d upstream = the backward seeded with G at resid_post
     const seeded = model.runWithCache(tok, { inclBwd: true, stopAtLayer: L - 1, metric: (r) => ag.sum(ag.mul(r, G)) }).cache;
-    let ok = true;
-    for (const name of seeded.keys()) {
-      if (!name.endsWith('_grad')) continue;
-      if (maxAbsDiff(replaced.get(name).f32(), seeded.get(name).f32()) !== 0) ok = false;
-    }
-    for (const [n, g] of zeroed) {
-      const upstream = layerOf(n.replace(/^(embed|pos_embed)\./, 'hook_')) <= L - 2;
-      if (upstream && maxAbs(g.f32()) !== 0) ok = false;
-    }
-    model.dispose();
-    return ok;
-  }), runs);
-  t.pass('replacing with G equals seeding with G (bit for bit); replacing with zeros zeroes every upstream parameter gradient');
+    try {
+      for (const name of seeded.keys()) {
+        if (!name.endsWith('_grad')) continue;
+        const d = maxAbsDiff(replaced.get(name).f32(), seeded.get(name).f32());
+        inv.check(SEEDED, d === 0, () => `${name}: max |diff| ${d}`);
+      }
+      for (const [n, g] of zeroed) {
+        const upstream = layerOf(n.replace(/^(embed|pos_embed)\./, 'hook_')) <= L - 2;
+        if (upstream) inv.check(ZEROED, maxAbs(g.f32()) === 0, () => `${n}: max |g| ${maxAbs(g.f32())}`);
+      }
+    } finally { model.dispose(); }
+  }), runs));
 });
 
 t.test('resetHooks direction, hooks(fwd, bwd, body) and addHook dir', async (t) => {
@@ -179,14 +184,16 @@ t.test('TL style: withGrad(() => metric(model.runWithHooks(x, { bwdHooks }))) th
 });
 
 t.test('gradients match central finite differences on random tiny models (hook points and parameters)', async (t) => {
-  fc.assert(fc.property(arbCfg, fc.nat(), (c, pick) => {
+  const HOOKS = 'hook-point gradients within 2e-3 + 2e-2·|fd| of central differences';
+  const PARAMS = 'parameter gradients within 2e-3 + 2e-2·|fd| of central differences';
+  const inv = invariants(t, [HOOKS, PARAMS]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, fc.nat(), (c, pick) => {
     const hf = randomGPT2(shapeOf(c), c.seed), tok = tokensFor(c);
     const model = build(c, NO_PROCESSING, hf);
     const loss = (m: HookedTransformer, hooks: [string, (a: Tensor) => Tensor][] = []) => ag.lmCrossEntropyLoss(m.runWithHooks(tok, { fwdHooks: hooks }), tok).item();
     const { cache } = model.runWithCache(tok, { inclBwd: true });
     const grads = model.parameterGrads(tok);
     const ok = (g: number, fd: number) => Math.abs(g - fd) <= 2e-3 + 2e-2 * Math.abs(fd);
-    let good = true;
     // hook points: perturb one entry through a forward hook
     for (const name of ['hook_embed', 'blocks.0.attn.hook_v', `blocks.${c.n_layer - 1}.mlp.hook_pre`, 'blocks.1.attn.hook_pattern', 'ln_final.hook_scale']) {
       const g = cache.get(name + '_grad'), i = pick % g.size;
@@ -194,7 +201,7 @@ t.test('gradients match central finite differences on random tiny models (hook p
       const hi = 1e-2 * Math.max(Math.abs(cache.get(name).f32()[i]), 0.03);
       const bump = (d: number) => (a: Tensor) => { const x = a.clone(); x.f32()[i] += d; return x; };
       const fd = (loss(model, [[name, bump(hi)]]) - loss(model, [[name, bump(-hi)]])) / (2 * hi);
-      if (!ok(g.f32()[i], fd)) good = false;
+      inv.check(HOOKS, ok(g.f32()[i], fd), () => `${name}[${i}]: tape ${g.f32()[i]}, fd ${fd}`);
     }
     model.dispose();
     // parameters: perturb the HF tensor and rebuild (W_in, b_in, W_out, W_pos, ln_final.w map one to one)
@@ -204,15 +211,16 @@ t.test('gradients match central finite differences on random tiny models (hook p
       const hi = 1e-2 * Math.max(Math.abs(src[i]), 0.03);
       const at = (d: number) => { const data = Float32Array.from(src); data[i] += d; const m = build(c, NO_PROCESSING, { ...hf, [hfName]: { ...hf[hfName], data } }); const v = loss(m); m.dispose(); return v; };
       const fd = (at(hi) - at(-hi)) / (2 * hi);
-      if (!ok(grads.get(tl)!.f32()[i], fd)) good = false;
+      inv.check(PARAMS, ok(grads.get(tl)!.f32()[i], fd), () => `${tl}[${i}]: tape ${grads.get(tl)!.f32()[i]}, fd ${fd}`);
     }
-    return good;
-  }), { numRuns: 6 });
-  t.pass('hook-point and parameter gradients within 2e-3 + 2e-2·|fd| of central differences');
+  }), { numRuns: 6 }));
 });
 
 t.test('attribution patching equals activation patching for a metric linear in the patched activation', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const SHAPE = 'getAttrPatchMlpOut is [n_layers, pos]';
+  const EQUAL = 'getAttrPatchMlpOut at layer L-2 = metric(patched) - metric(corrupted) at every position';
+  const inv = invariants(t, [SHAPE, EQUAL]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const model = build(c, {}), L = c.n_layer, M = c.n_head * c.d_head;
     const clean = tokensFor(c), corrupted = tokensFor(c, 3);
     // metric = <resid_post[L-2], V> (stopAtLayer L-1): linear in mlp_out[L-2] (resid_post = resid_mid + mlp_out)
@@ -223,16 +231,15 @@ t.test('attribution patching equals activation patching for a metric linear in t
     const attr = patching.getAttrPatchMlpOut(model, corrupted, cleanCache, metric, { stopAtLayer: L - 1 });
     const base = value(model.forward(corrupted, { stopAtLayer: L - 1 }));
     const name = getActName('mlp_out', L - 2);
-    let good = attr.shape.join() === [L, c.P].join();
-    for (let p = 0; p < c.P; p++) {
-      const patched = value(model.runWithHooks(corrupted, { stopAtLayer: L - 1, fwdHooks: [[name, (a: Tensor) => patching.setters.layerPos(a, [L - 2, p], cleanCache.get(name))]] }));
-      const want = patched - base, got = attr.get(L - 2, p);
-      if (!(Math.abs(got - want) <= 1e-5 * (1 + Math.abs(base) + Math.abs(patched)))) good = false;
-    }
-    model.dispose();
-    return good;
-  }), runs);
-  t.pass('getAttrPatchMlpOut at layer L-2 = metric(patched) - metric(corrupted) for every position');
+    try {
+      inv.check(SHAPE, attr.shape.join() === [L, c.P].join(), () => `[${attr.shape}], want [${L}, ${c.P}]`);
+      for (let p = 0; p < c.P; p++) {
+        const patched = value(model.runWithHooks(corrupted, { stopAtLayer: L - 1, fwdHooks: [[name, (a: Tensor) => patching.setters.layerPos(a, [L - 2, p], cleanCache.get(name))]] }));
+        const want = patched - base, got = attr.get(L - 2, p);
+        inv.check(EQUAL, Math.abs(got - want) <= 1e-5 * (1 + Math.abs(base) + Math.abs(patched)), () => `position ${p}: attribution ${got}, patching ${want}`);
+      }
+    } finally { model.dispose(); }
+  }), runs));
 });
 
 t.test('attribution functions return the activation-patching shapes and share one backward in the Every forms', async (t) => {

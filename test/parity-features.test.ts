@@ -7,7 +7,7 @@ import { HookedTransformerKeyValueCache } from '../src/model/hooked-transformer.
 import { lmCrossEntropyLoss, lmAccuracy } from '../src/model/loss.js';
 import { getAttentionMask } from '../src/model/padding.js';
 import { sampleLogits } from '../src/model/generate.js';
-import { allClose } from './helpers.js';
+import { allClose, invariants, maxAbsDiff } from './helpers.js';
 
 const arbCfg = fc.record({
   n_layer: fc.integer({ min: 1, max: 3 }), n_head: fc.integer({ min: 1, max: 3 }), d_head: fc.integer({ min: 2, max: 6 }),
@@ -23,22 +23,23 @@ function sharp(c: Cfg) {
 }
 
 t.test('each row of a padded batch (left or right) = that prompt alone at its real positions', async (t) => {
-  fc.assert(fc.property(arbCfg, (c) => {
+  const ROW = 'each padded row equals its prompt run alone (within 1e-5)';
+  const inv = invariants(t, [ROW]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, (c) => {
     const m = sharp(c), V = c.vocab_size, P = Math.max(...c.lens), pad = V - 1;
-    const prompts = c.lens.map((n, b) => Array.from({ length: n }, (_, i) => (c.seed + 5 * b + 3 * i) % (V - 1)));
-    const rows = prompts.map((p) => (c.left ? [...Array(P - p.length).fill(pad), ...p] : [...p, ...Array(P - p.length).fill(pad)]));
-    const mask = prompts.map((p) => (c.left ? [...Array(P - p.length).fill(0), ...p.map(() => 1)] : [...p.map(() => 1), ...Array(P - p.length).fill(0)]));
-    const out = m.forward(Tensor.from(rows), { attentionMask: Tensor.from(mask) });
-    let ok = true;
-    prompts.forEach((p, b) => {
-      const alone = m.forward(Tensor.from([p]));
-      const s = c.left ? P - p.length : 0;
-      ok &&= allClose(out.index(0, b).slice(0, s, s + p.length).f32(), alone.index(0, 0).f32(), 0, 1e-5);
-    });
-    m.dispose();
-    return ok;
-  }), { numRuns: 30 });
-  t.pass('padded rows match');
+    try {
+      const prompts = c.lens.map((n, b) => Array.from({ length: n }, (_, i) => (c.seed + 5 * b + 3 * i) % (V - 1)));
+      const rows = prompts.map((p) => (c.left ? [...Array(P - p.length).fill(pad), ...p] : [...p, ...Array(P - p.length).fill(pad)]));
+      const mask = prompts.map((p) => (c.left ? [...Array(P - p.length).fill(0), ...p.map(() => 1)] : [...p.map(() => 1), ...Array(P - p.length).fill(0)]));
+      const out = m.forward(Tensor.from(rows), { attentionMask: Tensor.from(mask) });
+      prompts.forEach((p, b) => {
+        const alone = m.forward(Tensor.from([p]));
+        const s = c.left ? P - p.length : 0;
+        const got = out.index(0, b).slice(0, s, s + p.length).f32(), want = alone.index(0, 0).f32();
+        inv.check(ROW, allClose(got, want, 0, 1e-5), () => `row ${b} (${c.left ? 'left' : 'right'} padded): max |diff| ${maxAbsDiff(got, want)}`);
+      });
+    } finally { m.dispose(); }
+  }), { numRuns: 30 }));
 });
 
 t.test('getAttentionMask follows TL (right: trailing pads; left: leading pads, BOS kept)', async (t) => {
@@ -83,31 +84,35 @@ t.test('forward returnType: loss and both agree with lmCrossEntropyLoss on the l
   const logits = m.forward(tok);
   t.equal(m.forward(tok, { returnType: 'loss' }).item(), lmCrossEntropyLoss(logits, tok).item(), 'loss');
   const both = m.forward(tok, { returnType: 'both', lossPerToken: true });
-  t.ok(allClose(both.logits.f32(), logits.f32(), 0, 0) && both.loss.shape[1] === 4, 'both');
+  t.ok(allClose(both.logits.f32(), logits.f32(), 0, 0), 'both: the logits equal forward\'s exactly');
+  t.same(both.loss.shape, [2, 4], 'both: lossPerToken gives [batch, pos - 1]');
   t.equal(m.forward(tok, { returnType: null }), null, 'null');
   m.dispose();
 });
 
 t.test('KV cache: logits of each cached step = full recompute; hooks see only new positions', async (t) => {
-  fc.assert(fc.property(arbCfg, fc.integer({ min: 1, max: 4 }), (c, steps) => {
+  const NEW_ONLY = 'a cached step\'s hooks see only the one new position';
+  const SAME = 'each cached step\'s logits equal the full recompute (within 1e-5)';
+  const inv = invariants(t, [NEW_ONLY, SAME]);
+  await inv.run(() => fc.assert(fc.property(arbCfg, fc.integer({ min: 1, max: 4 }), (c, steps) => {
     const m = sharp(c), V = c.vocab_size, P = Math.max(...c.lens), pad = V - 1;
-    // left-padded prompts with the BOS-is-pad convention: getAttentionMask keeps each row's BOS
-    const rows = c.lens.map((n, b) => [...Array(P - n).fill(pad), pad, ...Array.from({ length: n - 1 }, (_, i) => (c.seed + b + 3 * i) % (V - 1))]).map((r) => r.slice(-P));
-    const kv = HookedTransformerKeyValueCache.initCache(m.cfg, rows.length);
-    let ok = true, seen = -1;
-    m.addHook('blocks.0.attn.hook_q', (q) => { seen = q.shape[1]; });
-    m.forward(Tensor.from(rows), { pastKvCache: kv, paddingSide: 'left' });
-    for (let s = 0; s < steps; s++) {
-      rows.forEach((r, b) => r.push((s * 7 + b) % (V - 1)));
-      const logits = m.forward(Tensor.from(rows.map((r) => [r[r.length - 1]])), { pastKvCache: kv, paddingSide: 'left' });
-      ok &&= seen === 1;
-      const full = m.forward(Tensor.from(rows), { paddingSide: 'left' });
-      ok &&= allClose(logits.f32(), full.slice(1, full.shape[1] - 1).contiguous().f32(), 0, 1e-5);
-    }
-    m.dispose();
-    return ok;
-  }), { numRuns: 20 });
-  t.pass('cached = recomputed');
+    try {
+      // left-padded prompts with the BOS-is-pad convention: getAttentionMask keeps each row's BOS
+      const rows = c.lens.map((n, b) => [...Array(P - n).fill(pad), pad, ...Array.from({ length: n - 1 }, (_, i) => (c.seed + b + 3 * i) % (V - 1))]).map((r) => r.slice(-P));
+      const kv = HookedTransformerKeyValueCache.initCache(m.cfg, rows.length);
+      let seen = -1;
+      m.addHook('blocks.0.attn.hook_q', (q) => { seen = q.shape[1]; });
+      m.forward(Tensor.from(rows), { pastKvCache: kv, paddingSide: 'left' });
+      for (let s = 0; s < steps; s++) {
+        rows.forEach((r, b) => r.push((s * 7 + b) % (V - 1)));
+        const logits = m.forward(Tensor.from(rows.map((r) => [r[r.length - 1]])), { pastKvCache: kv, paddingSide: 'left' });
+        inv.check(NEW_ONLY, seen === 1, () => `step ${s}: hook_q saw ${seen} positions`);
+        const full = m.forward(Tensor.from(rows), { paddingSide: 'left' });
+        const got = logits.f32(), want = full.slice(1, full.shape[1] - 1).contiguous().f32();
+        inv.check(SAME, allClose(got, want, 0, 1e-5), () => `step ${s}: max |diff| ${maxAbsDiff(got, want)}`);
+      }
+    } finally { m.dispose(); }
+  }), { numRuns: 20 }));
 });
 
 t.test('generate: cache and no cache give the same greedy tokens; seeded sampling reproduces', async (t) => {
@@ -119,7 +124,8 @@ t.test('generate: cache and no cache give the same greedy tokens; seeded samplin
   const s1 = m.generate('Hello', { maxNewTokens: 6, seed: 42, temperature: 0.8, topK: 50 });
   const s2 = m.generate('Hello', { maxNewTokens: 6, seed: 42, temperature: 0.8, topK: 50 });
   t.equal(s1, s2, 'same seed, same text');
-  t.ok(typeof s1 === 'string' && s1.startsWith('Hello'), 'string in, string out (BOS removed)');
+  t.type(s1, 'string', 'string in, string out');
+  t.ok(s1.startsWith('Hello'), 'the output starts with the prompt (BOS removed)');
   const streamed: number[][] = [];
   m.generate('Hi', { maxNewTokens: 3, doSample: false, stopAtEos: false, onToken: (ids) => streamed.push(ids) });
   t.equal(streamed.length, 3, 'onToken streams every step');
@@ -195,34 +201,48 @@ t.test('typelens generate streams tokens as they come, seeded and equal to model
 });
 
 t.test('use_* switches: off = zero cost, same logits on; new hooks equal sums of existing ones', async (t) => {
-  fc.assert(fc.property(arbCfg, fc.record({ attnResult: fc.boolean(), split: fc.boolean(), attnIn: fc.boolean(), mlpIn: fc.boolean() }), (c, f) => {
+  const LOGITS = 'logits with the switches on equal the plain forward (within 1e-5)';
+  const RESULT_SHAPE = 'hook_result is [batch, pos, head, d_model]';
+  const RESULT_SUM = 'hook_result summed over heads + b_O equals the plain hook_attn_out (within 1e-5)';
+  const RESULT_OFF = 'use_attn_result off caches no hook_result';
+  const SPLIT = 'hook_q/k/v_input are resid_pre repeated per head (exact)';
+  const ATTN_IN = 'hook_attn_in is resid_pre repeated per head (exact)';
+  const MLP_IN = 'hook_mlp_in equals hook_resid_mid (exact)';
+  const QKVZ = 'q, k, v and z equal the plain forward\'s (within 1e-5)';
+  // every switch-dependent invariant is required (each is missed by all 25 runs with odds 2^-25) but
+  // ATTN_IN, which needs split off and attnIn on (missed with odds (3/4)^25 ~ 1e-3)
+  const inv = invariants(t, [LOGITS, RESULT_SHAPE, RESULT_SUM, RESULT_OFF, SPLIT, ATTN_IN, MLP_IN, QKVZ], { optional: [ATTN_IN] });
+  await inv.run(() => fc.assert(fc.property(arbCfg, fc.record({ attnResult: fc.boolean(), split: fc.boolean(), attnIn: fc.boolean(), mlpIn: fc.boolean() }), (c, f) => {
     const m = sharp(c), H = c.n_head, L = c.n_layer;
-    const tok = Tensor.from([c.lens.map((_, i) => (c.seed + i) % c.vocab_size)]);
-    const base = m.runWithCache(tok);
-    m.setUseAttnResult(f.attnResult); m.setUseHookMlpIn(f.mlpIn);
-    if (f.split) m.setUseSplitQkvInput(true); else m.setUseAttnIn(f.attnIn);
-    const { logits, cache } = m.runWithCache(tok);
-    let ok = allClose(logits.f32(), base.logits.f32(), 1e-5, 1e-5);
-    for (let l = 0; l < L; l++) {
-      // exact against this run's own residual (blocks before differ from the plain run by f32 rounding)
-      const resid = cache.get(`blocks.${l}.hook_resid_pre`), [B, P, M] = resid.shape;
-      const rep = resid.unsqueeze(2).expand([B, P, H, M]).contiguous().f32();
-      if (f.attnResult) {
-        const r = cache.get(`blocks.${l}.attn.hook_result`);
-        ok &&= r.shape.join() === [B, P, H, M].join();
-        const sum = new Float32Array(B * P * M), bO = m.weights.blocks[l].b_O.f32(), rs = r.f32();
-        for (let i = 0; i < B * P; i++) for (let k = 0; k < M; k++) { let s = bO[k]; for (let h = 0; h < H; h++) s += rs[(i * H + h) * M + k]; sum[i * M + k] = s; }
-        ok &&= allClose(sum, base.cache.get(`blocks.${l}.hook_attn_out`).f32(), 1e-5, 1e-5);
-      } else ok &&= !cache.has(`blocks.${l}.attn.hook_result`);
-      if (f.split) for (const n of ['q', 'k', 'v']) ok &&= allClose(cache.get(`blocks.${l}.hook_${n}_input`).f32(), rep, 0, 0);
-      if (!f.split && f.attnIn) ok &&= allClose(cache.get(`blocks.${l}.hook_attn_in`).f32(), rep, 0, 0);
-      if (f.mlpIn) ok &&= allClose(cache.get(`blocks.${l}.hook_mlp_in`).f32(), cache.get(`blocks.${l}.hook_resid_mid`).f32(), 0, 0);
-      for (const n of ['q', 'k', 'v', 'z']) ok &&= allClose(cache.get(`blocks.${l}.attn.hook_${n}`).f32(), base.cache.get(`blocks.${l}.attn.hook_${n}`).f32(), 1e-5, 1e-5);
-    }
-    m.dispose();
-    return ok;
-  }), { numRuns: 25 });
-  t.pass('use_* hooks agree with the plain forward');
+    try {
+      const tok = Tensor.from([c.lens.map((_, i) => (c.seed + i) % c.vocab_size)]);
+      const base = m.runWithCache(tok);
+      m.setUseAttnResult(f.attnResult); m.setUseHookMlpIn(f.mlpIn);
+      if (f.split) m.setUseSplitQkvInput(true); else m.setUseAttnIn(f.attnIn);
+      const { logits, cache } = m.runWithCache(tok);
+      inv.check(LOGITS, allClose(logits.f32(), base.logits.f32(), 1e-5, 1e-5), () => `max |diff| ${maxAbsDiff(logits.f32(), base.logits.f32())}`);
+      for (let l = 0; l < L; l++) {
+        // exact against this run's own residual (blocks before differ from the plain run by f32 rounding)
+        const resid = cache.get(`blocks.${l}.hook_resid_pre`), [B, P, M] = resid.shape;
+        const rep = resid.unsqueeze(2).expand([B, P, H, M]).contiguous().f32();
+        if (f.attnResult) {
+          const r = cache.get(`blocks.${l}.attn.hook_result`);
+          inv.check(RESULT_SHAPE, r.shape.join() === [B, P, H, M].join(), () => `layer ${l}: [${r.shape}], want [${[B, P, H, M]}]`);
+          const sum = new Float32Array(B * P * M), bO = m.weights.blocks[l].b_O.f32(), rs = r.f32();
+          for (let i = 0; i < B * P; i++) for (let k = 0; k < M; k++) { let s = bO[k]; for (let h = 0; h < H; h++) s += rs[(i * H + h) * M + k]; sum[i * M + k] = s; }
+          const want = base.cache.get(`blocks.${l}.hook_attn_out`).f32();
+          inv.check(RESULT_SUM, allClose(sum, want, 1e-5, 1e-5), () => `layer ${l}: max |diff| ${maxAbsDiff(sum, want)}`);
+        } else inv.check(RESULT_OFF, !cache.has(`blocks.${l}.attn.hook_result`), () => `layer ${l}`);
+        if (f.split) for (const n of ['q', 'k', 'v']) inv.check(SPLIT, allClose(cache.get(`blocks.${l}.hook_${n}_input`).f32(), rep, 0, 0), () => `layer ${l}, hook_${n}_input`);
+        if (!f.split && f.attnIn) inv.check(ATTN_IN, allClose(cache.get(`blocks.${l}.hook_attn_in`).f32(), rep, 0, 0), () => `layer ${l}`);
+        if (f.mlpIn) inv.check(MLP_IN, allClose(cache.get(`blocks.${l}.hook_mlp_in`).f32(), cache.get(`blocks.${l}.hook_resid_mid`).f32(), 0, 0), () => `layer ${l}`);
+        for (const n of ['q', 'k', 'v', 'z']) {
+          const got = cache.get(`blocks.${l}.attn.hook_${n}`).f32(), want = base.cache.get(`blocks.${l}.attn.hook_${n}`).f32();
+          inv.check(QKVZ, allClose(got, want, 1e-5, 1e-5), () => `layer ${l}, hook_${n}: max |diff| ${maxAbsDiff(got, want)}`);
+        }
+      }
+    } finally { m.dispose(); }
+  }), { numRuns: 25 }));
 });
 
 t.test('per-head input patching: patching hook_q_input of one head = patching that head\'s q', async (t) => {

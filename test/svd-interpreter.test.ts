@@ -11,7 +11,8 @@ import { HookedTransformer, randomGPT2, hfConfig, NO_PROCESSING } from '../src/i
 import type { ProcessingOptions } from '../src/index.js';
 import { SVDInterpreter } from '../src/analysis/svd-interpreter.js';
 import type { SingularVectorType } from '../src/analysis/svd-interpreter.js';
-import { item, M64, mm, tr, invariant } from './weight-space-ref.js';
+import { item, M64, mm, tr } from './weight-space-ref.js';
+import { invariants } from './helpers.js';
 
 const arbPlant = fc.record({
   n_layer: fc.integer({ min: 1, max: 2 }), n_head: fc.integer({ min: 1, max: 3 }), d_head: fc.integer({ min: 3, max: 5 }),
@@ -47,24 +48,39 @@ function denseTopProjection(mat: M64, WU: M64): number[] {
 const types: SingularVectorType[] = ['OV', 'w_in', 'w_out'];
 
 t.test('SVDInterpreter on models with a planted top singular vector', async (t) => {
+  const runs = { numRuns: Number(process.env.TYPELENS_FC_RUNS ?? 20) };
   for (const type of types) {
-    invariant(t, `${type}: the top singular vector's top token is the planted token (raw by |value|, topTokens by value)`, arbPlant, ({ build, layer, head, tok, V }) => {
+    const SHAPE = `${type}: getSingularVectors is [d_vocab, 1, numVectors]`;
+    const RAW_TOP = `${type}: the top singular vector's largest |entry| is the planted token`;
+    const ONE_PER_VECTOR = `${type}: topTokens gives one entry per singular vector`;
+    const TOP_ID = `${type}: topTokens' first id is the planted token`;
+    const TOP_POSITIVE = `${type}: topTokens' first value is positive`;
+    const TOP_STRING = `${type}: topTokens' first token is the planted token's string`;
+    const DESCENDING = `${type}: topTokens' values are in descending order`;
+    const inv = invariants(t, [SHAPE, RAW_TOP, ONE_PER_VECTOR, TOP_ID, TOP_POSITIVE, TOP_STRING, DESCENDING]);
+    await inv.run(() => fc.assert(fc.property(arbPlant, ({ build, layer, head, tok, V }) => {
       const model = build();
       try {
         const si = new SVDInterpreter(model);
         const opts = { layerIndex: layer, headIndex: head, numVectors: 2 };
         const vecs = si.getSingularVectors(type, opts);
-        if (vecs.shape.length !== 3 || vecs.shape[0] !== V || vecs.shape[1] !== 1 || vecs.shape[2] !== 2) return false;
+        inv.check(SHAPE, vecs.shape.length === 3 && vecs.shape[0] === V && vecs.shape[1] === 1 && vecs.shape[2] === 2, () => `[${vecs.shape}], want [${V}, 1, 2]`);
         const col = Array.from({ length: V }, (_, i) => vecs.get(i, 0, 0));
         const byAbs = col.reduce((b, x, i) => (Math.abs(x) > Math.abs(col[b]) ? i : b), 0);
+        inv.check(RAW_TOP, byAbs === tok, () => `token ${byAbs}, planted ${tok}`);
         const top = si.topTokens(type, { ...opts, k: 3 });
-        return byAbs === tok && top.length === 2 && top[0].ids[0] === tok && top[0].values[0] > 0 && top[0].tokens[0] === model.toStrTokens([tok])[0]
-          && top[0].values[0] >= top[0].values[1] && top[0].values[1] >= top[0].values[2];
+        inv.check(ONE_PER_VECTOR, top.length === 2, () => `${top.length} entries`);
+        inv.check(TOP_ID, top[0].ids[0] === tok, () => `id ${top[0].ids[0]}, planted ${tok}`);
+        inv.check(TOP_POSITIVE, top[0].values[0] > 0, () => `value ${top[0].values[0]}`);
+        inv.check(TOP_STRING, top[0].tokens[0] === model.toStrTokens([tok])[0], () => `${JSON.stringify(top[0].tokens[0])} vs ${JSON.stringify(model.toStrTokens([tok])[0])}`);
+        inv.check(DESCENDING, top[0].values[0] >= top[0].values[1] && top[0].values[1] >= top[0].values[2], () => `values [${top[0].values}]`);
       } finally { model.dispose(); }
-    }, 20);
+    }), runs));
   }
 
-  invariant(t, 'the top vectors equal a float64 dense SVD\'s, projected on W_U, up to sign', arbPlant, ({ build, layer, head, V }) => {
+  const projections = types.map((type) => `${type}: the top vector equals a float64 dense SVD's, projected on W_U, up to sign` as const);
+  const inv = invariants(t, projections);
+  await inv.run(() => fc.assert(fc.property(arbPlant, ({ build, layer, head, V }) => {
     const model = build();
     try {
       const si = new SVDInterpreter(model);
@@ -77,15 +93,16 @@ t.test('SVDInterpreter on models with a planted top singular vector', async (t) 
         w_in: win,
         w_out: item(model.W_out.index(0, layer), []),
       };
-      return types.every((type) => {
+      types.forEach((type, n) => {
         const got = Array.from({ length: V }, (_, i) => si.getSingularVectors(type, { layerIndex: layer, headIndex: head, numVectors: 1 }).get(i, 0, 0));
         const want = denseTopProjection(dense[type], WU);
         const scale = Math.max(...want.map(Math.abs));
         const sign = Math.sign(got.reduce((s, x, i) => s + x * want[i], 0)) || 1;
-        return got.every((x, i) => Math.abs(sign * x - want[i]) <= 1e-4 * scale);
+        const worst = Math.max(...got.map((x, i) => Math.abs(sign * x - want[i])));
+        inv.check(projections[n], got.every((x, i) => Math.abs(sign * x - want[i]) <= 1e-4 * scale), () => `max |diff| ${worst} > ${1e-4 * scale}`);
       });
     } finally { model.dispose(); }
-  }, 20);
+  }), runs));
 });
 
 t.test('SVDInterpreter argument checks (TL\'s assertions)', async (t) => {
