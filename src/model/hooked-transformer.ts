@@ -116,6 +116,13 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   private disposed = false;
   private readonly host: LayerOps<Tensor>;
   private grad?: LayerOps<Tensor>;
+  /**
+   * The packed weights and TL-layout leaves `grad` was built over: a weight write that replaces
+   * them (setWeight, loadStateDict...) rebuilds the packed → leaf map; in-place writes
+   * (updateWeights: optimizers) keep it.
+   */
+  private gradKeys: unknown[] = [];
+  private gradVersion = -1;
   private gradPacks?: ag.PackCache;
   /** Run at dispose (worker pools attached to this model shut down with it). */
   onDispose: (() => void)[] = [];
@@ -271,7 +278,15 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
 
   /** The recording layer ops, built on first use: each packed weight mapped to its TL-layout leaf. */
   private gradLayerOps(): LayerOps<Tensor> {
-    if (this.grad) return this.grad;
+    if (this.grad && this.gradVersion === this.weightsVersion) return this.grad;
+    const keys: unknown[] = [this.packed.WU, this.weights.W_U];
+    this.packed.blocks.forEach((pk, l) => {
+      const b = this.weights.blocks[l];
+      keys.push(pk.WQ, pk.WK, pk.WV, pk.WO, pk.Win, pk.Wout, b.W_Q, b.W_K, b.W_V, b.W_O, b.W_in, b.W_out);
+    });
+    this.gradVersion = this.weightsVersion;
+    if (this.grad && keys.length === this.gradKeys.length && keys.every((k, i) => k === this.gradKeys[i])) return this.grad;
+    this.gradKeys = keys;
     const cache = this.gradPackCache, W = this.weights, mats = new Map<PackedWeight, ag.MatWeight>();
     this.packed.blocks.forEach((pk, l) => {
       const blk = W.blocks[l];
