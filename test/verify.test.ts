@@ -19,12 +19,10 @@ const bin = fileURLToPath(new URL('../../bin/typelens.js', import.meta.url));
 const DTYPES: DType[] = ['f32', 'f16', 'bf16'];
 const gradientIds = new Set<string>(GRADIENT_CHECK_IDS);
 
-/** One named assertion per check: every non-gradient check passes, the gradient ones are skipped with a reason. */
+/** One named assertion per check: every check passes (the gradient ones included). */
 function allPass(t: Test, r: VerifyReport, label: string): void {
-  for (const c of r.checks) {
-    if (gradientIds.has(c.id)) t.equal(c.status, 'skip', `${label} ${c.id} is skipped until gradients land`);
-    else t.equal(c.status, 'pass', `${label} ${c.id}: ${c.message}`);
-  }
+  for (const c of r.checks) t.equal(c.status, 'pass', `${label} ${c.id}: ${c.message}`);
+  t.ok(r.checks.filter((c) => gradientIds.has(c.id)).length === GRADIENT_CHECK_IDS.length || r.checks.length < listChecks().length, `${label}: the gradient checks ran`);
   t.ok(r.ok, `${label}: report.ok`);
 }
 const byId = (r: VerifyReport, id: string) => r.checks.find((c) => c.id === id)!;
@@ -36,7 +34,7 @@ t.test('unit roundoff per storage dtype', async (t) => {
   t.equal(unitRoundoff('bf16'), 2 ** -8);
 });
 
-t.test('the registry: every issue-18 invariant is a named check, gradients are placeholders', async (t) => {
+t.test('the registry: every issue-18 invariant is a named check, the gradient checks included', async (t) => {
   const ids = listChecks().map((c) => c.id);
   for (const id of ['decompose.decomposeResid', 'decompose.accumulatedResid', 'decompose.headResults', 'decompose.neuronResults',
     'decompose.fullResidDecomposition', 'dla.logitAttrs', 'dla.finalResid', 'hooks.identity', 'hooks.cacheVsHooks',
@@ -138,6 +136,42 @@ t.test('fault: foldValueBiases without its bias fold fails processing.foldValueB
   } finally { m.dispose(); }
 });
 
+t.test('fault: a backward hook that doubles one hook point\'s gradient fails both gradient checks there', async (t) => {
+  const m = HookedTransformer.fromHFTensors(hf, randomTensors);
+  try {
+    const clean = verify(m, randomTokens, { only: ['gradients'], answers: [5, 6] });
+    allPass(t, clean, 'random f32, gradients only');
+    const r = verify(m, randomTokens, { only: ['gradients'], answers: [5, 6], ...FAULTS['gradient-scale'](m) });
+    const fd = byId(r, 'gradients.finiteDifferences');
+    t.equal(fd.status, 'fail', 'gradients.finiteDifferences fails');
+    t.match(fd.where, { hook: 'blocks.2.attn.hook_z', layer: 2 }, `the first coordinate off in backward order is at the faulty point: ${fd.message}`);
+    t.match(fd.message, /backward .* vs finite difference/, 'and it says by how much');
+    const ap = byId(r, 'gradients.attributionPatchingLinear');
+    t.equal(ap.status, 'fail', 'gradients.attributionPatchingLinear fails');
+    t.match(ap.where, { hook: 'blocks.2.attn.hook_z', layer: 2 }, `at layer 2's hook_z: ${ap.message}`);
+    t.ok(ap.where!.pos !== undefined && ap.where!.head !== undefined, 'localised to a head and position');
+    t.ok(ap.ratio > 100, `far over tolerance (${ap.ratio.toFixed(0)}x)`);
+    t.notOk(r.ok);
+  } finally { m.dispose(); }
+});
+
+t.test('gradient checks: f16/bf16 storage passes (f32 gradients), a model gradient mode refuses is skipped with the EGRAD reason', async (t) => {
+  for (const dtype of ['f16', 'bf16'] as DType[]) {
+    const m = HookedTransformer.fromHFTensors(hf, randomTensors, { dtype });
+    try { allPass(t, verify(m, randomTokens, { only: ['gradients'], answers: [5, 6] }), `random ${dtype}, gradients only`); } finally { m.dispose(); }
+  }
+  const m = HookedTransformer.fromHFTensors(hf, randomTensors);
+  try {
+    m.setUseAttnResult(true);
+    const r = verify(m, randomTokens, { only: ['gradients'] });
+    for (const id of GRADIENT_CHECK_IDS) {
+      t.equal(byId(r, id).status, 'skip', `${id} is skipped`);
+      t.match(byId(r, id).message, /gradient mode refuses this model: .*use_\* switches/, 'with the refusal as the reason');
+    }
+    t.ok(r.ok, 'skips do not fail the report');
+  } finally { m.dispose(); }
+});
+
 /** Near-constant embedding rows (a large shared offset), MLP input weights x30, Q/K weights x8. */
 function illConditioned(): Record<string, StTensorOut> {
   const s = { n_layer: 2, n_embd: 48, n_head: 3, n_positions: 16, vocab_size: 60 };
@@ -176,12 +210,12 @@ t.test('an ill-conditioned checkpoint passes, reporting its larger errors (and a
   t.match(formatVerifyTable(c), /! weak:/, 'which the table prints');
 });
 
-t.test('an unprocessed model: decompositions pass, DLA checks are skipped with the reason, processing without a loader is skipped', async (t) => {
+t.test('an unprocessed model: decompositions and gradients pass, DLA checks are skipped with the reason, processing without a loader is skipped', async (t) => {
   const m = HookedTransformer.fromHFTensors(hf, randomTensors, NO_PROCESSING);
   try {
     const r = verify(m, randomTokens);
     for (const c of r.checks) {
-      if (c.group === 'decomposition' || c.group === 'hooks') t.equal(c.status, 'pass', `${c.id} passes unprocessed`);
+      if (c.group === 'decomposition' || c.group === 'hooks' || c.group === 'gradients') t.equal(c.status, 'pass', `${c.id} passes unprocessed: ${c.message}`);
       else t.equal(c.status, 'skip', `${c.id} is skipped: ${c.message}`);
     }
     t.match(byId(r, 'dla.logitAttrs').message, /without foldLn/);
@@ -217,7 +251,7 @@ t.test('typelens verify: table, JSON, exit 0; an injected fault exits 1 and name
   const ok = cli('--model', dir, '--tokens', '49,1,2,3,4,5;49,6,7,8,9,10', '--answers', '3,4', '--json', json);
   t.equal(ok.status, 0, `exit 0 when every check passes ${ok.stderr}`);
   for (const c of listChecks()) t.match(ok.stdout, new RegExp(`^${c.id.replace('.', '\\.')} +(PASS|skip)`, 'm'), `the table has a row for ${c.id}`);
-  t.match(ok.stdout, /15 passed, 0 failed, 2 skipped/);
+  t.match(ok.stdout, /17 passed, 0 failed, 0 skipped/);
   const rep = JSON.parse(readFileSync(json, 'utf8'));
   t.equal(rep.ok, true, 'the JSON report says ok');
   t.same(rep.answers, [[3, 4], [3, 4]]);

@@ -30,7 +30,8 @@
  */
 import { TypelensError } from '../errors.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
-import type { FwdHook, LoadOptions, TokensInput } from '../model/hooked-transformer.js';
+import type { BwdHook, FwdHook, GradMetric, LoadOptions, TokensInput } from '../model/hooked-transformer.js';
+import { ag } from '../autograd/index.js';
 import { NO_PROCESSING } from '../model/process.js';
 import type { ProcessingOptions } from '../model/process.js';
 import { rng } from '../model/make-weights.js';
@@ -106,6 +107,8 @@ export interface VerifyContext {
   load?: (p: ProcessingOptions) => HookedTransformer;
   /** scratch space for checks that share work (the processing checks' baseline and probe) */
   memo: Map<string, unknown>;
+  /** backward hooks active in the gradient checks' backward passes (a fault to inject in a test) */
+  gradHooks?: BwdHook[];
   onCleanup(fn: () => void): void;
 }
 
@@ -134,6 +137,8 @@ export interface VerifyOptions {
   only?: string[];
   /** hooks active in the cached run only (a setup to check, or a fault to inject in a test) */
   cacheHooks?: FwdHook[];
+  /** backward hooks active in the gradient checks' backward passes only (a fault to inject in a test) */
+  gradHooks?: BwdHook[];
   /** verify this run's cache instead of running runWithCache (it must be a full cache of `tokens`) */
   cache?: { logits: Tensor; cache: ActivationCache };
   prependBos?: boolean;
@@ -816,27 +821,297 @@ for (const s of PROCESSING_STEPS) registerCheck(processingCheck(`processing.${s}
 registerCheck(processingCheck('processing.all', 'all five steps together preserve the centred logits',
   Object.fromEntries(PROCESSING_STEPS.map((s) => [s, true]))));
 
-// ---------------------------------------------------------------- extension points: gradients (issue: gradients)
+// ---------------------------------------------------------------- gradients
 
 /**
- * Placeholders for the checks that need a backward pass. When gradients land, replace them
- * with `registerCheck({ id: 'gradients.finiteDifferences', needs: ['gradients'], run })` (same
- * id) and make `hasGradients` below see the model's backward pass. Until then they report
- * `skip`, so the table shows what is not yet verified.
+ * The two gradient checks (ids in GRADIENT_CHECK_IDS). Both need `model.backward` (gradient
+ * mode); a model that gradient mode refuses (attention masks, KV caches, use_* switches,
+ * scale_attn_by_inverse_layer_idx: EGRAD) is skipped with the refusal as the reason. Gradients
+ * are f32 in every storage dtype (weights are decoded to f32), so u = u32 in their roundings;
+ * the storage dtype only limits which weight perturbations can be represented.
  */
 export const GRADIENT_CHECK_IDS = ['gradients.finiteDifferences', 'gradients.attributionPatchingLinear'] as const;
-registerCheck({
-  id: 'gradients.finiteDifferences', group: 'gradients', title: 'gradients vs central finite differences (sampled coordinates)', needs: ['gradients'],
-  run() { throw new TypelensError('not implemented: needs gradients', 'ENOTIMPL'); },
-});
-registerCheck({
-  id: 'gradients.attributionPatchingLinear', group: 'gradients', title: 'attribution patching is exact for linear metrics', needs: ['gradients'],
-  run() { throw new TypelensError('not implemented: needs gradients', 'ENOTIMPL'); },
-});
-/** Whether the model can take gradients (the gradients issue adds a backward pass). */
+
+/** Whether the model has a backward pass (gradient mode: model.backward). */
 export function hasGradients(model: HookedTransformer): boolean {
   return typeof (model as unknown as { backward?: unknown }).backward === 'function';
 }
+
+/** Σ_b (logit[b, -1, correct_b] − logit[b, -1, incorrect_b]) as a differentiable metric. */
+function logitDiffMetric(answers: [number, number][]): GradMetric {
+  return (logits) => {
+    const last = ag.index(logits, 1, logits.shape[1] - 1); // [B, V]
+    const idx = new Tensor(Float32Array.from(answers.flat()), [answers.length, 2]);
+    const picked = ag.gather(last, idx); // [B, 2]
+    return ag.sum(ag.sub(ag.index(picked, 1, 0), ag.index(picked, 1, 1)));
+  };
+}
+/** The same metric in f64 from f32 logits (no tape). */
+function logitDiffValue(answers: [number, number][], logits: Tensor): number {
+  const lg = plain(logits), [B, P, V] = logits.shape;
+  let s = 0;
+  for (let b = 0; b < B; b++) { const o = (b * P + P - 1) * V; s += lg[o + answers[b][0]] - lg[o + answers[b][1]]; }
+  return s;
+}
+
+interface GradRun { value: number; acts: Map<string, Float32Array>; shapes: Map<string, readonly number[]>; order: string[]; params: Map<string, Float32Array> }
+
+/** One recorded forward and backward of the logit difference: every hook point's gradient (summed over firings, in backward order) and every parameter's. */
+function gradRun(ctx: VerifyContext): GradRun {
+  const hit = ctx.memo.get('gradRun');
+  if (hit) return hit as GradRun;
+  const acts = new Map<string, Float32Array>(), shapes = new Map<string, readonly number[]>(), order: string[] = [];
+  const capture: BwdHook = [() => true, (g: Tensor, hp: { name: string }) => {
+    const f = plain(g), prev = acts.get(hp.name);
+    if (prev) for (let i = 0; i < f.length; i++) prev[i] += f[i];
+    else { acts.set(hp.name, Float32Array.from(f)); shapes.set(hp.name, g.shape); order.push(hp.name); }
+  }];
+  const r = ctx.model.backward(ctx.tokens, logitDiffMetric(ctx.answers), { params: true, lastPositionLogits: true, bwdHooks: [...(ctx.gradHooks ?? []), capture] });
+  const params = new Map<string, Float32Array>();
+  for (const [n, t] of r.paramGrads) params.set(n, Float32Array.from(plain(t)));
+  const run = { value: r.value, acts, shapes, order, params };
+  ctx.memo.set('gradRun', run);
+  return run;
+}
+
+/** Why gradient mode cannot run on this model and input (its EGRAD refusal), or undefined. */
+function gradRefusal(ctx: VerifyContext): string | undefined {
+  if (!hasGradients(ctx.model)) return 'needs gradients (model.backward), which this model does not have';
+  try { gradRun(ctx); } catch (e) {
+    if (e instanceof TypelensError && e.code === 'EGRAD') return `gradient mode refuses this model: ${e.message}`;
+    throw e;
+  }
+  return undefined;
+}
+
+/** Entries of an activation a finite difference may perturb: attention scores/patterns only at key ≤ query (masked entries are −inf / 0). */
+function validEntry(name: string, shape: readonly number[], i: number): boolean {
+  if (!/hook_(attn_scores|pattern)$/.test(name)) return true;
+  const k = i % shape[3], q = Math.floor(i / shape[3]) % shape[2];
+  return k <= q;
+}
+/** RMS over the finite entries (masked attention scores are −inf). */
+const rms = (x: ArrayLike<number>) => { let s = 0, n = 0; for (let i = 0; i < x.length; i++) if (Number.isFinite(x[i])) { s += x[i] * x[i]; n++; } return Math.sqrt(s / Math.max(1, n)); };
+const maxAbsOf = (x: ArrayLike<number>) => { let m = 0; for (let i = 0; i < x.length; i++) m = Math.max(m, Math.abs(x[i])); return m; };
+
+/** FD sample sizes: hook points (all when there are at most this many), coordinates per point, parameters. */
+export const FD_MAX_HOOK_POINTS = 48;
+export const FD_MAX_PARAMS = 8;
+/** Parameters larger than this are not perturbed (each perturbation rewrites and repacks the whole tensor). */
+const FD_MAX_PARAM_SIZE = 1 << 22;
+
+interface FdSample { kind: 'hook' | 'param'; name: string; i: number; shape: readonly number[]; got: number; fd: number; tol: number; step: number; trunc: number }
+
+registerCheck({
+  id: 'gradients.finiteDifferences', group: 'gradients', title: 'gradients of the logit diff vs central finite differences (sampled hook points and weights)', needs: ['gradients'],
+  run(ctx) {
+    const m = ctx.model, g = gradRun(ctx);
+    const { n_layers: L, d_model: M, d_mlp: F, n_heads: H, d_head: D } = m.cfg;
+    const [, P] = ctx.tokens.shape;
+    const r = rng(0x9d5eed);
+    const u = ctx.uCompute, k = ctx.k;
+    // rounding of one evaluation of the metric (a floor under the measured Richardson term, which
+    // carries the real noise): each of the 2L+1 stages rounds the residual stream by a relative ~u,
+    // independently, carried to the logit difference by its unembedding mass
+    const K = Math.max(M, F, P, H * D), stages = 2 * L + 1;
+    const { cache } = m.runWithCache(ctx.tokens, { namesFilter: (n: string) => n === 'ln_final.hook_normalized' || g.acts.has(n) });
+    cache.log = () => {};
+    const xh = plain(cache.get('ln_final.hook_normalized')), WU = m.W_U.f32(), V = m.cfg.d_vocab;
+    const lnw = m.weights.ln_final_w?.f32(), bU = m.b_U.f32();
+    let fMass = 0;
+    ctx.answers.forEach(([a, w], b) => {
+      const o = (b * P + P - 1) * M;
+      for (let j = 0; j < M; j++) fMass += Math.abs(xh[o + j] * (lnw ? lnw[j] : 1)) * (Math.abs(WU[j * V + a]) + Math.abs(WU[j * V + w]));
+      fMass += Math.abs(bU[a]) + Math.abs(bU[w]);
+    });
+    const epsF = k * u * Math.sqrt(stages) * fMass;
+    const gRound = k * u * Math.sqrt(K * stages);
+    const evalHooks = (hooks: FwdHook[]) => logitDiffValue(ctx.answers, m.runWithHooks(ctx.tokens, { fwdHooks: hooks, lastPositionLogits: true }));
+    /** central differences at steps h and 2h around x (realised steps: the perturbed values as stored) and the tolerance. */
+    const fdAt = (got: number, gScale: number, evalAt: (mult: number) => { f: number; x: number }) => {
+      const p1 = evalAt(1), m1 = evalAt(-1), p2 = evalAt(2), m2 = evalAt(-2);
+      const d1 = p1.x - m1.x, d2 = p2.x - m2.x;
+      const D1 = (p1.f - m1.f) / d1, D2 = (p2.f - m2.f) / d2;
+      const trunc = Math.abs(D2 - D1) / 3; // Richardson: D(2h) − D(h) ≈ 3·c·h², so |c·h²| (plus the noise of both)
+      const tol = k * trunc + (2 * epsF) / d1 + gRound * gScale;
+      return { fd: D1, tol, step: d1 / 2, trunc, got };
+    };
+    const samples: FdSample[] = [];
+    // hook points: a seeded subset (all on small models), each at its largest-|gradient| entry and one seeded entry
+    let names = g.order.filter((n) => cache.cacheDict.has(n));
+    if (names.length > FD_MAX_HOOK_POINTS) {
+      const keep = new Set<string>();
+      while (keep.size < FD_MAX_HOOK_POINTS) keep.add(names[Math.floor(r.uniform() * names.length)]);
+      names = names.filter((n) => keep.has(n));
+    }
+    const h0 = Math.cbrt(u); // 2^-8: balances the h² truncation against the u/h rounding
+    for (const name of names) {
+      const grad = g.acts.get(name)!, shape = g.shapes.get(name)!, act = plain(cache.get(name));
+      let best = -1;
+      for (let i = 0; i < grad.length; i++) if (validEntry(name, shape, i) && (best < 0 || Math.abs(grad[i]) > Math.abs(grad[best]))) best = i;
+      if (best < 0) continue;
+      let other = -1;
+      for (let tries = 0; tries < 20 && (other < 0 || other === best || !validEntry(name, shape, other)); tries++) other = Math.floor(r.uniform() * grad.length);
+      const scale = rms(act), gScale = maxAbsOf(grad);
+      for (const i of other >= 0 && other !== best && validEntry(name, shape, other) ? [best, other] : [best]) {
+        const x = act[i], h = h0 * Math.max(Math.abs(x), scale || 1);
+        const res = fdAt(grad[i], gScale, (mult) => {
+          const xv = Math.fround(x + mult * h);
+          const f = evalHooks([[name, (a: Tensor) => { const c = a.clone(); c.f32()[i] = xv; return c; }]]);
+          return { f, x: xv };
+        });
+        samples.push({ kind: 'hook', name, i, shape, ...res });
+      }
+    }
+    // weights: a seeded subset of the parameters (not the largest tables), at the largest-|gradient| entry
+    const params = [...m.namedParameters()].filter(([, t]) => t.size <= FD_MAX_PARAM_SIZE);
+    const chosen = new Set<number>();
+    while (chosen.size < Math.min(FD_MAX_PARAMS, params.length)) chosen.add(Math.floor(r.uniform() * params.length));
+    const hp = Math.max(h0, 4 * ctx.uStorage); // a step the storage dtype can represent
+    for (const pi of [...chosen].sort((a, b) => a - b)) {
+      const [name, t] = params[pi];
+      const grad = g.params.get(name)!;
+      const orig = Float32Array.from(plain(t));
+      let i = 0;
+      for (let j = 1; j < grad.length; j++) if (Math.abs(grad[j]) > Math.abs(grad[i])) i = j;
+      const x = orig[i], h = hp * Math.max(Math.abs(x), rms(orig) || 1);
+      try {
+        const res = fdAt(grad[i], maxAbsOf(grad), (mult) => {
+          const data = Float32Array.from(orig);
+          data[i] = x + mult * h;
+          m.setWeight(name, new Tensor(data, t.shape));
+          const xv = plain(m.namedParameters().get(name)!)[i]; // as stored (f16 / bf16 round it)
+          return { f: evalHooks([]), x: xv };
+        });
+        samples.push({ kind: 'param', name, i, shape: t.shape, ...res });
+      } finally {
+        m.setWeight(name, new Tensor(orig, t.shape));
+      }
+    }
+    const t = newTally();
+    tally(t, samples.map((s) => s.got), samples.map((s) => s.fd), samples.map((s) => s.tol));
+    const whereOf = (s: FdSample): Where => (s.kind === 'hook'
+      ? whereAt(s.i, s.shape, axesOf(s.name), { hook: s.name })
+      : { hook: s.name, component: `parameter entry [${unravel(s.i, s.shape).join(', ')}]`, ...(/^blocks\.(\d+)\./.test(s.name) ? { layer: Number(/^blocks\.(\d+)\./.exec(s.name)![1]) } : {}) });
+    const worst = t.worstI >= 0 ? samples[t.worstI] : undefined;
+    const detail = { hookPoints: names.length, coordinates: samples.length, step: h0, metric: g.value, metricRounding: epsF };
+    const r0 = outcome(t, worst && whereOf(worst), undefined, 'd logit diff', detail);
+    if (r0.status === 'fail') {
+      // the first coordinate over tolerance in backward order is where the backward first goes wrong (upstream ones inherit it)
+      const first = samples.find((s) => !(Math.abs(s.got - s.fd) <= s.tol))!;
+      r0.where = whereOf(first);
+      r0.message = `gradient first off (in backward order) at ${formatWhere(r0.where)}: backward ${fmt(first.got)} vs finite difference ${fmt(first.fd)} ` +
+        `(|err| ${fmt(Math.abs(first.got - first.fd))} > tol ${fmt(first.tol)}); ${t.bad} of ${samples.length} coordinates over tol, worst ${t.worstRatio.toFixed(1)}× at ${formatWhere(worst && whereOf(worst))}`;
+    }
+    return r0;
+  },
+});
+
+/**
+ * Attribution patching's identity for metrics linear in the patched activation: with
+ * metric = ⟨U, R⟩ for a readout R that is an affine function of the activation A (U fixed and
+ * seeded), Σ (A_clean − A_corrupted) · ∂metric/∂A at the corrupted run equals
+ * metric(A patched to clean) − metric(corrupted) exactly, up to rounding. Pairs, per layer:
+ * hook_z → hook_attn_out (R = z·W_O + b_O) and mlp.hook_post → hook_mlp_out (R = post·W_out + b_out).
+ * Implemented here with model.backward and hooks (analysis/ sits below patching/).
+ */
+registerCheck({
+  id: 'gradients.attributionPatchingLinear', group: 'gradients', title: 'attribution patching = activation patching for metrics linear in the patched activation', needs: ['gradients'],
+  run(ctx) {
+    const m = ctx.model;
+    const { n_layers: L, d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = m.cfg;
+    const [B, P] = ctx.tokens.shape;
+    const r = rng(0xa77e);
+    // corrupted input: the prompt's first token kept, the rest seeded random tokens
+    const clean = ctx.tokens, ct = plain(clean);
+    const corrupted = new Tensor(Float32Array.from(ct, (v, i) => (i % P === 0 ? v : Math.floor(r.uniform() * V) % V)), [B, P]);
+    const layers = L <= 4 ? Array.from({ length: L }, (_, l) => l) : [...new Set([0, L - 1, ...Array.from({ length: 2 }, () => Math.floor(r.uniform() * L))])].sort((a, b) => a - b);
+    const pairs = layers.flatMap((l) => [
+      { layer: l, patch: `blocks.${l}.attn.hook_z`, read: `blocks.${l}.hook_attn_out`, W: m.weights.blocks[l].W_O, b: m.weights.blocks[l].b_O, K: H * D, heads: true },
+      { layer: l, patch: `blocks.${l}.mlp.hook_post`, read: `blocks.${l}.hook_mlp_out`, W: m.weights.blocks[l].W_out, b: m.weights.blocks[l].b_out, K: F, heads: false },
+    ]);
+    const { cache: cleanCache } = m.runWithCache(clean, { namesFilter: (n: string) => pairs.some((p) => p.patch === n) });
+    const U = new Tensor(Float32Array.from({ length: B * P * M }, () => 2 * r.uniform() - 1), [B, P, M]);
+    const uf = U.f32();
+    const c = ctx.k * ctx.uCompute;
+    const rows = B * P;
+    const got: number[] = [], want: number[] = [], tols: number[] = [], labels: Where[] = [];
+    const fails: { i: number; got: number; want: number; tol: number; what: string }[] = [];
+    for (const pair of pairs) {
+      const { layer: l, patch, read, K } = pair;
+      let Rc!: Tensor, Ac!: Float32Array, grad!: Float32Array;
+      m.backward(corrupted, () => ag.sum(ag.mul(Rc, U)), {
+        params: false, stopAtLayer: l + 1,
+        fwdHooks: [[patch, (a: Tensor) => { Ac = Float32Array.from(plain(a)); }], [read, (x: Tensor) => { Rc = x; }]],
+        bwdHooks: [...(ctx.gradHooks ?? []), [patch, (gr: Tensor) => { const f = plain(gr); if (grad) for (let i = 0; i < f.length; i++) grad[i] += f[i]; else grad = Float32Array.from(f); }]],
+      });
+      const Rcf = Float32Array.from(plain(Rc));
+      const Aclean = plain(cleanCache.get(patch));
+      const Wabs = absT(pair.W).reshape([K, M]).contiguous(), bAbs = absT(pair.b).f32();
+      const gmass = matmul(absT(U).reshape([rows, M]), Wabs.T.contiguous()).f32(); // [rows, K] = |U|·|W|ᵀ: the backward's M-term products
+      const massOf = (A: ArrayLike<number>) => {
+        const mm = matmul(new Tensor(Float32Array.from(A, Math.abs), [rows, K]), Wabs).f32();
+        for (let i = 0; i < mm.length; i++) mm[i] += bAbs[i % M];
+        return mm;
+      };
+      const massC = massOf(Ac);
+      /** one comparison: patch the entries `sel` accepts, return got, want and the tolerance */
+      const compare = (sel: (i: number) => boolean) => {
+        let Rp!: Float32Array;
+        const Ap = Float32Array.from(Ac, (v, i) => (sel(i) ? Aclean[i] : v));
+        m.runWithHooks(corrupted, { stopAtLayer: l + 1, fwdHooks: [[patch, (a: Tensor) => new Tensor(Float32Array.from(Ap), a.shape)], [read, (x: Tensor) => { Rp = Float32Array.from(plain(x)); }]] });
+        const massP = massOf(Ap);
+        // the backward's rounding: Σ_i Δ_i·err_i with |err_i| ≤ k·u·√M·(|U|·|W|ᵀ)_i, independent: in quadrature
+        let gsum = 0, gq = 0, w = 0, wq = 0;
+        for (let i = 0; i < Ap.length; i++) {
+          const d = Ap[i] - Ac[i];
+          if (d !== 0) { gsum += d * grad[i]; gq += (d * gmass[i]) ** 2; }
+        }
+        // the two readouts' rounding, on the rows the patch changed (the others are computed identically)
+        for (let row = 0; row < rows; row++) {
+          let changed = false;
+          for (let q = 0; q < K && !changed; q++) changed = Ap[row * K + q] !== Ac[row * K + q];
+          if (!changed) continue;
+          for (let j = 0; j < M; j++) {
+            const e = row * M + j;
+            w += uf[e] * (Rp[e] - Rcf[e]);
+            wq += uf[e] ** 2 * (massP[e] ** 2 + massC[e] ** 2);
+          }
+        }
+        return { got: gsum, want: w, tol: c * (Math.sqrt(K + 1) * Math.sqrt(wq) + Math.sqrt(M) * Math.sqrt(gq)) + 1e-12 * Math.abs(w) };
+      };
+      const all = compare(() => true);
+      got.push(all.got); want.push(all.want); tols.push(all.tol);
+      labels.push({ hook: patch, layer: l, variant: `metric ⟨U, ${read}⟩, all positions patched` });
+      if (!(Math.abs(all.got - all.want) <= all.tol)) {
+        // localise: patch one position (and head) at a time
+        const perRow = pair.heads ? H : 1;
+        let worst: { ratio: number; where: Where; got: number; want: number; tol: number } | undefined;
+        for (let p = 0; p < P; p++) for (let hh = 0; hh < perRow; hh++) {
+          const sel = (i: number) => Math.floor(i / K) % P === p && (!pair.heads || Math.floor((i % K) / D) === hh);
+          const s = compare(sel);
+          const err = Math.abs(s.got - s.want), ratio = err === 0 ? 0 : err / s.tol;
+          if (!worst || ratio > worst.ratio) worst = { ratio, got: s.got, want: s.want, tol: s.tol, where: { hook: patch, layer: l, ...(pair.heads ? { head: hh } : {}), pos: p } };
+        }
+        const what = `one ${pair.heads ? 'head and position' : 'position'} patched`;
+        if (worst && worst.ratio > 1) {
+          labels[labels.length - 1] = { ...worst.where, variant: `metric ⟨U, ${read}⟩, ${what}` };
+          fails.push({ i: got.length - 1, got: worst.got, want: worst.want, tol: worst.tol, what });
+        } else fails.push({ i: got.length - 1, got: all.got, want: all.want, tol: all.tol, what: 'all positions patched' });
+      }
+    }
+    const t = newTally();
+    tally(t, got, want, tols);
+    const r0 = outcome(t, t.worstI >= 0 ? labels[t.worstI] : undefined, undefined, 'attribution vs activation patching', { pairs: pairs.length, layers: layers.join(',') });
+    if (r0.status === 'fail') {
+      const f = fails[0];
+      r0.where = labels[f.i];
+      r0.message = `attribution ≠ activation patching at ${formatWhere(r0.where)}: Σ Δ·grad ${fmt(f.got)} vs patched change ${fmt(f.want)} ` +
+        `(|err| ${fmt(Math.abs(f.got - f.want))} > tol ${fmt(f.tol)}); ${t.bad} of ${got.length} patched activations over tol`;
+    }
+    return r0;
+  },
+});
 
 // ---------------------------------------------------------------- loaders
 
@@ -906,14 +1181,14 @@ export function verify(model: HookedTransformer, tokens: TokensInput, opts: Veri
   };
   const ctx: VerifyContext = {
     model, tokens: tok, answers: [], dtype, k: opts.k ?? DEFAULT_K, uCompute: unitRoundoff('f32'), uStorage: unitRoundoff(dtype),
-    cached, load: opts.load, memo: new Map(), onCleanup: (f) => cleanups.push(f),
+    cached, load: opts.load, memo: new Map(), onCleanup: (f) => cleanups.push(f), gradHooks: opts.gradHooks,
   };
   ctx.answers = answerIds(model, cached().logits, tok.shape[0], opts.answers);
   const all = [...REGISTRY, ...(opts.extraChecks ?? [])];
   const chosen = opts.only ? all.filter((c) => opts.only!.some((p) => c.id.startsWith(p))) : all; // ids or prefixes ("hooks", "processing.fold")
   const has: Record<Capability, () => string | undefined> = {
     loader: () => (ctx.load ? undefined : 'needs a loader (opts.load / loaderFromDir) to load the checkpoint unprocessed'),
-    gradients: () => (hasGradients(model) ? undefined : 'needs gradients, which typelens does not have yet (extension point: registerCheck)'),
+    gradients: () => gradRefusal(ctx),
     foldedLn: () => (model.cfg.normalization_type === 'LNPre' ? undefined : needsFoldedLn),
   };
   const results: CheckResult[] = [];
@@ -974,11 +1249,19 @@ export const FAULTS = {
         const m = load(p);
         if (!p.foldValueBiases) return m;
         const raw = load({ ...p, foldValueBiases: false, refactorFactoredAttnMatrices: false }); // refactor folds b_V too
-        try { m.weights.blocks.forEach((b, l) => b.b_O.f32().set(raw.weights.blocks[l].b_O.f32())); } finally { raw.dispose(); }
+        try { raw.weights.blocks.forEach((b, l) => m.setWeight(`blocks.${l}.attn.b_O`, new Tensor(Float32Array.from(b.b_O.f32()), b.b_O.shape))); } finally { raw.dispose(); }
         return m;
       },
     };
   },
+  /**
+   * Doubles d metric / d blocks.{L-1}.attn.hook_z in the gradient checks' backward passes (a
+   * backward hook): gradients.finiteDifferences fails first there (upstream points inherit it) and
+   * gradients.attributionPatchingLinear fails at that layer's hook_z.
+   */
+  'gradient-scale': (model: HookedTransformer): Pick<VerifyOptions, 'gradHooks'> => ({
+    gradHooks: [[`blocks.${model.cfg.n_layers - 1}.attn.hook_z`, (g: Tensor) => map(g, (x) => 2 * x)]],
+  }),
 } as const;
 export type FaultName = keyof typeof FAULTS;
 

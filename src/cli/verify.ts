@@ -12,7 +12,7 @@ import { progress } from './progress.js';
 import { need, parse, parseTokens, threads, UsageError } from './args.js';
 
 export const VERIFY_USAGE = `  verify --model DIR [--prompt TEXT | --tokens "1,2,3[;4,5,6]"] [--answers " A"," B"] [--dtype f32|f16|bf16]
-      [--json FILE] [--no-processing] [--only ID,ID] [--k N] [--inject-fault head-output|value-bias-fold] [--threads N]`;
+      [--json FILE] [--no-processing] [--only ID,ID] [--k N] [--inject-fault head-output|value-bias-fold|gradient-scale] [--threads N]`;
 
 /** The prompt used when neither --prompt nor --tokens is given (GPT-2-vocabulary models). */
 export const DEFAULT_VERIFY_PROMPT = 'When John and Mary went to the shops, John gave the bag to';
