@@ -68,11 +68,6 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   private disposed = false;
   private readonly host: LayerOps<Tensor>;
   private grad?: LayerOps<Tensor>;
-  /**
-   * The packed weights and TL-layout leaves `grad` was built over: a weight write that replaces
-   * them (setWeight, loadStateDict...) rebuilds the packed → leaf map; in-place writes
-   * (updateWeights: optimizers) keep it.
-   */
   private gradPacks?: ag.PackCache;
   /** Run at dispose (worker pools attached to this model shut down with it). */
   onDispose: (() => void)[] = [];
