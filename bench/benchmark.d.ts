@@ -1,5 +1,9 @@
 declare module 'benchmark' {
-  interface Stats { mean: number; rme: number; sample: number[] }
+  interface Stats {
+    mean: number;
+    rme: number;
+    sample: number[];
+  }
   class Benchmark {
     constructor(name: string, fn: () => void, opts?: { maxTime?: number; minSamples?: number; initCount?: number });
     run(opts?: { async?: boolean }): Benchmark;

@@ -9,10 +9,18 @@ if (!addon) process.exit(1);
 let failed = 0;
 for (const c of checks) {
   const t0 = performance.now();
-  try { console.log(`ok   ${c.name} (${await c.run()}; ${((performance.now() - t0) / 1000).toFixed(1)} s)`); } catch (e) {
+  try {
+    console.log(`ok   ${c.name} (${await c.run()}; ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+  } catch (e) {
     failed++;
     // the first lines carry fast-check's counterexample (shapes, seed) when a property fails
-    console.log(`FAIL ${c.name}: ${(e as Error).message.split('\n').filter((l) => l.trim()).slice(0, 4).join(' | ')}`);
+    console.log(
+      `FAIL ${c.name}: ${(e as Error).message
+        .split('\n')
+        .filter((l) => l.trim())
+        .slice(0, 4)
+        .join(' | ')}`,
+    );
   }
 }
 console.log(`${checks.length - failed} passed, ${failed} failed`);

@@ -16,7 +16,10 @@ setFlagsFromString('--experimental-wasm-relaxed-simd');
 const features = { simd: true, relaxed_simd: true, threads: true };
 
 const MR_FMA = Number(process.env.MR_FMA ?? 6);
-for (const [name, fma, MR] of [['matmul', false, 5], ['matmul-relaxed', true, MR_FMA]]) {
+for (const [name, fma, MR] of [
+  ['matmul', false, 5],
+  ['matmul-relaxed', true, MR_FMA],
+]) {
   const wat = matmulWat({ fma, MR });
   writeFileSync(join(out, `${name}.wat`), wat);
   const mod = wabt.parseWat(`${name}.wat`, wat, features);

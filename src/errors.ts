@@ -1,7 +1,10 @@
 /** Every error typelens throws on purpose is a TypelensError: callers can tell our clear
  * messages about bad input apart from bugs. `code` is a stable machine-readable tag. */
 export class TypelensError extends Error {
-  constructor(message: string, readonly code: string = 'EINVAL') {
+  constructor(
+    message: string,
+    readonly code: string = 'EINVAL',
+  ) {
     super(message);
     this.name = 'TypelensError';
   }

@@ -10,24 +10,68 @@ export { TypelensError } from './errors.js';
 export { Tensor, numel } from './tensor/index.js';
 export type { Shape, NestedArray, DType, Storage } from './tensor/index.js';
 export {
-  add, sub, mul, div, map, sum, max, min, mean, argmax, topk, softmax, logSoftmax, layerNorm, geluNew, maskCausal,
-  embedding, indexSelect, cat, stack, matmul, einsum, svd, broadcastShapes,
+  add,
+  sub,
+  mul,
+  div,
+  map,
+  sum,
+  max,
+  min,
+  mean,
+  argmax,
+  topk,
+  softmax,
+  logSoftmax,
+  layerNorm,
+  geluNew,
+  maskCausal,
+  embedding,
+  indexSelect,
+  cat,
+  stack,
+  matmul,
+  einsum,
+  svd,
+  broadcastShapes,
 } from './tensor/index.js';
 
 // backends: chosen by name in LoadOptions.backend; the Backend interface for custom ones
 export { getBackend } from './kernels/index.js';
-export type { Backend, BackendName, PackedWeight, SharedMemory, LayerOps, DeviceParams, AttnOptions } from './kernels/index.js';
+export type {
+  Backend,
+  BackendName,
+  PackedWeight,
+  SharedMemory,
+  LayerOps,
+  DeviceParams,
+  AttnOptions,
+} from './kernels/index.js';
 
 // the model
 export { HookedTransformer } from './model/hooked-transformer.js';
-export type { LoadOptions, RunOptions, CacheOptions, TokensInput, FwdHook, ModelOptions } from './model/hooked-transformer.js';
+export type {
+  LoadOptions,
+  RunOptions,
+  CacheOptions,
+  TokensInput,
+  FwdHook,
+  ModelOptions,
+} from './model/hooked-transformer.js';
 export { HookedTransformerKeyValueCache, HookedTransformerKeyValueCacheEntry } from './model/hooked-transformer.js';
 export type { GenerateOptions, SampleOptions, PaddingSide, ForwardReturnType } from './model/hooked-transformer.js';
 export type { ModelConfig, ActFn } from './model/config.js';
 export type { Weights, BlockWeights } from './model/weights.js';
 export { DEFAULT_PROCESSING, NO_PROCESSING } from './model/process.js';
 export type { ProcessingOptions } from './model/process.js';
-export { readSafetensors, parseSafetensors, writeSafetensors, serializeSafetensors, tensorF32, tensorF64 } from './model/safetensors.js';
+export {
+  readSafetensors,
+  parseSafetensors,
+  writeSafetensors,
+  serializeSafetensors,
+  tensorF32,
+  tensorF64,
+} from './model/safetensors.js';
 export type { StFile, StEntry, StDType, StTensorOut } from './model/safetensors.js';
 export { makeWeights, randomGPT2, hfConfig, PRESETS } from './model/make-weights.js';
 export type { GPT2Shape } from './model/make-weights.js';
@@ -58,8 +102,18 @@ export type { HeadScores } from './analysis/heads.js';
 // activation patching, serial and on worker threads
 export { ForwardPool } from './parallel/pool.js';
 import {
-  setters, genericActivationPatch, serial, getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery,
-  attribution, genericAttributionPatch, attributionGradCache, getAttrPatchAttnHeadAllPosEvery, getAttrPatchAttnHeadByPosEvery, getAttrPatchBlockEvery,
+  setters,
+  genericActivationPatch,
+  serial,
+  getActPatchAttnHeadAllPosEvery,
+  getActPatchAttnHeadByPosEvery,
+  getActPatchBlockEvery,
+  attribution,
+  genericAttributionPatch,
+  attributionGradCache,
+  getAttrPatchAttnHeadAllPosEvery,
+  getAttrPatchAttnHeadByPosEvery,
+  getAttrPatchBlockEvery,
 } from './patching/index.js';
 import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
 /**
@@ -68,13 +122,31 @@ import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
  * never imports parallel/ (the pool runs patching's setters, not the other way round).
  */
 export const patching = {
-  setters, genericActivationPatch, genericActivationPatchParallel, ...serial,
-  getActPatchAttnHeadAllPosEvery, getActPatchAttnHeadByPosEvery, getActPatchBlockEvery, parallel,
-  ...attribution, genericAttributionPatch, attributionGradCache, getAttrPatchAttnHeadAllPosEvery, getAttrPatchAttnHeadByPosEvery, getAttrPatchBlockEvery,
+  setters,
+  genericActivationPatch,
+  genericActivationPatchParallel,
+  ...serial,
+  getActPatchAttnHeadAllPosEvery,
+  getActPatchAttnHeadByPosEvery,
+  getActPatchBlockEvery,
+  parallel,
+  ...attribution,
+  genericAttributionPatch,
+  attributionGradCache,
+  getAttrPatchAttnHeadAllPosEvery,
+  getAttrPatchAttnHeadByPosEvery,
+  getAttrPatchBlockEvery,
 };
 export type { AttributionOptions, AttributionPatch, AttributionName } from './patching/index.js';
 export type {
-  PatchSetter, SetterName, PatchingMetric, PatchOptions, IndexAxis, ReadyMade, ReadyMadeName, ReadyMadeOptions,
+  PatchSetter,
+  SetterName,
+  PatchingMetric,
+  PatchOptions,
+  IndexAxis,
+  ReadyMade,
+  ReadyMadeName,
+  ReadyMadeOptions,
 } from './patching/index.js';
 export type { ReadyMadeParallel } from './parallel/sweep.js';
 
@@ -84,23 +156,68 @@ export type { FMIndex, ComplexTensor } from './tensor/factored-matrix.js';
 export { compositionScores, allCompositionScores, qkCircuit, ovCircuit } from './analysis/composition.js';
 export type { AttnWeights } from './analysis/composition.js';
 export { SVDInterpreter } from './analysis/svd-interpreter.js';
-export type { SingularVectorType, SingularVectorOptions, SingularVectorTokens, SVDModel } from './analysis/svd-interpreter.js';
+export type {
+  SingularVectorType,
+  SingularVectorOptions,
+  SingularVectorTokens,
+  SVDModel,
+} from './analysis/svd-interpreter.js';
 
 // checking a checkpoint's linear-decomposition invariants (typelens verify)
 export {
-  verify, registerCheck, unregisterCheck, listChecks, loaderFromDir, loaderFromHF, formatVerifyTable, formatWhere, unitRoundoff,
-  hasGradients, FAULTS, PROCESSING_STEPS, GRADIENT_CHECK_IDS, PROBE_DELTA, DEFAULT_K,
+  verify,
+  registerCheck,
+  unregisterCheck,
+  listChecks,
+  loaderFromDir,
+  loaderFromHF,
+  formatVerifyTable,
+  formatWhere,
+  unitRoundoff,
+  hasGradients,
+  FAULTS,
+  PROCESSING_STEPS,
+  GRADIENT_CHECK_IDS,
+  PROBE_DELTA,
+  DEFAULT_K,
 } from './analysis/verify.js';
 export type {
-  VerifyOptions, VerifyReport, VerifyCheck, VerifyContext, CheckResult, CheckOutcome, CheckStatus, Where, Capability, FaultName,
+  VerifyOptions,
+  VerifyReport,
+  VerifyCheck,
+  VerifyContext,
+  CheckResult,
+  CheckOutcome,
+  CheckStatus,
+  Where,
+  Capability,
+  FaultName,
 } from './analysis/verify.js';
 
 // editing weights and training (TL's state dict, process_weights_, transformer_lens.train)
 export {
-  train, makeOptimizer, clipGradNorm, warmupFactor, reverseTask, copyTask, repeatedTokens, take, saveCheckpoint, toHFTensors, hfConfigOf,
+  train,
+  makeOptimizer,
+  clipGradNorm,
+  warmupFactor,
+  reverseTask,
+  copyTask,
+  repeatedTokens,
+  take,
+  saveCheckpoint,
+  toHFTensors,
+  hfConfigOf,
 } from './train/index.js';
 export type {
-  TrainConfig, TrainResult, StepInfo, StepTiming, Dataset, Optimizer, OptimizerName, OptimizerOptions, TokenGenerator,
+  TrainConfig,
+  TrainResult,
+  StepInfo,
+  StepTiming,
+  Dataset,
+  Optimizer,
+  OptimizerName,
+  OptimizerOptions,
+  TokenGenerator,
 } from './train/index.js';
 export { weightStorage, fingerprint } from './model/params.js';
 export type { StateDict } from './model/editing.js';
@@ -116,11 +233,26 @@ export type { HookDir } from './hooks/hookpoint.js';
 
 // head detection and evals (TL's head_detector and evals), lazily read safetensors (saved caches)
 export {
-  headDetector, detectHead, getPreviousTokenHeadDetectionPattern, getDuplicateTokenHeadDetectionPattern, getInductionHeadDetectionPattern,
-  getSupportedHeads, computeHeadAttentionSimilarityScore, HEAD_NAMES,
+  headDetector,
+  detectHead,
+  getPreviousTokenHeadDetectionPattern,
+  getDuplicateTokenHeadDetectionPattern,
+  getInductionHeadDetectionPattern,
+  getSupportedHeads,
+  computeHeadAttentionSimilarityScore,
+  HEAD_NAMES,
 } from './analysis/head-detector.js';
 export type { HeadName, ErrorMeasure, LayerHeads, DetectHeadOptions } from './analysis/head-detector.js';
-export { evals, sanityCheck, inductionLoss, evaluate, evaluateOnDataset, ioiEval, IOIDataset, streamToRows } from './analysis/evals.js';
+export {
+  evals,
+  sanityCheck,
+  inductionLoss,
+  evaluate,
+  evaluateOnDataset,
+  ioiEval,
+  IOIDataset,
+  streamToRows,
+} from './analysis/evals.js';
 export type { EvalModel, IOISample, IOIItem, IOIDatasetOptions, IOIEvalResult } from './analysis/evals.js';
 export { openSafetensors } from './model/safetensors.js';
 export type { StLazyFile } from './model/safetensors.js';

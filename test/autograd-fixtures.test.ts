@@ -13,15 +13,20 @@ const fx = (name: string) => fileURLToPath(new URL(`../../test/fixtures/${name}`
 
 /** max |got - want| / max |want| */
 function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let md = 0, mw = 0;
-  for (let i = 0; i < want.length; i++) { md = Math.max(md, Math.abs(got[i] - want[i])); mw = Math.max(mw, Math.abs(want[i])); }
+  let md = 0,
+    mw = 0;
+  for (let i = 0; i < want.length; i++) {
+    md = Math.max(md, Math.abs(got[i] - want[i]));
+    mw = Math.max(mw, Math.abs(want[i]));
+  }
   return mw === 0 ? md : md / mw;
 }
 function close(got: ArrayLike<number>, want: ArrayLike<number>): boolean {
   if (got.length !== want.length) return false;
   let mw = 0;
   for (let i = 0; i < want.length; i++) mw = Math.max(mw, Math.abs(want[i]));
-  for (let i = 0; i < want.length; i++) if (!(Math.abs(got[i] - want[i]) <= 1e-5 * mw + 1e-4 * Math.abs(want[i]))) return false;
+  for (let i = 0; i < want.length; i++)
+    if (!(Math.abs(got[i] - want[i]) <= 1e-5 * mw + 1e-4 * Math.abs(want[i]))) return false;
   return true;
 }
 
@@ -36,30 +41,45 @@ for (const name of ['tiny', 'tiny-odd', 'tiny-hf']) {
       const metric = metricName === 'loss' ? (lg: Tensor) => ag.lmCrossEntropyLoss(lg, tok) : logitDiffMetric(ans);
       const r = gpt2Grad(model, tok, metric);
       const wantValue = tensorF64(st, `metrics/${metricName}`)[0];
-      t.ok(Math.abs(r.value - wantValue) <= 1e-5 * Math.max(1, Math.abs(wantValue)), `metric value ${r.value} vs ${wantValue}`);
-      const w = worst[`${name}/${metricName}`] = { hooks: 0, params: 0 };
-      let nh = 0, np = 0;
+      t.ok(
+        Math.abs(r.value - wantValue) <= 1e-5 * Math.max(1, Math.abs(wantValue)),
+        `metric value ${r.value} vs ${wantValue}`,
+      );
+      const w = (worst[`${name}/${metricName}`] = { hooks: 0, params: 0 });
+      let nh = 0,
+        np = 0;
       for (const key of st.entries.keys()) {
         if (!key.startsWith(metricName + '/')) continue;
-        const want = tensorF64(st, key), shape = st.entries.get(key)!.shape;
+        const want = tensorF64(st, key),
+          shape = st.entries.get(key)!.shape;
         let got: Tensor | undefined;
         const rest = key.slice(metricName.length + 1);
         if (rest.startsWith('hooks/')) {
           const m = /^hooks\/(.*)_grad(\.([qkv]))?$/.exec(rest)!;
           got = m[3] ? r.firings.get(m[1])?.['qkv'.indexOf(m[3])] : r.hooks.get(m[1]);
           nh++;
-        } else { got = r.params.get(rest.slice('params/'.length)); np++; }
-        if (!got) { t.fail(`${key}: no gradient computed`); continue; }
+        } else {
+          got = r.params.get(rest.slice('params/'.length));
+          np++;
+        }
+        if (!got) {
+          t.fail(`${key}: no gradient computed`);
+          continue;
+        }
         t.same(got.shape, shape, `${key} shape`);
         const mw = want.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
         if (mw < 1e-12) {
           // analytically zero (b_K: softmax ignores a constant shift of a query's scores); TL's
           // f64 value is rounding noise, ours is f32 rounding noise
-          t.ok(got.f32().every((v) => Math.abs(v) < 1e-6), `${key} is zero up to f32 rounding`);
+          t.ok(
+            got.f32().every((v) => Math.abs(v) < 1e-6),
+            `${key} is zero up to f32 rounding`,
+          );
           continue;
         }
         const e = relErr(got.f32(), want);
-        if (rest.startsWith('hooks/')) w.hooks = Math.max(w.hooks, e); else w.params = Math.max(w.params, e);
+        if (rest.startsWith('hooks/')) w.hooks = Math.max(w.hooks, e);
+        else w.params = Math.max(w.params, e);
         t.ok(close(got.f32(), want), `${key} within tolerance (rel err ${e.toExponential(2)})`);
       }
       t.ok(nh > 0 && np > 0, `compared ${nh} hook gradients and ${np} parameter gradients`);
@@ -67,13 +87,19 @@ for (const name of ['tiny', 'tiny-odd', 'tiny-hf']) {
     });
   }
 }
-t.test('the tape forward gives the model forward\'s logits bit for bit', async (t) => {
+t.test("the tape forward gives the model forward's logits bit for bit", async (t) => {
   for (const name of ['tiny', 'tiny-odd']) {
     const model = HookedTransformer.fromDir(fx(name), NO_PROCESSING);
     const tok = Tensor.from([[1, 5, 9, 2, 7, 3]]);
-    t.same(Array.from(gpt2Forward(model, tok).f32()), Array.from(model.forward(tok).f32()), `${name}: identical logits`);
+    t.same(
+      Array.from(gpt2Forward(model, tok).f32()),
+      Array.from(model.forward(tok).f32()),
+      `${name}: identical logits`,
+    );
     model.dispose();
   }
 });
 
-t.teardown(() => console.log('max relative error (max|got-want| / max|want|) per fixture/metric:', JSON.stringify(worst)));
+t.teardown(() =>
+  console.log('max relative error (max|got-want| / max|want|) per fixture/metric:', JSON.stringify(worst)),
+);

@@ -12,11 +12,17 @@ t.test('the backend choice explains itself', async (t) => {
   // one of cudaStatus()'s four answers, with its detail filled in
   if (addon) t.match(reason, /^CUDA device: \S/, `status: ${reason}`);
   else {
-    t.match(reason, /^CUDA addon (not built \(.+ is missing; run npm run build:cuda\)|failed to load: \S|built, but no CUDA device \(or driver\) is present)/, `status: ${reason}`);
+    t.match(
+      reason,
+      /^CUDA addon (not built \(.+ is missing; run npm run build:cuda\)|failed to load: \S|built, but no CUDA device \(or driver\) is present)/,
+      `status: ${reason}`,
+    );
   }
   if (!addon) t.throws(() => new CudaBackend(), /CUDA backend unavailable: /);
 });
 
 for (const c of checks) {
-  t.test(c.name, { skip }, async (t) => { t.pass(await c.run()); });
+  t.test(c.name, { skip }, async (t) => {
+    t.pass(await c.run());
+  });
 }

@@ -20,19 +20,24 @@ export const arbTensorOf = (shape: number[]) =>
       return base.permute(...rev.map((_, i) => rev.length - 1 - i));
     }
     if (kind === 'strided') {
-      const big = [...shape]; big[0] *= 2;
+      const big = [...shape];
+      big[0] *= 2;
       return Tensor.from(vals, big).slice(0, 0, undefined, 2);
     }
     return Tensor.from(vals.slice(0, numel(shape)), shape);
   });
 
-export const arbTensor = (minRank = 1, maxRank = 4, maxDim = 6) => arbShape(minRank, maxRank, maxDim).chain(arbTensorOf);
+export const arbTensor = (minRank = 1, maxRank = 4, maxDim = 6) =>
+  arbShape(minRank, maxRank, maxDim).chain(arbTensorOf);
 
 /** Element of a tensor by multi-index through the public get() (the naive reference path). */
 export function allIndices(shape: readonly number[]): number[][] {
   const out: number[][] = [];
   const rec = (pre: number[]) => {
-    if (pre.length === shape.length) { out.push(pre); return; }
+    if (pre.length === shape.length) {
+      out.push(pre);
+      return;
+    }
     for (let i = 0; i < shape[pre.length]; i++) rec([...pre, i]);
   };
   rec([]);
@@ -62,7 +67,10 @@ export function allClose(a: ArrayLike<number>, b: ArrayLike<number>, rtol = 1e-5
 
 /** Thrown inside a property when a named invariant does not hold (fast-check keeps it as the failure's cause). */
 export class InvariantBroken extends Error {
-  constructor(readonly invariant: string, detail?: string) {
+  constructor(
+    readonly invariant: string,
+    detail?: string,
+  ) {
     super(`invariant broken: ${invariant}${detail ? ` (${detail})` : ''}`);
   }
 }

@@ -35,11 +35,27 @@ t.test('cache key order is the firing order (1-layer model, as TL pins it)', asy
   const model = HookedTransformer.fromDir(fx('tiny'), NO_PROCESSING);
   const { cache } = model.runWithCache([[1, 2, 3]]);
   t.same(cache.keys().slice(0, 21), [
-    'hook_embed', 'hook_pos_embed', 'blocks.0.hook_resid_pre', 'blocks.0.ln1.hook_scale', 'blocks.0.ln1.hook_normalized',
-    'blocks.0.attn.hook_q', 'blocks.0.attn.hook_k', 'blocks.0.attn.hook_v', 'blocks.0.attn.hook_attn_scores',
-    'blocks.0.attn.hook_pattern', 'blocks.0.attn.hook_z', 'blocks.0.hook_attn_out', 'blocks.0.hook_resid_mid',
-    'blocks.0.ln2.hook_scale', 'blocks.0.ln2.hook_normalized', 'blocks.0.mlp.hook_pre', 'blocks.0.mlp.hook_post',
-    'blocks.0.hook_mlp_out', 'blocks.0.hook_resid_post', 'blocks.1.hook_resid_pre', 'blocks.1.ln1.hook_scale',
+    'hook_embed',
+    'hook_pos_embed',
+    'blocks.0.hook_resid_pre',
+    'blocks.0.ln1.hook_scale',
+    'blocks.0.ln1.hook_normalized',
+    'blocks.0.attn.hook_q',
+    'blocks.0.attn.hook_k',
+    'blocks.0.attn.hook_v',
+    'blocks.0.attn.hook_attn_scores',
+    'blocks.0.attn.hook_pattern',
+    'blocks.0.attn.hook_z',
+    'blocks.0.hook_attn_out',
+    'blocks.0.hook_resid_mid',
+    'blocks.0.ln2.hook_scale',
+    'blocks.0.ln2.hook_normalized',
+    'blocks.0.mlp.hook_pre',
+    'blocks.0.mlp.hook_post',
+    'blocks.0.hook_mlp_out',
+    'blocks.0.hook_resid_post',
+    'blocks.1.hook_resid_pre',
+    'blocks.1.ln1.hook_scale',
   ]);
   t.same(cache.keys().slice(-2), ['ln_final.hook_scale', 'ln_final.hook_normalized']);
   t.same(cache.get('blocks.0.ln1.hook_scale').shape, [1, 3, 1], 'hook_scale keeps a trailing 1');

@@ -7,17 +7,22 @@ import { Tensor } from '../src/tensor/index.js';
 import { rng } from '../src/model/make-weights.js';
 
 /** A dense float64 matrix, row-major. */
-export interface M64 { r: number; c: number; d: Float64Array }
+export interface M64 {
+  r: number;
+  c: number;
+  d: Float64Array;
+}
 
 export const m64 = (r: number, c: number, d = new Float64Array(r * c)): M64 => ({ r, c, d });
 
 export function mm(a: M64, b: M64): M64 {
   if (a.c !== b.r) throw new Error(`mm: ${a.r}x${a.c} @ ${b.r}x${b.c}`);
   const o = m64(a.r, b.c);
-  for (let i = 0; i < a.r; i++) for (let k = 0; k < a.c; k++) {
-    const x = a.d[i * a.c + k];
-    for (let j = 0; j < b.c; j++) o.d[i * b.c + j] += x * b.d[k * b.c + j];
-  }
+  for (let i = 0; i < a.r; i++)
+    for (let k = 0; k < a.c; k++) {
+      const x = a.d[i * a.c + k];
+      for (let j = 0; j < b.c; j++) o.d[i * b.c + j] += x * b.d[k * b.c + j];
+    }
   return o;
 }
 export function tr(a: M64): M64 {
@@ -42,7 +47,8 @@ export function indices(shape: readonly number[]): number[][] {
 export function bcast(a: readonly number[], b: readonly number[]): number[] {
   const n = Math.max(a.length, b.length);
   return Array.from({ length: n }, (_, i) => {
-    const x = a[a.length - n + i] ?? 1, y = b[b.length - n + i] ?? 1;
+    const x = a[a.length - n + i] ?? 1,
+      y = b[b.length - n + i] ?? 1;
     if (x !== y && x !== 1 && y !== 1) throw new Error('no broadcast');
     return x === 1 ? y : x;
   });
@@ -74,7 +80,10 @@ export function mlEig(a: M64): [number, number][] {
 export function randn(shape: readonly number[], seed: number, sd = 1): Tensor {
   const g = rng(seed);
   const n = shape.reduce((a, b) => a * b, 1);
-  return Tensor.from(Float32Array.from({ length: n }, () => sd * g.normal()), shape);
+  return Tensor.from(
+    Float32Array.from({ length: n }, () => sd * g.normal()),
+    shape,
+  );
 }
 
 /** max |a - b| over two matrices of the same shape (Infinity when they differ in shape). */
@@ -89,7 +98,13 @@ export function maxDiff(a: M64, b: M64): number {
  * Register one fast-check property as one named tap assertion; a failure carries fast-check's
  * report (seed, path, counterexample) in the diagnostics.
  */
-export function invariant<T>(tap: Test, name: string, arb: fc.Arbitrary<T>, pred: (x: T) => boolean, numRuns = 40): void {
+export function invariant<T>(
+  tap: Test,
+  name: string,
+  arb: fc.Arbitrary<T>,
+  pred: (x: T) => boolean,
+  numRuns = 40,
+): void {
   const d = fc.check(fc.property(arb, pred), { numRuns: Number(process.env.TYPELENS_FC_RUNS ?? numRuns) });
   tap.notOk(d.failed, name, d.failed ? { report: fc.defaultReportMessage(d) } : {});
 }

@@ -23,9 +23,13 @@ export interface EvalModel {
 export function perTokenLoss(logits: Tensor, tokens: Tensor): Float64Array[] {
   const [B, P, V] = logits.shape;
   if (tokens.ndim !== 2 || tokens.shape[0] !== B || tokens.shape[1] !== P) {
-    throw new TypelensError(`logits [${logits.shape.join(', ')}] and tokens [${tokens.shape.join(', ')}] do not match`, 'ESHAPE');
+    throw new TypelensError(
+      `logits [${logits.shape.join(', ')}] and tokens [${tokens.shape.join(', ')}] do not match`,
+      'ESHAPE',
+    );
   }
-  const lg = logits.f32(), tk = tokens.f32();
+  const lg = logits.f32(),
+    tk = tokens.f32();
   const out: Float64Array[] = [];
   for (let b = 0; b < B; b++) {
     const row = new Float64Array(P - 1);
@@ -43,8 +47,13 @@ export function perTokenLoss(logits: Tensor, tokens: Tensor): Float64Array[] {
 }
 
 const mean = (rows: ArrayLike<number>[]): number => {
-  let s = 0, n = 0;
-  for (const r of rows) for (let i = 0; i < r.length; i++) { s += r[i]; n++; }
+  let s = 0,
+    n = 0;
+  for (const r of rows)
+    for (let i = 0; i < r.length; i++) {
+      s += r[i];
+      n++;
+    }
   return s / n;
 };
 
@@ -54,7 +63,8 @@ export function lossOf(model: EvalModel, tokens: Tensor): number {
 }
 
 /** The first paragraph of "Zoom In: An Introduction to Circuits", TL's sanity_check text. */
-export const SANITY_CHECK_TEXT = "Many important transition points in the history of science have been moments when science 'zoomed in.' At these points, we develop a visualization or tool that allows us to see the world in a new level of detail, and a new field of science develops to study the world through this lens.";
+export const SANITY_CHECK_TEXT =
+  "Many important transition points in the history of science have been moments when science 'zoomed in.' At these points, we develop a visualization or tool that allows us to see the world in a new level of detail, and a new field of science develops to study the world through this lens.";
 
 /**
  * TL's evals.sanity_check: the loss on one paragraph (with BOS). Below 5 the model is probably
@@ -70,10 +80,19 @@ export function sanityCheck(model: EvalModel): number {
  * per-token losses [:, subseqLen + 1:]). Low on a model with induction heads. Seeded (torch's
  * RNG is not portable).
  */
-export function inductionLoss(model: EvalModel, opts: { batchSize?: number; subseqLen?: number; prependBos?: boolean; seed?: number } = {}): number {
+export function inductionLoss(
+  model: EvalModel,
+  opts: { batchSize?: number; subseqLen?: number; prependBos?: boolean; seed?: number } = {},
+): number {
   const { batchSize = 4, subseqLen = 384, prependBos = true, seed = 0 } = opts;
-  if (2 * subseqLen > model.cfg.n_ctx) throw new TypelensError(`inductionLoss: 2 x subseqLen = ${2 * subseqLen} tokens do not fit n_ctx = ${model.cfg.n_ctx}`, 'EINPUT');
-  const r = rng(seed), hi = Math.min(20000, model.cfg.d_vocab), lo = Math.min(100, hi - 1);
+  if (2 * subseqLen > model.cfg.n_ctx)
+    throw new TypelensError(
+      `inductionLoss: 2 x subseqLen = ${2 * subseqLen} tokens do not fit n_ctx = ${model.cfg.n_ctx}`,
+      'EINPUT',
+    );
+  const r = rng(seed),
+    hi = Math.min(20000, model.cfg.d_vocab),
+    lo = Math.min(100, hi - 1);
   const data: number[] = [];
   for (let b = 0; b < batchSize; b++) {
     const half = Array.from({ length: subseqLen }, () => lo + Math.floor(r.uniform() * (hi - lo)));
@@ -90,13 +109,18 @@ export function inductionLoss(model: EvalModel, opts: { batchSize?: number; subs
  * seqLen - 1 stream tokens with BOS in front (addBosToken, the default) or of seqLen stream
  * tokens; the incomplete tail is dropped.
  */
-export function streamToRows(stream: ArrayLike<number> | Tensor, seqLen: number, opts: { addBosToken?: boolean; bos?: number } = {}): number[][] {
+export function streamToRows(
+  stream: ArrayLike<number> | Tensor,
+  seqLen: number,
+  opts: { addBosToken?: boolean; bos?: number } = {},
+): number[][] {
   const { addBosToken = true, bos = EOT } = opts;
   const ids = stream instanceof Tensor ? stream.reshape([stream.size]).toArray() : Array.from(stream);
   const per = addBosToken ? seqLen - 1 : seqLen;
   if (per < 1) throw new TypelensError(`seqLen ${seqLen} leaves no room for tokens`, 'EINPUT');
   const rows: number[][] = [];
-  for (let i = 0; i + per <= ids.length; i += per) rows.push(addBosToken ? [bos, ...ids.slice(i, i + per)] : ids.slice(i, i + per));
+  for (let i = 0; i + per <= ids.length; i += per)
+    rows.push(addBosToken ? [bos, ...ids.slice(i, i + per)] : ids.slice(i, i + per));
   return rows;
 }
 
@@ -104,15 +128,21 @@ export function streamToRows(stream: ArrayLike<number> | Tensor, seqLen: number,
  * TL's evals.evaluate_on_dataset: the mean over batches of each batch's mean loss. As in TL, it
  * stops after the batch that takes the count past `truncate` (truncate + 1 batches).
  */
-export function evaluateOnDataset(model: EvalModel, batches: Iterable<Tensor>, opts: { truncate?: number } = {}): number {
+export function evaluateOnDataset(
+  model: EvalModel,
+  batches: Iterable<Tensor>,
+  opts: { truncate?: number } = {},
+): number {
   const { truncate = 100 } = opts;
-  let running = 0, total = 0;
+  let running = 0,
+    total = 0;
   for (const batch of batches) {
     running += lossOf(model, batch);
     total += 1;
     if (total > truncate) break;
   }
-  if (total === 0) throw new TypelensError('evaluateOnDataset: no batches (is the token stream shorter than one row?)', 'EINPUT');
+  if (total === 0)
+    throw new TypelensError('evaluateOnDataset: no batches (is the token stream shorter than one row?)', 'EINPUT');
   return running / total;
 }
 
@@ -122,8 +152,17 @@ export function evaluateOnDataset(model: EvalModel, batches: Iterable<Tensor>, o
  * tokenize_and_concatenate), batched by batchSize, and evaluated; prints `name: loss` and returns
  * `{ name_loss }` as TL does.
  */
-export function evaluate(model: EvalModel, streams: Record<string, ArrayLike<number> | Tensor>,
-  opts: { truncate?: number; batchSize?: number; seqLen?: number; addBosToken?: boolean; print?: (line: string) => void } = {}): Record<string, number> {
+export function evaluate(
+  model: EvalModel,
+  streams: Record<string, ArrayLike<number> | Tensor>,
+  opts: {
+    truncate?: number;
+    batchSize?: number;
+    seqLen?: number;
+    addBosToken?: boolean;
+    print?: (line: string) => void;
+  } = {},
+): Record<string, number> {
   const { truncate = 100, batchSize = 8, seqLen = Math.min(model.cfg.n_ctx, 1024), addBosToken = true } = opts;
   const losses: Record<string, number> = {};
   for (const [name, stream] of Object.entries(streams)) {
@@ -142,9 +181,17 @@ export function evaluate(model: EvalModel, streams: Record<string, ArrayLike<num
 }
 
 /** One IOI sentence: the text, and the indirect object (the answer) and subject, each with its leading space. */
-export interface IOISample { text: string; IO: string; S: string }
+export interface IOISample {
+  text: string;
+  IO: string;
+  S: string;
+}
 /** An IOI sample as tokens (TL's __getitem__): the prompt with BOS and the two answers' ids. */
-export interface IOIItem { prompt: number[]; IO: number[]; S: number[] }
+export interface IOIItem {
+  prompt: number[];
+  IO: number[];
+  S: number[];
+}
 
 export interface IOIDatasetOptions {
   /** Text -> GPT-2 token ids (the default tokenizer). */
@@ -179,14 +226,18 @@ export class IOIDataset {
   private readonly tokenizer: (text: string) => number[];
   private readonly bos: number;
 
-  static getDefaultNames(): string[] { return ['John', 'Mary']; }
+  static getDefaultNames(): string[] {
+    return ['John', 'Mary'];
+  }
   static getDefaultTemplates(): string[] {
     return [
       '[A] and [B] went to the [LOCATION] to buy [OBJECT]. [B] handed the [OBJECT] to [A]',
       'Then, [B] and [A] went to the [LOCATION]. [B] gave the [OBJECT] to [A]',
     ];
   }
-  static getDefaultNouns(): Record<string, string[]> { return { LOCATION: ['store', 'market'], OBJECT: ['milk', 'eggs', 'bread'] }; }
+  static getDefaultNouns(): Record<string, string[]> {
+    return { LOCATION: ['store', 'market'], OBJECT: ['milk', 'eggs', 'bread'] };
+  }
 
   constructor(opts: IOIDatasetOptions = {}) {
     this.tokenizer = opts.tokenizer ?? encodeText;
@@ -197,7 +248,8 @@ export class IOIDataset {
     this.nouns = opts.nouns ?? IOIDataset.getDefaultNouns();
     if (this.names.length < 2) throw new TypelensError('IOIDataset needs at least two names', 'EINPUT');
     if (this.templates.length === 0) throw new TypelensError('IOIDataset needs at least one template', 'EINPUT');
-    const numSamples = opts.numSamples ?? 1000, symmetric = opts.symmetric ?? false;
+    const numSamples = opts.numSamples ?? 1000,
+      symmetric = opts.symmetric ?? false;
     const r = rng(opts.seed ?? 42);
     const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r.uniform() * xs.length)];
     for (let n = 0; n < (symmetric ? Math.floor(numSamples / 2) : numSamples); n++) {
@@ -213,19 +265,28 @@ export class IOIDataset {
     }
   }
 
-  get length(): number { return this.samples.length; }
+  get length(): number {
+    return this.samples.length;
+  }
 
   /** TL's __getitem__: the prompt's ids (BOS first when prependBos) and the IO and S ids. */
   get(idx: number): IOIItem {
     const s = this.samples[idx];
     if (!s) throw new TypelensError(`IOIDataset index ${idx} is outside [0, ${this.samples.length})`, 'EINPUT');
     const prompt = this.tokenizer(s.text);
-    return { prompt: this.prependBos ? [this.bos, ...prompt] : prompt, IO: this.tokenizer(s.IO), S: this.tokenizer(s.S) };
+    return {
+      prompt: this.prependBos ? [this.bos, ...prompt] : prompt,
+      IO: this.tokenizer(s.IO),
+      S: this.tokenizer(s.S),
+    };
   }
 }
 
 /** TL's ioi_eval result (its keys). */
-export interface IOIEvalResult { 'Logit Difference': number; Accuracy: number }
+export interface IOIEvalResult {
+  'Logit Difference': number;
+  Accuracy: number;
+}
 
 /**
  * TL's evals.ioi_eval: for each sample, the logit of the indirect object minus that of the
@@ -234,18 +295,26 @@ export interface IOIEvalResult { 'Logit Difference': number; Accuracy: number }
  * right-padded with 0 as TL's pad_sequence (causal attention: padding does not change the logits
  * read). The default dataset is IOIDataset({ numSamples, symmetric }) with the model's BOS.
  */
-export function ioiEval(model: EvalModel, opts: { dataset?: IOIDataset; batchSize?: number; numSamples?: number; symmetric?: boolean } = {}): IOIEvalResult {
+export function ioiEval(
+  model: EvalModel,
+  opts: { dataset?: IOIDataset; batchSize?: number; numSamples?: number; symmetric?: boolean } = {},
+): IOIEvalResult {
   const { batchSize = 8, numSamples = 1000, symmetric = false } = opts;
   const dataset = opts.dataset ?? new IOIDataset({ numSamples, symmetric, bosTokenId: model.cfg.bos_token_id });
   const n = dataset.length;
   if (n === 0) throw new TypelensError('ioiEval: the dataset is empty', 'EINPUT');
-  let totalCorrect = 0, totalDiff = 0;
+  let totalCorrect = 0,
+    totalDiff = 0;
   for (let i = 0; i < n; i += batchSize) {
     const items = Array.from({ length: Math.min(batchSize, n - i) }, (_, k) => dataset.get(i + k));
     const P = Math.max(...items.map((it) => it.prompt.length));
-    const tokens = Tensor.from(items.flatMap((it) => [...it.prompt, ...new Array<number>(P - it.prompt.length).fill(0)]), [items.length, P]);
+    const tokens = Tensor.from(
+      items.flatMap((it) => [...it.prompt, ...new Array<number>(P - it.prompt.length).fill(0)]),
+      [items.length, P],
+    );
     const logits = model.forward(tokens);
-    const V = logits.shape[2], lg = logits.f32();
+    const V = logits.shape[2],
+      lg = logits.f32();
     items.forEach((it, b) => {
       const prefix = it.prompt.length - it.IO.length;
       const m = Math.min(it.IO.length, it.S.length);

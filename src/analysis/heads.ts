@@ -3,7 +3,11 @@ import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { map, Tensor } from '../tensor/index.js';
 import { detectHead } from './head-detector.js';
 
-export interface HeadScores { previousToken: Tensor; duplicateToken: Tensor; induction: Tensor }
+export interface HeadScores {
+  previousToken: Tensor;
+  duplicateToken: Tensor;
+  induction: Tensor;
+}
 
 /**
  * Mean attention along a diagonal query = key + offset, over batch and queries, per head:

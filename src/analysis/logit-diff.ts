@@ -10,16 +10,21 @@ export function logitsToAveLogitDiff(logits: Tensor, answerTokens: Tensor, perPr
 export function logitsToAveLogitDiff(logits: Tensor, answerTokens: Tensor, perPrompt?: false): number;
 export function logitsToAveLogitDiff(logits: Tensor, answerTokens: Tensor, perPrompt = false): Tensor | number {
   const [B, P, V] = logits.shape;
-  if (logits.ndim !== 3) throw new TypelensError(`logits must be [batch, pos, vocab], got [${logits.shape.join(', ')}]`, 'ESHAPE');
+  if (logits.ndim !== 3)
+    throw new TypelensError(`logits must be [batch, pos, vocab], got [${logits.shape.join(', ')}]`, 'ESHAPE');
   if (answerTokens.ndim !== 2 || answerTokens.shape[0] !== B || answerTokens.shape[1] !== 2) {
-    throw new TypelensError(`answer tokens must be [${B}, 2] (correct, incorrect), got [${answerTokens.shape.join(', ')}]`, 'ESHAPE');
+    throw new TypelensError(
+      `answer tokens must be [${B}, 2] (correct, incorrect), got [${answerTokens.shape.join(', ')}]`,
+      'ESHAPE',
+    );
   }
   const last = logits.index(1, P - 1); // [B, V] view
   const ans = answerTokens.f32();
   const out = new Float32Array(B);
   for (let b = 0; b < B; b++) {
     const [c, w] = [ans[2 * b], ans[2 * b + 1]];
-    if (!(c >= 0 && c < V && w >= 0 && w < V)) throw new TypelensError(`answer token ${c < 0 || c >= V ? c : w} is outside the vocabulary [0, ${V})`, 'ETOKEN');
+    if (!(c >= 0 && c < V && w >= 0 && w < V))
+      throw new TypelensError(`answer token ${c < 0 || c >= V ? c : w} is outside the vocabulary [0, ${V})`, 'ETOKEN');
     out[b] = last.get(b, c) - last.get(b, w);
   }
   if (perPrompt) return new Tensor(out, [B]);
@@ -44,14 +49,23 @@ export function logitDiffDirections(answerResidualDirections: Tensor): Tensor {
  * prompts; the seed variant by residual_stack.shape[0], a quirk of that version of the notebook kept
  * so that its numbers match: pass it explicitly.
  */
-export function residualStackToLogitDiff(residualStack: Tensor, cache: ActivationCache, directions: Tensor, divisor: number): Tensor {
+export function residualStackToLogitDiff(
+  residualStack: Tensor,
+  cache: ActivationCache,
+  directions: Tensor,
+  divisor: number,
+): Tensor {
   const [B, M] = directions.shape;
   const scaled = cache.applyLnToStack(residualStack, { layer: -1, posSlice: -1 });
   const lead = scaled.shape.slice(0, -2);
   if (scaled.shape[scaled.ndim - 2] !== B || scaled.shape[scaled.ndim - 1] !== M) {
-    throw new TypelensError(`residual stack [${residualStack.shape.join(', ')}] does not end in [batch ${B}, d_model ${M}]`, 'ESHAPE');
+    throw new TypelensError(
+      `residual stack [${residualStack.shape.join(', ')}] does not end in [batch ${B}, d_model ${M}]`,
+      'ESHAPE',
+    );
   }
-  const s = scaled.f32(), d = directions.f32();
+  const s = scaled.f32(),
+    d = directions.f32();
   const n = s.length / (B * M);
   const out = new Float32Array(n);
   for (let c = 0; c < n; c++) {

@@ -9,9 +9,11 @@ export type SingularVectorType = 'OV' | 'w_in' | 'w_out';
 export interface SVDModel {
   cfg: { n_layers: number; n_heads: number; d_vocab: number };
   /** [n_layers, n_heads, d_model, d_head] and [n_layers, n_heads, d_head, d_model] */
-  readonly W_V: Tensor; readonly W_O: Tensor;
+  readonly W_V: Tensor;
+  readonly W_O: Tensor;
   /** [n_layers, d_model, d_mlp] and [n_layers, d_mlp, d_model] */
-  readonly W_in: Tensor; readonly W_out: Tensor;
+  readonly W_in: Tensor;
+  readonly W_out: Tensor;
   /** [d_model, d_vocab] */
   readonly W_U: Tensor;
   /** ln2 gains, present while LayerNorm is not folded (TL reads `blocks.{l}.ln2.w`). */
@@ -59,13 +61,18 @@ export class SVDInterpreter {
   getSingularVectors(vectorType: SingularVectorType, opts: SingularVectorOptions): Tensor {
     const V = this.rightSingularVectors(vectorType, opts); // [d_model, k], columns
     const { numVectors = 10 } = opts;
-    check(Number.isInteger(numVectors) && numVectors >= 1 && numVectors <= V.shape[1],
-      () => `numVectors must be an integer in [1, ${V.shape[1]}] for ${vectorType} (its rank bound), got ${numVectors}`);
+    check(
+      Number.isInteger(numVectors) && numVectors >= 1 && numVectors <= V.shape[1],
+      () => `numVectors must be an integer in [1, ${V.shape[1]}] for ${vectorType} (its rank bound), got ${numVectors}`,
+    );
     const WU = this.model.W_U;
     // TL's _get_singular_vectors_from_matrix: V[i, :] @ W_U for each i, stacked on a new axis 1, then unsqueeze(1).
     const rows = matmul(V.slice(1, 0, numVectors).transpose(0, 1).contiguous(), WU); // [n, d_vocab]
     const out = rows.transpose(0, 1).unsqueeze(1).contiguous();
-    check(out.shape[0] === this.model.cfg.d_vocab, () => `W_U has ${out.shape[0]} columns, cfg.d_vocab is ${this.model.cfg.d_vocab}`);
+    check(
+      out.shape[0] === this.model.cfg.d_vocab,
+      () => `W_U has ${out.shape[0]} columns, cfg.d_vocab is ${this.model.cfg.d_vocab}`,
+    );
     return out;
   }
 
@@ -87,9 +94,15 @@ export class SVDInterpreter {
       let big = 0;
       for (let t = 1; t < nVocab; t++) if (Math.abs(col[t]) > Math.abs(col[big])) big = t;
       const sign: 1 | -1 = col[big] < 0 ? -1 : 1;
-      const order = col.map((_, t) => t).sort((a, b) => sign * (col[b] - col[a]) || a - b).slice(0, k);
+      const order = col
+        .map((_, t) => t)
+        .sort((a, b) => sign * (col[b] - col[a]) || a - b)
+        .slice(0, k);
       out.push({
-        vector: i, sign, ids: order, values: order.map((t) => sign * col[t]),
+        vector: i,
+        sign,
+        ids: order,
+        values: order.map((t) => sign * col[t]),
         tokens: order.map((t) => this.model.toStrTokens([t])[0]),
       });
     }
@@ -100,13 +113,23 @@ export class SVDInterpreter {
   private rightSingularVectors(vectorType: SingularVectorType, opts: SingularVectorOptions): Tensor {
     const { layerIndex, headIndex } = opts;
     const { n_layers: L, n_heads: H } = this.model.cfg;
-    check(Number.isInteger(layerIndex) && layerIndex >= 0 && layerIndex < L, `Layer index must be between 0 and ${L - 1} but got ${layerIndex}`);
-    if (headIndex === undefined && vectorType === 'OV') throw new TypelensError(`Head index optional only for w_in and w_out, got ${vectorType}`);
+    check(
+      Number.isInteger(layerIndex) && layerIndex >= 0 && layerIndex < L,
+      `Layer index must be between 0 and ${L - 1} but got ${layerIndex}`,
+    );
+    if (headIndex === undefined && vectorType === 'OV')
+      throw new TypelensError(`Head index optional only for w_in and w_out, got ${vectorType}`);
     switch (vectorType) {
       case 'OV': {
-        check(Number.isInteger(headIndex) && headIndex! >= 0 && headIndex! < H, `Head index must be between 0 and ${H - 1} but got ${headIndex}`);
+        check(
+          Number.isInteger(headIndex) && headIndex! >= 0 && headIndex! < H,
+          `Head index must be between 0 and ${H - 1} but got ${headIndex}`,
+        );
         // TL's _get_OV_matrix: FactoredMatrix(W_V[head], W_O[head]), then its V.
-        const fm = new FactoredMatrix(this.model.W_V.index(0, layerIndex).index(0, headIndex!), this.model.W_O.index(0, layerIndex).index(0, headIndex!));
+        const fm = new FactoredMatrix(
+          this.model.W_V.index(0, layerIndex).index(0, headIndex!),
+          this.model.W_O.index(0, layerIndex).index(0, headIndex!),
+        );
         return fm.V;
       }
       case 'w_in': {
@@ -119,7 +142,9 @@ export class SVDInterpreter {
       case 'w_out':
         return rightVectors(this.model.W_out.index(0, layerIndex));
       default:
-        throw new TypelensError(`Vector type must be in ['OV', 'w_in', 'w_out'], instead got ${JSON.stringify(vectorType)}`);
+        throw new TypelensError(
+          `Vector type must be in ['OV', 'w_in', 'w_out'], instead got ${JSON.stringify(vectorType)}`,
+        );
     }
   }
 }

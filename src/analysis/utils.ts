@@ -34,7 +34,11 @@ export const toNumpy = (t: Tensor): number[] => t.toArray();
 /** Python's repr of a str: single quotes unless the string holds a ' and no ". */
 export function pyRepr(s: string): string {
   const q = s.includes("'") && !s.includes('"') ? '"' : "'";
-  const body = s.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/\t/g, '\\t').replace(q === "'" ? /'/g : /"/g, `\\${q}`);
+  const body = s
+    .replace(/\\/g, '\\\\')
+    .replace(/\n/g, '\\n')
+    .replace(/\t/g, '\\t')
+    .replace(q === "'" ? /'/g : /"/g, `\\${q}`);
   return q + body + q;
 }
 export const pyList = (xs: string[]): string => `[${xs.map(pyRepr).join(', ')}]`;
@@ -47,11 +51,24 @@ export const pct = (p: number): string => `${(p * 100).toFixed(2)}%`.padStart(6)
  * TL's utils.test_prompt: run prompt + answer once, print the answer's rank, logit
  * and probability at each answer position, the top k tokens, and the ranks. Returns the lines.
  */
-export function testPrompt(prompt: string, answer: string, model: HookedTransformer,
-  opts: { prependSpaceToAnswer?: boolean; printDetails?: boolean; prependBos?: boolean; topK?: number; print?: (line: string) => void } = {}): string[] {
+export function testPrompt(
+  prompt: string,
+  answer: string,
+  model: HookedTransformer,
+  opts: {
+    prependSpaceToAnswer?: boolean;
+    printDetails?: boolean;
+    prependBos?: boolean;
+    topK?: number;
+    print?: (line: string) => void;
+  } = {},
+): string[] {
   const { prependSpaceToAnswer = true, printDetails = true, prependBos = true, topK = 10 } = opts;
   const lines: string[] = [];
-  const out = (l: string) => { lines.push(l); (opts.print ?? console.log)(l); };
+  const out = (l: string) => {
+    lines.push(l);
+    (opts.print ?? console.log)(l);
+  };
   if (prependSpaceToAnswer && !answer.startsWith(' ')) answer = ' ' + answer;
   const promptTokens = model.toTokens(prompt, { prependBos }).toArray();
   const answerTokens = model.toTokens(answer, { prependBos: false }).toArray();
@@ -77,7 +94,9 @@ export function testPrompt(prompt: string, answer: string, model: HookedTransfor
     ranks.push([answerStr[i], rank]);
     if (printDetails) {
       out('Performance on answer token:');
-      out(`Rank: ${String(rank).padEnd(8)} Logit: ${f52(lg[target])} Prob: ${pct(probs[target])} Token: |${answerStr[i]}|`);
+      out(
+        `Rank: ${String(rank).padEnd(8)} Logit: ${f52(lg[target])} Prob: ${pct(probs[target])} Token: |${answerStr[i]}|`,
+      );
       for (let k = 0; k < topK && k < V; k++) {
         const id = order[k];
         out(`Top ${k}th token. Logit: ${f52(lg[id])} Prob: ${pct(probs[id])} Token: |${model.toSingleStrToken(id)}|`);
@@ -90,5 +109,14 @@ export function testPrompt(prompt: string, answer: string, model: HookedTransfor
 
 /** TL's transformer_lens.utils, the functions typelens has (camelCase). */
 export const tlUtils = {
-  getActName, testPrompt, getAttentionMask, sampleLogits, lmCrossEntropyLoss, lmAccuracy, transpose, getCorner, removeBatchDim, toNumpy,
+  getActName,
+  testPrompt,
+  getAttentionMask,
+  sampleLogits,
+  lmCrossEntropyLoss,
+  lmAccuracy,
+  transpose,
+  getCorner,
+  removeBatchDim,
+  toNumpy,
 };

@@ -6,7 +6,8 @@ import { tapeFor } from './tape.js';
 // ---------------------------------------------------------------- layer norm pieces
 /** x - mean(x) over the last axis (mean in double, rounded once: the tensor core's numbers). */
 export function centre(x: Tensor): Tensor {
-  const d = x.shape[x.ndim - 1], src = x.f32();
+  const d = x.shape[x.ndim - 1],
+    src = x.f32();
   const out = new Float32Array(src.length);
   for (let o = 0; o < src.length; o += d) {
     let mu = 0;
@@ -30,12 +31,16 @@ export function centre(x: Tensor): Tensor {
 }
 /** sqrt(mean(c²) + eps) over the last axis, kept as [..., 1] (TL's hook_scale). */
 export function rmsScale(c: Tensor, eps: number): Tensor {
-  const d = c.shape[c.ndim - 1], src = c.f32();
+  const d = c.shape[c.ndim - 1],
+    src = c.f32();
   const rows = d === 0 ? 0 : src.length / d;
   const out = new Float32Array(rows);
   for (let r = 0; r < rows; r++) {
     let v = 0;
-    for (let i = 0; i < d; i++) { const x = src[r * d + i]; v += x * x; }
+    for (let i = 0; i < d; i++) {
+      const x = src[r * d + i];
+      v += x * x;
+    }
     out[r] = Math.sqrt(Math.fround(v / d) + eps);
   }
   const res = new Tensor(out, [...c.shape.slice(0, -1), 1]);
@@ -54,8 +59,13 @@ export function rmsScale(c: Tensor, eps: number): Tensor {
  * TL's LayerNorm with its hook order: centre → scale (hook) → divide → w, b → normalized (hook).
  * `hooks` lets a caller wrap the two hook points (forward and backward hooks).
  */
-export function layerNorm(x: Tensor, eps: number, w?: Tensor, b?: Tensor,
-  hooks: { scale?: (t: Tensor) => Tensor; normalized?: (t: Tensor) => Tensor } = {}): Tensor {
+export function layerNorm(
+  x: Tensor,
+  eps: number,
+  w?: Tensor,
+  b?: Tensor,
+  hooks: { scale?: (t: Tensor) => Tensor; normalized?: (t: Tensor) => Tensor } = {},
+): Tensor {
   const c = centre(x);
   let s = rmsScale(c, eps);
   if (hooks.scale) s = hooks.scale(s);

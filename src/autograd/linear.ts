@@ -19,7 +19,8 @@ export function embedding(table: Tensor, ids: Tensor, cache?: PackCache): Tensor
   const out = T.embedding(table, ids);
   const tape = tapeFor(table);
   if (!tape) return out;
-  const iv = ids.f32(), M = table.shape[1];
+  const iv = ids.f32(),
+    M = table.shape[1];
   return tape.record(out, (g, acc) => {
     // a reused buffer (only the rows written last time are cleared) or a fresh zero table
     const gt = cache?.sparseGradBuffer(table, iv, M) ?? new Float32Array(table.size);
@@ -40,8 +41,14 @@ export function matmul(a: Tensor, b: Tensor, backend: Backend = getBackend()): T
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
     const gt = new Tensor(g, out.shape);
-    if (tape.isTracked(a)) { const ga = T.matmul(gt, b.transpose(-2, -1), backend); acc(a, reduceToShape(ga.f32(), ga.shape, a.shape)); }
-    if (tape.isTracked(b)) { const gb = T.matmul(a.transpose(-2, -1), gt, backend); acc(b, reduceToShape(gb.f32(), gb.shape, b.shape)); }
+    if (tape.isTracked(a)) {
+      const ga = T.matmul(gt, b.transpose(-2, -1), backend);
+      acc(a, reduceToShape(ga.f32(), ga.shape, a.shape));
+    }
+    if (tape.isTracked(b)) {
+      const gb = T.matmul(a.transpose(-2, -1), gt, backend);
+      acc(b, reduceToShape(gb.f32(), gb.shape, b.shape));
+    }
   });
 }
 
@@ -69,11 +76,14 @@ export function plainWeight(w: Tensor, cache: PackCache, packed?: PackedWeight):
   check(w.ndim === 2, `plainWeight needs [K, N], got [${w.shape.join(', ')}]`);
   const [K, N] = w.shape;
   return {
-    leaf: w, K, N,
+    leaf: w,
+    K,
+    N,
     packed: () => packed ?? cache.get(w, 'fwd', K, N, () => w.f32()),
     packedT: () => cache.get(w, 'T', N, K, () => w.T.f32()),
     toLeaf: (dW) => dW,
-    layout: { S: N, ss: 0, rs: N }, cache,
+    layout: { S: N, ss: 0, rs: N },
+    cache,
   };
 }
 /** TL's W_Q/W_K/W_V [H, M, D] used as [M, H·D] (one matmul for every head). */
@@ -81,11 +91,14 @@ export function headsInWeight(w: Tensor, cache: PackCache, packed?: PackedWeight
   check(w.ndim === 3, `headsInWeight needs [H, M, D], got [${w.shape.join(', ')}]`);
   const [H, M, D] = w.shape;
   return {
-    leaf: w, K: M, N: H * D,
+    leaf: w,
+    K: M,
+    N: H * D,
     packed: () => packed ?? cache.get(w, 'fwd', M, H * D, () => w.permute(1, 0, 2).f32()),
     packedT: () => cache.get(w, 'T', H * D, M, () => w.permute(0, 2, 1).f32()),
     toLeaf: (dW) => new Tensor(dW, [M, H, D]).permute(1, 0, 2).f32(),
-    layout: { S: D, ss: M * D, rs: D }, cache,
+    layout: { S: D, ss: M * D, rs: D },
+    cache,
   };
 }
 /** TL's W_O [H, D, M] used as [H·D, M]. */
@@ -93,11 +106,14 @@ export function headsOutWeight(w: Tensor, cache: PackCache, packed?: PackedWeigh
   check(w.ndim === 3, `headsOutWeight needs [H, D, M], got [${w.shape.join(', ')}]`);
   const [H, D, M] = w.shape;
   return {
-    leaf: w, K: H * D, N: M,
+    leaf: w,
+    K: H * D,
+    N: M,
     packed: () => packed ?? cache.get(w, 'fwd', H * D, M, () => w.f32()),
     packedT: () => cache.get(w, 'T', M, H * D, () => w.permute(2, 0, 1).f32()),
     toLeaf: (dW) => dW,
-    layout: { S: M, ss: 0, rs: M }, cache,
+    layout: { S: M, ss: 0, rs: M },
+    cache,
   };
 }
 
@@ -108,8 +124,10 @@ export function headsOutWeight(w: Tensor, cache: PackCache, packed?: PackedWeigh
 export function linear(x: Tensor, w: MatWeight, b: Tensor | undefined, backend: Backend, outShape?: Shape): Tensor {
   const { K, N } = w;
   // the trailing axes of x that multiply to K are contracted (z [B, P, H, D] against W_O [H·D, M])
-  let tail = 1, lead = x.ndim;
-  do tail *= x.shape[--lead]; while (lead > 0 && tail < K);
+  let tail = 1,
+    lead = x.ndim;
+  do tail *= x.shape[--lead];
+  while (lead > 0 && tail < K);
   check(tail === K || K === 0, () => `linear: input [${x.shape.join(', ')}] against a [${K}, ${N}] weight`);
   const xv = x.f32();
   const rows = K === 0 ? 0 : xv.length / K;
@@ -124,7 +142,10 @@ export function linear(x: Tensor, w: MatWeight, b: Tensor | undefined, backend: 
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
     if (tape.isTracked(x)) acc(x, backend.matmul(g, rows, w.packedT()));
-    const buf = tape.isTracked(w.leaf) && w.layout && w.cache && outerAvailable(backend, w.layout, N) ? w.cache.gradBuffer(w.leaf) : null;
+    const buf =
+      tape.isTracked(w.leaf) && w.layout && w.cache && outerAvailable(backend, w.layout, N)
+        ? w.cache.gradBuffer(w.leaf)
+        : null;
     if (buf) {
       outerInto(backend, xv, g, rows, K, N, w.layout!, buf, false);
       acc(w.leaf, buf);
@@ -133,7 +154,11 @@ export function linear(x: Tensor, w: MatWeight, b: Tensor | undefined, backend: 
       for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) xT[k * rows + r] = xv[r * K + k];
       const gp = backend.pack(g, rows, N, 'f32');
       let dW: Float32Array;
-      try { dW = backend.matmul(xT, K, gp); } finally { gp.release(); }
+      try {
+        dW = backend.matmul(xT, K, gp);
+      } finally {
+        gp.release();
+      }
       acc(w.leaf, w.toLeaf(dW));
     }
     if (b && tape.isTracked(b)) {

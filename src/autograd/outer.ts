@@ -11,9 +11,25 @@ import type { Backend } from '../kernels/backend.js';
 import { WasmBackend } from '../kernels/index.js';
 
 /** Where element (k, n) of the logical [K, N] gradient lives: k·rs + ⌊n/S⌋·ss + n mod S. */
-export interface GradLayout { S: number; ss: number; rs: number }
+export interface GradLayout {
+  S: number;
+  ss: number;
+  rs: number;
+}
 
-type OuterFn = (x: number, g: number, out: number, K4: number, R: number, N: number, N8: number, S: number, ss: number, rs: number, acc: number) => void;
+type OuterFn = (
+  x: number,
+  g: number,
+  out: number,
+  K4: number,
+  R: number,
+  N: number,
+  N8: number,
+  S: number,
+  ss: number,
+  rs: number,
+  acc: number,
+) => void;
 
 let module: WebAssembly.Module | null | undefined;
 const instances = new WeakMap<WasmBackend, OuterFn>();
@@ -22,11 +38,18 @@ function kernelFor(be: Backend): OuterFn | null {
   if (!(be instanceof WasmBackend)) return null;
   if (module === undefined) {
     const p = fileURLToPath(new URL('../../wasm/outer.wasm', import.meta.url));
-    try { module = existsSync(p) ? new WebAssembly.Module(readFileSync(p)) : null; } catch { module = null; }
+    try {
+      module = existsSync(p) ? new WebAssembly.Module(readFileSync(p)) : null;
+    } catch {
+      module = null;
+    }
   }
   if (!module) return null;
   let fn = instances.get(be);
-  if (!fn) { fn = new WebAssembly.Instance(module, { env: { memory: be.memory } }).exports.outer as OuterFn; instances.set(be, fn); }
+  if (!fn) {
+    fn = new WebAssembly.Instance(module, { env: { memory: be.memory } }).exports.outer as OuterFn;
+    instances.set(be, fn);
+  }
   return fn;
 }
 
@@ -52,15 +75,29 @@ function scratchFor(be: WasmBackend, bytes: number): number {
  * out (a Float32Array view of `be`'s memory, the weight's layout) (+)= xᵀ·g, with x [R, K]
  * and g [R, N] row-major. Call only when outerAvailable().
  */
-export function outerInto(be: Backend, x: Float32Array, g: Float32Array, R: number, K: number, N: number, layout: GradLayout, out: Float32Array, accumulate: boolean): void {
-  const fn = kernelFor(be)!, w = be as WasmBackend;
-  const xBytes = K * R * 4, gBytes = R * N * 4;
+export function outerInto(
+  be: Backend,
+  x: Float32Array,
+  g: Float32Array,
+  R: number,
+  K: number,
+  N: number,
+  layout: GradLayout,
+  out: Float32Array,
+  accumulate: boolean,
+): void {
+  const fn = kernelFor(be)!,
+    w = be as WasmBackend;
+  const xBytes = K * R * 4,
+    gBytes = R * N * 4;
   const base = scratchFor(w, xBytes + gBytes);
   const mem = new Float32Array(w.memory.buffer);
-  const xp = base >> 2, gp = (base + xBytes) >> 2;
+  const xp = base >> 2,
+    gp = (base + xBytes) >> 2;
   for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) mem[xp + k * R + r] = x[r * K + k];
   mem.set(g.subarray(0, R * N), gp);
-  const K4 = K & ~3, N8 = N & ~7;
+  const K4 = K & ~3,
+    N8 = N & ~7;
   const { S, ss, rs } = layout;
   fn(base, base + xBytes, out.byteOffset, K4, R, N, N8, S, ss, rs, accumulate ? 1 : 0);
   // tails: the last K mod 4 rows, the last N mod 8 columns (only when S = N)

@@ -45,8 +45,14 @@ export function outerWat() {
                      (i32.sub (local.get $n) (i32.mul (local.get $seg) (local.get $S)))) (i32.const 2))))
           (if (local.get $acc)
             (then
-              ${rows.map((r) => `(local.set $a${r}0 (v128.load (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r})))))
-              (local.set $a${r}1 (v128.load offset=16 (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r})))))`).join('\n              ')})
+              ${rows
+                .map(
+                  (
+                    r,
+                  ) => `(local.set $a${r}0 (v128.load (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r})))))
+              (local.set $a${r}1 (v128.load offset=16 (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r})))))`,
+                )
+                .join('\n              ')})
             (else
               ${accs.map((a) => `(local.set ${a} (v128.const i32x4 0 0 0 0))`).join(' ')}))
           (local.set $xp (i32.add (local.get $x) (i32.shl (i32.mul (local.get $k) (local.get $R)) (i32.const 2))))
@@ -56,15 +62,27 @@ export function outerWat() {
             (br_if $rdone (i32.ge_u (local.get $r) (local.get $R)))
             (local.set $g0 (v128.load (local.get $gp)))
             (local.set $g1 (v128.load offset=16 (local.get $gp)))
-            ${rows.map((r) => `(local.set $s (v128.load32_splat (i32.add (local.get $xp) (i32.mul (local.get $xstride) (i32.const ${r})))))
+            ${rows
+              .map(
+                (
+                  r,
+                ) => `(local.set $s (v128.load32_splat (i32.add (local.get $xp) (i32.mul (local.get $xstride) (i32.const ${r})))))
             (local.set $a${r}0 (f32x4.add (local.get $a${r}0) (f32x4.mul (local.get $s) (local.get $g0))))
-            (local.set $a${r}1 (f32x4.add (local.get $a${r}1) (f32x4.mul (local.get $s) (local.get $g1))))`).join('\n            ')}
+            (local.set $a${r}1 (f32x4.add (local.get $a${r}1) (f32x4.mul (local.get $s) (local.get $g1))))`,
+              )
+              .join('\n            ')}
             (local.set $xp (i32.add (local.get $xp) (i32.const 4)))
             (local.set $gp (i32.add (local.get $gp) (local.get $gstride)))
             (local.set $r (i32.add (local.get $r) (i32.const 1)))
             (br $rloop)))
-          ${rows.map((r) => `(v128.store (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r}))) (local.get $a${r}0))
-          (v128.store offset=16 (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r}))) (local.get $a${r}1))`).join('\n          ')}
+          ${rows
+            .map(
+              (
+                r,
+              ) => `(v128.store (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r}))) (local.get $a${r}0))
+          (v128.store offset=16 (i32.add (local.get $op) (i32.mul (local.get $ostride) (i32.const ${r}))) (local.get $a${r}1))`,
+            )
+            .join('\n          ')}
           (local.set $n (i32.add (local.get $n) (i32.const 8)))
           (br $nloop)))
         (local.set $k (i32.add (local.get $k) (i32.const ${RB})))

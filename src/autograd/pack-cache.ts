@@ -20,7 +20,8 @@ export class PackCache {
     const prev = this.grads.has(leaf) ? this.dirty.get(leaf) : null;
     const buf = this.buffer(leaf);
     if (!buf) return null;
-    if (!prev) buf.fill(0); // new, or last written densely
+    if (!prev)
+      buf.fill(0); // new, or last written densely
     else for (const r of prev) buf.fill(0, r * M, r * M + M);
     this.dirty.set(leaf, [...new Set(Array.from(rows))]);
     return buf;
@@ -53,12 +54,17 @@ export class PackCache {
   }
   get(leaf: Tensor, kind: 'fwd' | 'T', K: number, N: number, data: () => Float32Array): PackedWeight {
     let e = this.m.get(leaf);
-    if (!e) this.m.set(leaf, e = {});
-    return e[kind] ??= this.backend.pack(data(), K, N, 'f32');
+    if (!e) this.m.set(leaf, (e = {}));
+    return (e[kind] ??= this.backend.pack(data(), K, N, 'f32'));
   }
   /** Drop the packings of `leaf` (after its values changed), or of every weight. */
   invalidate(leaf?: Tensor): void {
-    for (const [k, e] of this.m) if (!leaf || k === leaf) { e.fwd?.release(); e.T?.release(); this.m.delete(k); }
+    for (const [k, e] of this.m)
+      if (!leaf || k === leaf) {
+        e.fwd?.release();
+        e.T?.release();
+        this.m.delete(k);
+      }
   }
   /** Release everything: packings and gradient buffers (gradients handed out become invalid). */
   release(): void {

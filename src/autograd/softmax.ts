@@ -11,7 +11,8 @@ export function softmax(x: Tensor): Tensor {
   const out = T.softmax(x);
   const tape = tapeFor(x);
   if (!tape) return out;
-  const p = out.f32(), n = x.shape[x.ndim - 1];
+  const p = out.f32(),
+    n = x.shape[x.ndim - 1];
   return tape.record(out, (g, acc) => {
     const d = new Float32Array(g.length);
     for (let o = 0; o < g.length; o += n) {
@@ -26,7 +27,8 @@ export function logSoftmax(x: Tensor): Tensor {
   const out = T.logSoftmax(x);
   const tape = tapeFor(x);
   if (!tape) return out;
-  const ls = out.f32(), n = x.shape[x.ndim - 1];
+  const ls = out.f32(),
+    n = x.shape[x.ndim - 1];
   return tape.record(out, (g, acc) => {
     const d = new Float32Array(g.length);
     for (let o = 0; o < g.length; o += n) {
@@ -54,12 +56,19 @@ export function crossEntropy(logits: Tensor, targets: Tensor | ArrayLike<number>
   const inv = tape ? new Float64Array(rows) : null;
   let total = 0;
   for (let r = 0; r < rows; r++) {
-    const o = r * V, t = tv[r];
-    if (!Number.isInteger(t) || t < 0 || t >= V) throw new TypelensError(`crossEntropy: target ${t} outside [0, ${V})`, 'EINDEX');
+    const o = r * V,
+      t = tv[r];
+    if (!Number.isInteger(t) || t < 0 || t >= V)
+      throw new TypelensError(`crossEntropy: target ${t} outside [0, ${V})`, 'EINDEX');
     let mx = -Infinity;
     for (let i = 0; i < V; i++) if (x[o + i] > mx) mx = x[o + i];
     let s = 0;
-    if (e) for (let i = 0; i < V; i++) { const v = Math.exp(x[o + i] - mx); e[o + i] = v; s += v; }
+    if (e)
+      for (let i = 0; i < V; i++) {
+        const v = Math.exp(x[o + i] - mx);
+        e[o + i] = v;
+        s += v;
+      }
     else for (let i = 0; i < V; i++) s += Math.exp(x[o + i] - mx);
     if (inv) inv[r] = 1 / s;
     total += mx + Math.log(s) - x[o + t];
@@ -67,9 +76,11 @@ export function crossEntropy(logits: Tensor, targets: Tensor | ArrayLike<number>
   const out = Tensor.scalar(total / rows);
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
-    const d = e!, k = g[0] / rows;
+    const d = e!,
+      k = g[0] / rows;
     for (let r = 0; r < rows; r++) {
-      const o = r * V, c = inv![r] * k;
+      const o = r * V,
+        c = inv![r] * k;
       for (let i = 0; i < V; i++) d[o + i] *= c;
       d[o + tv[r]] -= k;
     }
@@ -79,8 +90,14 @@ export function crossEntropy(logits: Tensor, targets: Tensor | ArrayLike<number>
 
 /** TL's lm_cross_entropy_loss: mean next-token loss of logits [B, P, V] on tokens [B, P]. */
 export function lmCrossEntropyLoss(logits: Tensor, tokens: Tensor): Tensor {
-  check(logits.ndim === 3 && tokens.ndim === 2 && tokens.shape[0] === logits.shape[0] && tokens.shape[1] === logits.shape[1],
-    () => `lmCrossEntropyLoss: logits [${logits.shape.join(', ')}] and tokens [${tokens.shape.join(', ')}] do not match`);
+  check(
+    logits.ndim === 3 &&
+      tokens.ndim === 2 &&
+      tokens.shape[0] === logits.shape[0] &&
+      tokens.shape[1] === logits.shape[1],
+    () =>
+      `lmCrossEntropyLoss: logits [${logits.shape.join(', ')}] and tokens [${tokens.shape.join(', ')}] do not match`,
+  );
   const P = logits.shape[1];
   check(P >= 2, 'lmCrossEntropyLoss needs at least 2 positions');
   return crossEntropy(slice(logits, 1, 0, P - 1), tokens.slice(1, 1).f32());

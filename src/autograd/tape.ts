@@ -26,7 +26,10 @@ import { Tensor } from '../tensor/index.js';
 export type Accumulate = (t: Tensor, g: Float32Array) => void;
 export type BackwardFn = (gOut: Float32Array, acc: Accumulate) => void;
 
-interface Node { out: Tensor; backward: BackwardFn }
+interface Node {
+  out: Tensor;
+  backward: BackwardFn;
+}
 
 /** A gradient hook: sees d(metric)/d(t) (t's shape) and may return a replacement. */
 export type GradHook = (grad: Tensor) => Tensor | void;
@@ -52,13 +55,17 @@ export class Gradients {
     const g = this.map.get(t);
     return new Tensor(g ?? new Float32Array(t.size), t.shape);
   }
-  has(t: Tensor): boolean { return this.map.has(t); }
+  has(t: Tensor): boolean {
+    return this.map.has(t);
+  }
 }
 
 let active: Tape | null = null;
 let epoch = 0;
 /** Counts backward passes: per-pass resources (kernel gradient buffers) are handed out once per pass. */
-export function backwardEpoch(): number { return epoch; }
+export function backwardEpoch(): number {
+  return epoch;
+}
 
 export class Tape {
   private nodes: Node[] = [];
@@ -67,24 +74,36 @@ export class Tape {
 
   /** Mark tensors as leaves whose gradient is wanted. Returns the first (for chaining). */
   watch<T extends Tensor>(...ts: T[]): T {
-    for (const t of ts) if (!this.tracked.has(t)) { this.tracked.add(t); this.leaves.add(t); }
+    for (const t of ts)
+      if (!this.tracked.has(t)) {
+        this.tracked.add(t);
+        this.leaves.add(t);
+      }
     return ts[0];
   }
-  isTracked(t: unknown): boolean { return t instanceof Tensor && this.tracked.has(t); }
+  isTracked(t: unknown): boolean {
+    return t instanceof Tensor && this.tracked.has(t);
+  }
   /** Record an op: `out` was computed from `inputs`; `backward` maps d(out) to the inputs. */
   record(out: Tensor, backward: BackwardFn): Tensor {
     this.tracked.add(out);
     this.nodes.push({ out, backward });
     return out;
   }
-  get size(): number { return this.nodes.length; }
+  get size(): number {
+    return this.nodes.length;
+  }
 
   /** Run `fn` with this tape recording (tapes nest: the innermost records). */
   run<R>(fn: () => R): R {
     const prev = active;
     // eslint-disable-next-line @typescript-eslint/no-this-alias -- the module's current tape is this one while fn runs
     active = this;
-    try { return fn(); } finally { active = prev; }
+    try {
+      return fn();
+    } finally {
+      active = prev;
+    }
   }
 
   /**
@@ -92,21 +111,38 @@ export class Tape {
    * tracked tensor's gradient; the tape's nodes are dropped afterwards unless `retain`.
    */
   backward(y: Tensor, opts: { seed?: Tensor; retain?: boolean } = {}): Gradients {
-    if (!this.tracked.has(y)) throw new TypelensError('backward: the metric does not depend on any watched tensor (was it computed inside withGrad with differentiable ops?)', 'EGRAD');
+    if (!this.tracked.has(y))
+      throw new TypelensError(
+        'backward: the metric does not depend on any watched tensor (was it computed inside withGrad with differentiable ops?)',
+        'EGRAD',
+      );
     epoch++;
     const grads = new Map<Tensor, Float32Array>();
     const owned = new Set<Float32Array>();
     const acc: Accumulate = (t, g) => {
       if (!this.tracked.has(t)) return;
-      check(g.length === t.size, () => `internal: gradient of ${g.length} elements for a tensor of shape [${t.shape.join(', ')}]`);
+      check(
+        g.length === t.size,
+        () => `internal: gradient of ${g.length} elements for a tensor of shape [${t.shape.join(', ')}]`,
+      );
       const prev = grads.get(t);
-      if (!prev) { grads.set(t, g); return; }
+      if (!prev) {
+        grads.set(t, g);
+        return;
+      }
       let into = prev;
-      if (!owned.has(prev)) { into = Float32Array.from(prev); owned.add(into); grads.set(t, into); }
+      if (!owned.has(prev)) {
+        into = Float32Array.from(prev);
+        owned.add(into);
+        grads.set(t, into);
+      }
       for (let i = 0; i < g.length; i++) into[i] += g[i];
     };
     if (opts.seed) {
-      check(opts.seed.size === y.size, () => `backward: seed of shape [${opts.seed!.shape.join(', ')}] for a metric of shape [${y.shape.join(', ')}]`);
+      check(
+        opts.seed.size === y.size,
+        () => `backward: seed of shape [${opts.seed!.shape.join(', ')}] for a metric of shape [${y.shape.join(', ')}]`,
+      );
       grads.set(y, Float32Array.from(opts.seed.f32()));
     } else grads.set(y, new Float32Array(y.size).fill(1));
     for (let i = this.nodes.length - 1; i >= 0; i--) {
@@ -122,7 +158,9 @@ export class Tape {
 }
 
 /** The recording tape, or null (the common, free case). */
-export function currentTape(): Tape | null { return active; }
+export function currentTape(): Tape | null {
+  return active;
+}
 
 /** The active tape when any of `xs` is tracked on it, else null: ops record only then. */
 export function tapeFor(...xs: unknown[]): Tape | null {
@@ -149,15 +187,26 @@ export function withGrad<R>(fn: (tape: Tape) => R): { out: R; tape: Tape } {
 export function noGrad<R>(fn: () => R): R {
   const prev = active;
   active = null;
-  try { return fn(); } finally { active = prev; }
+  try {
+    return fn();
+  } finally {
+    active = prev;
+  }
 }
 
 /**
  * Functional form: the value of the scalar (or seeded) `fn(...inputs)` and its gradient with
  * respect to each input (same shapes), in one forward and one backward pass.
  */
-export function grad(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opts: { seed?: Tensor } = {}): { value: Tensor; grads: Tensor[] } {
-  const { out, tape } = withGrad((tp) => { tp.watch(...inputs); return fn(...inputs); });
+export function grad(
+  fn: (...xs: Tensor[]) => Tensor,
+  inputs: Tensor[],
+  opts: { seed?: Tensor } = {},
+): { value: Tensor; grads: Tensor[] } {
+  const { out, tape } = withGrad((tp) => {
+    tp.watch(...inputs);
+    return fn(...inputs);
+  });
   if (!tape.isTracked(out)) return { value: out, grads: inputs.map((x) => Tensor.zeros(x.shape)) };
   const g = tape.backward(out, opts);
   return { value: out, grads: inputs.map((x) => g.get(x)) };
@@ -175,8 +224,10 @@ export function hookGrad(x: Tensor, fn: GradHook): Tensor {
   return tape.record(y, (g, acc) => {
     const r = fn(new Tensor(g, x.shape));
     if (r instanceof Tensor) {
-      check(r.size === x.size && r.ndim === x.ndim && r.shape.every((d, i) => d === x.shape[i]),
-        () => `a backward hook returned shape [${r.shape.join(', ')}] for a gradient of shape [${x.shape.join(', ')}]`);
+      check(
+        r.size === x.size && r.ndim === x.ndim && r.shape.every((d, i) => d === x.shape[i]),
+        () => `a backward hook returned shape [${r.shape.join(', ')}] for a gradient of shape [${x.shape.join(', ')}]`,
+      );
       acc(x, Float32Array.from(r.f32()));
     } else acc(x, g);
   });

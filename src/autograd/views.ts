@@ -16,7 +16,11 @@ export function sum(x: Tensor, axis?: number, keepdim = false): Tensor {
   if (!tape) return out;
   return tape.record(out, (g, acc) => {
     let gs: Tensor;
-    if (axis === undefined) gs = new Tensor(g, x.shape.map(() => 1));
+    if (axis === undefined)
+      gs = new Tensor(
+        g,
+        x.shape.map(() => 1),
+      );
     else gs = keepdim ? new Tensor(g, out.shape) : new Tensor(g, out.shape).unsqueeze(normAxis(axis, x.ndim));
     acc(x, gs.expand(x.shape).f32());
   });
@@ -41,15 +45,22 @@ export function view(x: Tensor, f: (t: Tensor) => Tensor): Tensor {
     const gx = new Float32Array(x.size);
     const gv = f(new Tensor(gx, x.shape));
     check(gv.data === gx, 'internal: a differentiable view must be a view (no copy) of a contiguous tensor');
-    if (gv.isContiguous()) gx.set(g, gv.offset); // a contiguous block (slices of the first axes, reshapes)
-    else { let i = 0; forEachOffset(gv.shape, gv.strides, gv.offset, (o) => { gx[o] += g[i++]; }); }
+    if (gv.isContiguous())
+      gx.set(g, gv.offset); // a contiguous block (slices of the first axes, reshapes)
+    else {
+      let i = 0;
+      forEachOffset(gv.shape, gv.strides, gv.offset, (o) => {
+        gx[o] += g[i++];
+      });
+    }
     acc(x, gx);
   });
 }
 export const reshape = (x: Tensor, shape: Shape) => view(x, (t) => t.reshape(shape));
 export const permute = (x: Tensor, ...axes: number[]) => view(x, (t) => t.permute(...axes));
 export const transpose = (x: Tensor, a = -2, b = -1) => view(x, (t) => t.transpose(a, b));
-export const slice = (x: Tensor, axis: number, start?: number, end?: number, step = 1) => view(x, (t) => t.slice(axis, start, end, step));
+export const slice = (x: Tensor, axis: number, start?: number, end?: number, step = 1) =>
+  view(x, (t) => t.slice(axis, start, end, step));
 export const index = (x: Tensor, axis: number, i: number) => view(x, (t) => t.index(axis, i));
 export const unsqueeze = (x: Tensor, axis: number) => view(x, (t) => t.unsqueeze(axis));
 export const squeeze = (x: Tensor, axis?: number) => view(x, (t) => t.squeeze(axis));
@@ -77,16 +88,22 @@ export function copy(x: Tensor): Tensor {
  */
 export function gather(x: Tensor, idx: Tensor): Tensor {
   const V = x.shape[x.ndim - 1];
-  check(idx.ndim === x.ndim && idx.shape.slice(0, -1).every((d, i) => d === x.shape[i]),
-    () => `gather: index shape [${idx.shape.join(', ')}] does not fit [${x.shape.join(', ')}] (needs [...leading, K])`);
-  const K = idx.shape[idx.ndim - 1], rows = idx.size / Math.max(K, 1);
-  const xv = x.f32(), iv = idx.f32();
+  check(
+    idx.ndim === x.ndim && idx.shape.slice(0, -1).every((d, i) => d === x.shape[i]),
+    () => `gather: index shape [${idx.shape.join(', ')}] does not fit [${x.shape.join(', ')}] (needs [...leading, K])`,
+  );
+  const K = idx.shape[idx.ndim - 1],
+    rows = idx.size / Math.max(K, 1);
+  const xv = x.f32(),
+    iv = idx.f32();
   const out = new Float32Array(idx.size);
-  for (let r = 0; r < rows; r++) for (let k = 0; k < K; k++) {
-    const j = iv[r * K + k];
-    if (!Number.isInteger(j) || j < 0 || j >= V) throw new TypelensError(`gather: index ${j} outside [0, ${V})`, 'EINDEX');
-    out[r * K + k] = xv[r * V + j];
-  }
+  for (let r = 0; r < rows; r++)
+    for (let k = 0; k < K; k++) {
+      const j = iv[r * K + k];
+      if (!Number.isInteger(j) || j < 0 || j >= V)
+        throw new TypelensError(`gather: index ${j} outside [0, ${V})`, 'EINDEX');
+      out[r * K + k] = xv[r * V + j];
+    }
   const res = new Tensor(out, idx.shape);
   const tape = tapeFor(x);
   if (!tape) return res;

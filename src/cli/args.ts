@@ -5,7 +5,11 @@ import { Tensor } from '../tensor/index.js';
 import { defaultThreads } from '../kernels/index.js';
 
 /** A usage mistake: exit code 2 with the usage text. */
-export class UsageError extends TypelensError { constructor(m: string) { super(m, 'EUSAGE'); } }
+export class UsageError extends TypelensError {
+  constructor(m: string) {
+    super(m, 'EUSAGE');
+  }
+}
 
 export type Flags = Record<string, string | boolean | undefined>;
 
@@ -47,12 +51,19 @@ export const existingModelDir = (dir: string): string => {
 
 /** --tokens "1,2,3;4,5,6": rows of token ids, all the same length. */
 export function parseTokens(s: string): Tensor {
-  const rows = s.split(';').map((r) => r.split(',').map((x) => x.trim()).filter((x) => x !== '').map((x) => {
-    const n = Number(x);
-    if (!Number.isInteger(n)) throw new UsageError(`--tokens: "${x}" is not an integer token id`);
-    return n;
-  }));
-  if (rows.some((r) => r.length !== rows[0].length)) throw new UsageError('--tokens: every row must have the same length');
+  const rows = s.split(';').map((r) =>
+    r
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '')
+      .map((x) => {
+        const n = Number(x);
+        if (!Number.isInteger(n)) throw new UsageError(`--tokens: "${x}" is not an integer token id`);
+        return n;
+      }),
+  );
+  if (rows.some((r) => r.length !== rows[0].length))
+    throw new UsageError('--tokens: every row must have the same length');
   if (rows[0].length === 0) throw new UsageError('--tokens: no token ids given');
   return Tensor.from(rows.flat(), [rows.length, rows[0].length]);
 }

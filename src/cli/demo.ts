@@ -9,9 +9,15 @@ import { existingModelDir, parse, threads, UsageError } from './args.js';
 import { ForwardPool } from '../parallel/pool.js';
 
 const DEFAULT_SEED = 0;
-export const DEMO_FLAGS = { foldLn: true, centerWritingWeights: true, centerUnembed: true, refactorFactoredAttnMatrices: true };
+export const DEMO_FLAGS = {
+  foldLn: true,
+  centerWritingWeights: true,
+  centerUnembed: true,
+  refactorFactoredAttnMatrices: true,
+};
 
-const RANDOM_BANNER = 'GPT-2 small weights were not found in weights/gpt2-small/, so this run uses a seeded RANDOM ' +
+const RANDOM_BANNER =
+  'GPT-2 small weights were not found in weights/gpt2-small/, so this run uses a seeded RANDOM ' +
   'gpt2-small-shaped checkpoint: every number is meaningless as interpretability. To get the real weights run ' +
   '`npx typelens fetch-weights gpt2-small` on a machine with internet access (or copy HuggingFace ' +
   "openai-community/gpt2's config.json and model.safetensors into weights/gpt2-small/).";
@@ -21,11 +27,18 @@ const RANDOM_BANNER = 'GPT-2 small weights were not found in weights/gpt2-small/
  * prints and writes OUT/index.html with every figure.
  */
 export async function runDemo(argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { model: { type: 'string' }, out: { type: 'string' }, prompts: { type: 'string' }, threads: { type: 'string' }, 'weight-space': { type: 'boolean' } });
+  const { values: v } = parse(argv, {
+    model: { type: 'string' },
+    out: { type: 'string' },
+    prompts: { type: 'string' },
+    threads: { type: 'string' },
+    'weight-space': { type: 'boolean' },
+  });
   const nthreads = threads(v.threads);
   wasmBackend()?.setThreads(nthreads);
   let variant = v.prompts as DemoVariant | undefined;
-  if (variant !== undefined && variant !== 'classic' && variant !== 'seed') throw new UsageError(`--prompts must be classic or seed, got "${v.prompts}"`);
+  if (variant !== undefined && variant !== 'classic' && variant !== 'seed')
+    throw new UsageError(`--prompts must be classic or seed, got "${v.prompts}"`);
   const out = resolve((v.out as string | undefined) ?? 'demo-report');
   let dir = v.model as string | undefined;
   let banner: string | undefined;
@@ -38,7 +51,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log('='.repeat(78));
     console.log(`NOTE: ${banner}`.replace(/(.{1,77})(\s|$)/g, '$1\n').trimEnd());
     console.log('='.repeat(78));
-    if (!existsSync(join(dir, 'model.safetensors'))) makeWeights(dir, PRESETS['gpt2-small'], DEFAULT_SEED, progress('generating random gpt2-small'));
+    if (!existsSync(join(dir, 'model.safetensors')))
+      makeWeights(dir, PRESETS['gpt2-small'], DEFAULT_SEED, progress('generating random gpt2-small'));
     // The 8-prompt sweeps take minutes on one core and say nothing about random weights: the
     // embedded default runs the single-prompt (seed) variant unless --prompts classic is given.
     variant ??= 'seed';
@@ -50,12 +64,20 @@ export async function runDemo(argv: string[]): Promise<number> {
     console.log(`Loaded pretrained model ${dir === real ? 'gpt2-small' : dir} into HookedTransformer`);
     console.error(`(loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s, backend ${model.backend.name})`);
     const t1 = performance.now();
-    const pool = nthreads > 1 && model.backend.sharedMemory ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
+    const pool =
+      nthreads > 1 && model.backend.sharedMemory ? await ForwardPool.create(model, { threads: nthreads }) : undefined;
     if (pool) console.error(`(patching sweeps on ${nthreads} worker threads)`);
-    const result = await exploratoryDemo(model, ioiData(model, variant), { banner, progress, pool, weightSpace: !!v['weight-space'] });
+    const result = await exploratoryDemo(model, ioiData(model, variant), {
+      banner,
+      progress,
+      pool,
+      weightSpace: !!v['weight-space'],
+    });
     const path = join(out, 'index.html');
     result.report.write(path);
-    console.log(`\nwrote ${path} (${result.report.figures.length} figures) in ${((performance.now() - t1) / 1000).toFixed(1)} s`);
+    console.log(
+      `\nwrote ${path} (${result.report.figures.length} figures) in ${((performance.now() - t1) / 1000).toFixed(1)} s`,
+    );
   } finally {
     model.dispose();
   }

@@ -3,17 +3,32 @@ import { HookedTransformer } from '../model/hooked-transformer.js';
 import { decodeTokens } from '../model/tokenizer.js';
 import { existingModelDir, int, need, parse, UsageError } from './args.js';
 
-const num = (v: string | boolean | undefined, flag: string, ok: (n: number) => boolean, what: string): number | undefined => {
+const num = (
+  v: string | boolean | undefined,
+  flag: string,
+  ok: (n: number) => boolean,
+  what: string,
+): number | undefined => {
   if (v === undefined) return undefined;
   const n = typeof v === 'string' ? Number(v) : NaN;
   if (!Number.isFinite(n) || !ok(n)) throw new UsageError(`${flag} must be ${what}, got "${v}"`);
   return n;
 };
 
-export async function cmdGenerate(argv: string[], write: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+export async function cmdGenerate(
+  argv: string[],
+  write: (s: string) => void = (s) => process.stdout.write(s),
+): Promise<number> {
   const { values: v } = parse(argv, {
-    model: { type: 'string' }, prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, temperature: { type: 'string' },
-    seed: { type: 'string' }, 'top-k': { type: 'string' }, 'top-p': { type: 'string' }, 'no-kv-cache': { type: 'boolean' }, 'no-stop-at-eos': { type: 'boolean' },
+    model: { type: 'string' },
+    prompt: { type: 'string' },
+    'max-new-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    seed: { type: 'string' },
+    'top-k': { type: 'string' },
+    'top-p': { type: 'string' },
+    'no-kv-cache': { type: 'boolean' },
+    'no-stop-at-eos': { type: 'boolean' },
   });
   const dir = need(v.model, '--model DIR');
   const prompt = need(v.prompt, '--prompt TEXT');
@@ -33,14 +48,29 @@ export async function cmdGenerate(argv: string[], write: (s: string) => void = (
     const flush = (final: boolean) => {
       const text = decodeTokens(ids);
       const ready = final ? text : text.replace(/\uFFFD+$/, '');
-      if (ready.length > shown.length && ready.startsWith(shown)) { write(ready.slice(shown.length)); shown = ready; }
+      if (ready.length > shown.length && ready.startsWith(shown)) {
+        write(ready.slice(shown.length));
+        shown = ready;
+      }
     };
     model.generate(prompt, {
-      maxNewTokens, temperature, doSample: temperature > 0, seed, topK, topP, usePastKvCache: !v['no-kv-cache'], stopAtEos: !v['no-stop-at-eos'],
-      onToken: ([id]) => { ids.push(id); flush(false); },
+      maxNewTokens,
+      temperature,
+      doSample: temperature > 0,
+      seed,
+      topK,
+      topP,
+      usePastKvCache: !v['no-kv-cache'],
+      stopAtEos: !v['no-stop-at-eos'],
+      onToken: ([id]) => {
+        ids.push(id);
+        flush(false);
+      },
     });
     flush(true);
     write('\n');
-  } finally { model.dispose(); }
+  } finally {
+    model.dispose();
+  }
   return 0;
 }

@@ -31,21 +31,34 @@ ${VERIFY_USAGE}`;
 
 async function cmdRun(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
-    model: { type: 'string' }, tokens: { type: 'string' }, prompt: { type: 'string' }, out: { type: 'string' },
-    'no-processing': { type: 'boolean' }, dtype: { type: 'string' }, cache: { type: 'string' }, repeat: { type: 'string' }, threads: { type: 'string' },
+    model: { type: 'string' },
+    tokens: { type: 'string' },
+    prompt: { type: 'string' },
+    out: { type: 'string' },
+    'no-processing': { type: 'boolean' },
+    dtype: { type: 'string' },
+    cache: { type: 'string' },
+    repeat: { type: 'string' },
+    threads: { type: 'string' },
   });
   if (v.threads !== undefined) wasmBackend()?.setThreads(threads(v.threads));
   const dir = need(v.model, '--model DIR');
   const out = need(v.out, '--out FILE.safetensors');
-  if ((v.tokens === undefined) === (v.prompt === undefined)) throw new UsageError('give exactly one of --tokens or --prompt');
+  if ((v.tokens === undefined) === (v.prompt === undefined))
+    throw new UsageError('give exactly one of --tokens or --prompt');
   const dtype = (v.dtype ?? 'f32') as DType;
-  if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${v.dtype}"`);
+  if (!['f32', 'f16', 'bf16'].includes(dtype))
+    throw new UsageError(`--dtype must be f32, f16 or bf16, got "${v.dtype}"`);
   const repeat = int(v.repeat, '--repeat', 0);
   existingModelDir(dir);
   const model = HookedTransformer.fromDir(dir, { ...(v['no-processing'] ? NO_PROCESSING : {}), dtype });
   const input = v.tokens !== undefined ? parseTokens(v.tokens as string) : model.toTokens(v.prompt as string);
-  const names = v.cache === undefined ? [] : v.cache === 'all' ? null : (v.cache as string).split(',').map((s) => s.trim());
-  const go = () => (names && names.length === 0 ? { logits: model.forward(input), cache: null } : model.runWithCache(input, { namesFilter: names ?? undefined }));
+  const names =
+    v.cache === undefined ? [] : v.cache === 'all' ? null : (v.cache as string).split(',').map((s) => s.trim());
+  const go = () =>
+    names && names.length === 0
+      ? { logits: model.forward(input), cache: null }
+      : model.runWithCache(input, { namesFilter: names ?? undefined });
   const { logits, cache } = go();
   // one safetensors file: the activations, then the logits; its metadata (config, token ids, hook
   // names) makes it loadable by ActivationCache.load
@@ -55,7 +68,11 @@ async function cmdRun(argv: string[]): Promise<number> {
   console.log(`wrote ${out}: logits [${logits.shape.join(', ')}]${cache ? ` + ${cache.size} cached activations` : ''}`);
   if (repeat > 0) {
     const times: number[] = [];
-    for (let i = 0; i < repeat; i++) { const t0 = performance.now(); go(); times.push(performance.now() - t0); }
+    for (let i = 0; i < repeat; i++) {
+      const t0 = performance.now();
+      go();
+      times.push(performance.now() - t0);
+    }
     times.sort((a, b) => a - b);
     console.log(`forward median: ${times[Math.floor(times.length / 2)].toFixed(2)} ms`);
   }
@@ -88,13 +105,15 @@ async function cmdMakeWeights(argv: string[]): Promise<number> {
 
 async function cmdFetchWeights(argv: string[]): Promise<number> {
   const { values: v, positionals } = parse(argv, { dir: { type: 'string' }, 'base-url': { type: 'string' } });
-  if (positionals.length !== 1) throw new UsageError(`fetch-weights needs one model name (${Object.keys(CHECKPOINTS).join(', ')})`);
+  if (positionals.length !== 1)
+    throw new UsageError(`fetch-weights needs one model name (${Object.keys(CHECKPOINTS).join(', ')})`);
   const ckpt = CHECKPOINTS[positionals[0]];
   if (!ckpt) throw new UsageError(`unknown model "${positionals[0]}" (known: ${Object.keys(CHECKPOINTS).join(', ')})`);
   const dir = resolve((v.dir as string | undefined) ?? join('weights', positionals[0]));
   const bars = new Map<string, ReturnType<typeof progress>>();
   await fetchWeights(ckpt, {
-    dir, baseUrl: v['base-url'] as string | undefined,
+    dir,
+    baseUrl: v['base-url'] as string | undefined,
     onProgress: (file, done, total) => {
       if (!bars.has(file)) bars.set(file, progress(`${file} (bytes)`));
       bars.get(file)?.(done, total || done);
@@ -109,19 +128,38 @@ export async function run(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
-      case 'run': return await cmdRun(rest);
-      case 'test-prompt': return await cmdTestPrompt(rest);
-      case 'generate': return await cmdGenerate(rest);
-      case 'make-weights': return await cmdMakeWeights(rest);
-      case 'demo': return await runDemo(rest);
-      case 'fetch-weights': return await cmdFetchWeights(rest);
-      case 'verify': return await runVerify(rest);
-      case undefined: case '-h': case '--help': case 'help': console.log(USAGE); return cmd === undefined ? 2 : 0;
-      default: throw new UsageError(`unknown command "${cmd}"`);
+      case 'run':
+        return await cmdRun(rest);
+      case 'test-prompt':
+        return await cmdTestPrompt(rest);
+      case 'generate':
+        return await cmdGenerate(rest);
+      case 'make-weights':
+        return await cmdMakeWeights(rest);
+      case 'demo':
+        return await runDemo(rest);
+      case 'fetch-weights':
+        return await cmdFetchWeights(rest);
+      case 'verify':
+        return await runVerify(rest);
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        console.log(USAGE);
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}"`);
     }
   } catch (e) {
-    if (e instanceof UsageError) { console.error(`typelens: ${e.message}\n\n${USAGE}`); return 2; }
-    if (e instanceof TypelensError) { console.error(`typelens: ${e.message}`); return 1; }
+    if (e instanceof UsageError) {
+      console.error(`typelens: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof TypelensError) {
+      console.error(`typelens: ${e.message}`);
+      return 1;
+    }
     console.error(`typelens: internal error: ${(e as Error).stack ?? e}`);
     return 70;
   }

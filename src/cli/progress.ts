@@ -9,10 +9,20 @@ export function progress(label: string): ((done: number, total: number) => void)
   let bar: cliProgress.SingleBar | null = null;
   return (done, total) => {
     if (!bar) {
-      bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {value}/{total} {duration_formatted}`, stream: process.stderr, clearOnComplete: false }, cliProgress.Presets.shades_classic);
+      bar = new cliProgress.SingleBar(
+        {
+          format: `${label} [{bar}] {value}/{total} {duration_formatted}`,
+          stream: process.stderr,
+          clearOnComplete: false,
+        },
+        cliProgress.Presets.shades_classic,
+      );
       bar.start(total, 0);
     }
     bar.update(done);
-    if (done >= total) { bar.stop(); bar = null; }
+    if (done >= total) {
+      bar.stop();
+      bar = null;
+    }
   };
 }

@@ -20,7 +20,10 @@ export const DEFAULT_VERIFY_PROMPT = 'When John and Mary went to the shops, John
 /** `--answers " A"," B"` (the shell hands over ` A, B`) or `--answers 123,456` (token ids). */
 function parseAnswers(s: string): [number | string, number | string] {
   const parts = s.split(',');
-  if (parts.length !== 2 || parts.some((p) => p === '')) throw new UsageError(`--answers needs exactly two answers, correct then incorrect (" A"," B" or 123,456), got "${s}"`);
+  if (parts.length !== 2 || parts.some((p) => p === ''))
+    throw new UsageError(
+      `--answers needs exactly two answers, correct then incorrect (" A"," B" or 123,456), got "${s}"`,
+    );
   const ids = parts.every((p) => /^\s*\d+\s*$/.test(p));
   return ids ? [Number(parts[0]), Number(parts[1])] : [parts[0], parts[1]];
 }
@@ -35,27 +38,42 @@ const jsonReplacer = (_k: string, v: unknown) => (typeof v === 'number' && !Numb
  */
 export async function runVerify(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
-    model: { type: 'string' }, prompt: { type: 'string' }, tokens: { type: 'string' }, answers: { type: 'string' }, dtype: { type: 'string' },
-    json: { type: 'string' }, 'no-processing': { type: 'boolean' }, only: { type: 'string' }, k: { type: 'string' }, 'inject-fault': { type: 'string' },
+    model: { type: 'string' },
+    prompt: { type: 'string' },
+    tokens: { type: 'string' },
+    answers: { type: 'string' },
+    dtype: { type: 'string' },
+    json: { type: 'string' },
+    'no-processing': { type: 'boolean' },
+    only: { type: 'string' },
+    k: { type: 'string' },
+    'inject-fault': { type: 'string' },
     threads: { type: 'string' },
   });
   if (v.threads !== undefined) wasmBackend()?.setThreads(threads(v.threads));
   const dir = need(v.model, '--model DIR');
-  if (v.tokens !== undefined && v.prompt !== undefined) throw new UsageError('give at most one of --tokens or --prompt');
+  if (v.tokens !== undefined && v.prompt !== undefined)
+    throw new UsageError('give at most one of --tokens or --prompt');
   const dtype = (v.dtype ?? 'f32') as DType;
-  if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new UsageError(`--dtype must be f32, f16 or bf16, got "${v.dtype}"`);
+  if (!['f32', 'f16', 'bf16'].includes(dtype))
+    throw new UsageError(`--dtype must be f32, f16 or bf16, got "${v.dtype}"`);
   let k: number | undefined;
   if (v.k !== undefined) {
     k = Number(v.k);
     if (!(k > 0) || !Number.isFinite(k)) throw new UsageError(`--k must be a positive number, got "${v.k}"`);
   }
   const fault = v['inject-fault'] as FaultName | undefined;
-  if (fault !== undefined && !(fault in FAULTS)) throw new UsageError(`--inject-fault must be one of ${Object.keys(FAULTS).join(', ')}, got "${fault}"`);
+  if (fault !== undefined && !(fault in FAULTS))
+    throw new UsageError(`--inject-fault must be one of ${Object.keys(FAULTS).join(', ')}, got "${fault}"`);
   const answers = v.answers !== undefined ? parseAnswers(v.answers as string) : undefined;
   const tokenRows = v.tokens !== undefined ? parseTokens(v.tokens as string) : undefined;
   if (!existsSync(dir)) throw new TypelensError(`--model: ${dir} does not exist`, 'ENOENT');
 
-  const model = HookedTransformer.fromDir(dir, { ...(v['no-processing'] ? NO_PROCESSING : DEFAULT_PROCESSING), dtype, onProgress: progress('loading the model') });
+  const model = HookedTransformer.fromDir(dir, {
+    ...(v['no-processing'] ? NO_PROCESSING : DEFAULT_PROCESSING),
+    dtype,
+    onProgress: progress('loading the model'),
+  });
   try {
     let input: Tensor | string;
     if (tokenRows) input = tokenRows;
@@ -63,18 +81,36 @@ export async function runVerify(argv: string[]): Promise<number> {
     else if (model.cfg.d_vocab >= 50257) input = DEFAULT_VERIFY_PROMPT;
     else {
       // a small vocabulary (test checkpoints): BOS then a fixed spread of ids
-      const V = model.cfg.d_vocab, n = Math.min(model.cfg.n_ctx, 12);
-      input = Tensor.from([model.cfg.bos_token_id, ...Array.from({ length: n - 1 }, (_, i) => (i * 37 + 11) % V)], [1, n]);
+      const V = model.cfg.d_vocab,
+        n = Math.min(model.cfg.n_ctx, 12);
+      input = Tensor.from(
+        [model.cfg.bos_token_id, ...Array.from({ length: n - 1 }, (_, i) => (i * 37 + 11) % V)],
+        [1, n],
+      );
     }
     const load = loaderFromDir(dir, { dtype });
-    let opts: VerifyOptions = { load, answers, k, only: v.only !== undefined ? (v.only as string).split(',').map((s) => s.trim()).filter(Boolean) : undefined };
+    let opts: VerifyOptions = {
+      load,
+      answers,
+      k,
+      only:
+        v.only !== undefined
+          ? (v.only as string)
+              .split(',')
+              .map((s) => s.trim())
+              .filter(Boolean)
+          : undefined,
+    };
     if (fault) opts = { ...opts, ...FAULTS[fault](model, load) };
     const bar = progress('verifying');
     const report = verify(model, input, { ...opts, onProgress: bar && ((done, total) => bar(done, total)) });
     console.log(formatVerifyTable(report));
     if (v.json !== undefined) {
       const path = resolve(v.json as string);
-      writeFileAtomic(path, JSON.stringify({ checkpoint: dir, injectedFault: fault ?? null, ...report }, jsonReplacer, 2) + '\n');
+      writeFileAtomic(
+        path,
+        JSON.stringify({ checkpoint: dir, injectedFault: fault ?? null, ...report }, jsonReplacer, 2) + '\n',
+      );
       console.log(`wrote ${v.json}`);
     }
     return report.ok ? 0 : 1;

@@ -38,16 +38,35 @@ export function restoredFractionGrad(data: IoiData, original: number, corrupted:
 
 function pearson(a: Float32Array, b: Float32Array): number {
   const n = a.length;
-  let ma = 0, mb = 0;
-  for (let i = 0; i < n; i++) { ma += a[i] / n; mb += b[i] / n; }
-  let sab = 0, saa = 0, sbb = 0;
-  for (let i = 0; i < n; i++) { const x = a[i] - ma, y = b[i] - mb; sab += x * y; saa += x * x; sbb += y * y; }
+  let ma = 0,
+    mb = 0;
+  for (let i = 0; i < n; i++) {
+    ma += a[i] / n;
+    mb += b[i] / n;
+  }
+  let sab = 0,
+    saa = 0,
+    sbb = 0;
+  for (let i = 0; i < n; i++) {
+    const x = a[i] - ma,
+      y = b[i] - mb;
+    sab += x * y;
+    saa += x * x;
+    sbb += y * y;
+  }
   return saa > 0 && sbb > 0 ? sab / Math.sqrt(saa * sbb) : NaN;
 }
 
 /** Compute, print and plot the comparison (activation patching on the pool when there is one). */
-export async function attributionPatchingSection(out: DemoOutput, model: HookedTransformer, data: IoiData, cache: ActivationCache,
-  original: number, corrupted: number, opts: { pool?: ForwardPool; progress?: (label: string) => ((done: number, total: number) => void) | undefined } = {}): Promise<AttributionComparison> {
+export async function attributionPatchingSection(
+  out: DemoOutput,
+  model: HookedTransformer,
+  data: IoiData,
+  cache: ActivationCache,
+  original: number,
+  corrupted: number,
+  opts: { pool?: ForwardPool; progress?: (label: string) => ((done: number, total: number) => void) | undefined } = {},
+): Promise<AttributionComparison> {
   const { n_layers: L, n_heads: H } = model.cfg;
   const metric = restoredFraction(data, original, corrupted);
   const o = { onProgress: opts.progress?.('activation patching (timed)'), lastPositionLogits: true };
@@ -57,22 +76,44 @@ export async function attributionPatchingSection(out: DemoOutput, model: HookedT
     : getActPatchAttnHeadOutAllPos(model, data.corruptedTokens, cache, metric, o);
   const activationMs = performance.now() - t0;
   t0 = performance.now();
-  const attribution = getAttrPatchAttnHeadOutAllPos(model, data.corruptedTokens, cache, restoredFractionGrad(data, original, corrupted), { lastPositionLogits: true });
+  const attribution = getAttrPatchAttnHeadOutAllPos(
+    model,
+    data.corruptedTokens,
+    cache,
+    restoredFractionGrad(data, original, corrupted),
+    { lastPositionLogits: true },
+  );
   const attributionMs = performance.now() - t0;
   const correlation = pearson(activation.f32(), attribution.f32());
 
   const { report } = out;
-  report.heading('Attribution patching').para('Attribution patching approximates activation patching to first order: (clean − corrupted activation) · ∂metric/∂activation ' +
-    'at the corrupted run, for every head at once from one forward and one backward pass (Neel Nanda, "Attribution Patching: Activation Patching At Industrial Scale"). ' +
-    `Activation patching needs one forward per head (${L * H} here). Points near the diagonal are heads where the linear approximation holds.`);
-  out.print(`Activation patching, ${L * H} heads: ${(activationMs / 1000).toFixed(2)} s${opts.pool ? ' (worker pool)' : ''}`);
-  out.print(`Attribution patching, ${L * H} heads: ${(attributionMs / 1000).toFixed(2)} s (one forward + one backward)`);
+  report
+    .heading('Attribution patching')
+    .para(
+      'Attribution patching approximates activation patching to first order: (clean − corrupted activation) · ∂metric/∂activation ' +
+        'at the corrupted run, for every head at once from one forward and one backward pass (Neel Nanda, "Attribution Patching: Activation Patching At Industrial Scale"). ' +
+        `Activation patching needs one forward per head (${L * H} here). Points near the diagonal are heads where the linear approximation holds.`,
+    );
+  out.print(
+    `Activation patching, ${L * H} heads: ${(activationMs / 1000).toFixed(2)} s${opts.pool ? ' (worker pool)' : ''}`,
+  );
+  out.print(
+    `Attribution patching, ${L * H} heads: ${(attributionMs / 1000).toFixed(2)} s (one forward + one backward)`,
+  );
   out.print(`Correlation between the two: ${correlation.toFixed(3)}`);
   out.printed();
   const grid = (t: Tensor) => t.toNested() as number[][];
   report.imshow(grid(attribution), { xTitle: 'Head', yTitle: 'Layer', title: 'Attribution Patching of Head Outputs' });
   const labels = Array.from({ length: L * H }, (_, i) => `L${Math.floor(i / H)}H${i % H}`);
-  report.scatter({ x: activation.toArray(), y: attribution.toArray(), xTitle: 'Activation Patch', yTitle: 'Attribution Patch', hover: labels,
-    color: labels.map((_, i) => Math.floor(i / H)), colorTitle: 'Layer', title: 'Attribution vs Activation Patching of Head Outputs' });
+  report.scatter({
+    x: activation.toArray(),
+    y: attribution.toArray(),
+    xTitle: 'Activation Patch',
+    yTitle: 'Attribution Patch',
+    hover: labels,
+    color: labels.map((_, i) => Math.floor(i / H)),
+    colorTitle: 'Layer',
+    title: 'Attribution vs Activation Patching of Head Outputs',
+  });
   return { activation, attribution, activationMs, attributionMs, correlation };
 }

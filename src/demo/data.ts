@@ -14,10 +14,10 @@ export interface IoiData {
   variant: DemoVariant;
   prompts: string[];
   answers: [string, string][];
-  tokens: Tensor;            // [B, P]
-  answerTokens: Tensor;      // [B, 2]
+  tokens: Tensor; // [B, P]
+  answerTokens: Tensor; // [B, 2]
   corruptedPrompts: string[];
-  corruptedTokens: Tensor;   // [B, P]
+  corruptedTokens: Tensor; // [B, P]
   /** The prompt and answer of the notebook's utils.test_prompt cell, or null to leave that cell out. */
   testPrompt: [string, string] | null;
   /** "Research in mechanistic ..." twice with BOS (cell 94): [1, 43]. */
@@ -33,12 +33,23 @@ const TEMPLATES = [
   'When Dan and Sid went to the shops,{} gave an apple to',
   'After Martin and Amy went to the park,{} gave a drink to',
 ];
-const NAMES: [string, string][] = [[' Mary', ' John'], [' Tom', ' James'], [' Dan', ' Sid'], [' Martin', ' Amy']];
-export const EXAMPLE_TEXT = 'Research in mechanistic interpretability seeks to explain behaviors of machine learning models in terms of their internal components.';
+const NAMES: [string, string][] = [
+  [' Mary', ' John'],
+  [' Tom', ' James'],
+  [' Dan', ' Sid'],
+  [' Martin', ' Amy'],
+];
+export const EXAMPLE_TEXT =
+  'Research in mechanistic interpretability seeks to explain behaviors of machine learning models in terms of their internal components.';
 
 /** Cell 22 (classic: 4 templates x 2 orders) or the seed variant's single prompt. */
-export function ioiPrompts(variant: DemoVariant): { prompts: string[]; answers: [string, string][]; corruptedPrompts: string[] } {
-  const prompts: string[] = [], answers: [string, string][] = [];
+export function ioiPrompts(variant: DemoVariant): {
+  prompts: string[];
+  answers: [string, string][];
+  corruptedPrompts: string[];
+} {
+  const prompts: string[] = [],
+    answers: [string, string][] = [];
   TEMPLATES.forEach((t, i) => {
     for (const j of [0, 1]) {
       answers.push([NAMES[i][j], NAMES[i][1 - j]]);
@@ -47,7 +58,8 @@ export function ioiPrompts(variant: DemoVariant): { prompts: string[]; answers: 
   });
   // cell 59: each pair swapped, same answers
   const corrupted = prompts.map((_, i) => prompts[i ^ 1]);
-  if (variant === 'seed') return { prompts: prompts.slice(0, 1), answers: answers.slice(0, 1), corruptedPrompts: corrupted.slice(0, 1) };
+  if (variant === 'seed')
+    return { prompts: prompts.slice(0, 1), answers: answers.slice(0, 1), corruptedPrompts: corrupted.slice(0, 1) };
   return { prompts, answers, corruptedPrompts: corrupted };
 }
 
@@ -62,15 +74,33 @@ export function ioiData(model: HookedTransformer, variant: DemoVariant): IoiData
   const { prompts, answers, corruptedPrompts } = ioiPrompts(variant);
   const tokens = model.toTokens(prompts, { prependBos: true });
   const corruptedTokens = model.toTokens(corruptedPrompts, { prependBos: true });
-  const answerTokens = Tensor.from(answers.flatMap(([a, b]) => [model.toSingleToken(a), model.toSingleToken(b)]), [answers.length, 2]);
+  const answerTokens = Tensor.from(
+    answers.flatMap(([a, b]) => [model.toSingleToken(a), model.toSingleToken(b)]),
+    [answers.length, 2],
+  );
   const example = model.toTokens(EXAMPLE_TEXT + EXAMPLE_TEXT, { prependBos: true });
   const seqLen = Math.min(100, Math.floor(model.cfg.n_ctx / 2));
   const rand = randint(100, Math.min(20000, model.cfg.d_vocab), 2 * seqLen, 0);
   const rows = [0, 1].map((b) => rand.slice(b * seqLen, (b + 1) * seqLen));
-  const repeatedRandomTokens = Tensor.from(rows.flatMap((r) => [...r, ...r]), [2, 2 * seqLen]);
-  const testPromptText = variant === 'classic'
-    ? 'After John and Mary went to the store, John gave a bottle of milk to'
-    : 'After John and Mary went to the shops, John gave a bottle of milk to';
-  return { variant, prompts, answers, tokens, answerTokens, corruptedPrompts, corruptedTokens, testPrompt: [testPromptText, ' Mary'],
-    exampleRepeatedTokens: example, repeatedRandomTokens, seqLen };
+  const repeatedRandomTokens = Tensor.from(
+    rows.flatMap((r) => [...r, ...r]),
+    [2, 2 * seqLen],
+  );
+  const testPromptText =
+    variant === 'classic'
+      ? 'After John and Mary went to the store, John gave a bottle of milk to'
+      : 'After John and Mary went to the shops, John gave a bottle of milk to';
+  return {
+    variant,
+    prompts,
+    answers,
+    tokens,
+    answerTokens,
+    corruptedPrompts,
+    corruptedTokens,
+    testPrompt: [testPromptText, ' Mary'],
+    exampleRepeatedTokens: example,
+    repeatedRandomTokens,
+    seqLen,
+  };
 }

@@ -38,33 +38,49 @@ export interface DemoResult {
   perPromptLogitDiff: Tensor;
   originalAverageLogitDiff: number;
   calculatedAverageLogitDiff: number;
-  logitLens: Tensor;           // [2L + 1]
+  logitLens: Tensor; // [2L + 1]
   logitLensLabels: string[];
-  perLayer: Tensor;            // [2L + 2]
+  perLayer: Tensor; // [2L + 2]
   perLayerLabels: string[];
-  perHead: Tensor;             // [L, H]
+  perHead: Tensor; // [L, H]
   topPositiveHeads: number[];
   topNegativeHeads: number[];
   corruptedAverageLogitDiff: number;
-  patchedResidPre: Tensor;     // [L, P]
+  patchedResidPre: Tensor; // [L, P]
   patchedAttnOut: Tensor;
   patchedMlpOut: Tensor;
-  patchedHeadZ: Tensor;        // [L, H]
+  patchedHeadZ: Tensor; // [L, H]
   patchedHeadV: Tensor;
   patchedHeadPattern: Tensor;
   topPatchedHeads: number[];
   headScores: HeadScores;
-  ablation: { head: number; original: number; postAblation: number; dla: number; naive: number; perHeadAblated: Tensor; lnScaleRatio: number };
+  ablation: {
+    head: number;
+    original: number;
+    postAblation: number;
+    dla: number;
+    naive: number;
+    perHeadAblated: Tensor;
+    lnScaleRatio: number;
+  };
   /** After the notebook: attribution vs activation patching of head outputs. */
   attribution: AttributionComparison;
   /** The weight-space section's numbers (absent when opts.weightSpace is false). */
   weightSpace?: WeightSpace;
 }
 
-export async function exploratoryDemo(model: HookedTransformer, data: IoiData, opts: DemoOptions = {}): Promise<DemoResult> {
+export async function exploratoryDemo(
+  model: HookedTransformer,
+  data: IoiData,
+  opts: DemoOptions = {},
+): Promise<DemoResult> {
   const { n_layers: L, n_heads: H } = model.cfg;
   const P = data.tokens.shape[1];
-  if (data.corruptedTokens.shape[1] !== P) throw new TypelensError(`clean and corrupted prompts must have the same length, got ${P} and ${data.corruptedTokens.shape[1]} tokens`, 'ESHAPE');
+  if (data.corruptedTokens.shape[1] !== P)
+    throw new TypelensError(
+      `clean and corrupted prompts must have the same length, got ${P} and ${data.corruptedTokens.shape[1]} tokens`,
+      'ESHAPE',
+    );
   const lines: string[] = [];
   const report = new Report(`Exploratory Analysis Demo (typelens, ${data.variant} prompts)`);
   if (opts.banner) report.banner(opts.banner);
@@ -72,8 +88,14 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   let mark = 0;
   const out: render.DemoOutput = {
     report,
-    print: (l) => { for (const x of l.split('\n')) lines.push(x); (opts.print ?? console.log)(l); },
-    printed: () => { report.pre(lines.slice(mark)); mark = lines.length; },
+    print: (l) => {
+      for (const x of l.split('\n')) lines.push(x);
+      (opts.print ?? console.log)(l);
+    },
+    printed: () => {
+      report.pre(lines.slice(mark));
+      mark = lines.length;
+    },
   };
 
   // the model and test_prompt; prompts, tokens, the metric
@@ -120,13 +142,36 @@ export async function exploratoryDemo(model: HookedTransformer, data: IoiData, o
   const weightSpace = opts.weightSpace ? weightSpaceSection(out, model, top.topPos) : undefined;
 
   return {
-    lines, report, perPromptLogitDiff: perPrompt, originalAverageLogitDiff: original, calculatedAverageLogitDiff: direct.calculated,
-    logitLens: components.logitLens, logitLensLabels: components.logitLensLabels, perLayer: components.perLayer, perLayerLabels: components.perLayerLabels,
-    perHead: components.perHead, topPositiveHeads: top.topPos, topNegativeHeads: top.topNeg, corruptedAverageLogitDiff: corrupted,
-    patchedResidPre: patched.residPre, patchedAttnOut: patched.attnOut, patchedMlpOut: patched.mlpOut, patchedHeadZ: patched.headZ,
-    patchedHeadV: patched.headV, patchedHeadPattern: patched.headPattern, topPatchedHeads: topPatched, headScores: scores,
-    ablation: { head: ablation.head, original, postAblation: ablation.postAblation, dla: ablation.dla, naive: original - ablation.dla,
-      perHeadAblated: ablated.perHeadAblated, lnScaleRatio: ablated.lnScaleRatio },
+    lines,
+    report,
+    perPromptLogitDiff: perPrompt,
+    originalAverageLogitDiff: original,
+    calculatedAverageLogitDiff: direct.calculated,
+    logitLens: components.logitLens,
+    logitLensLabels: components.logitLensLabels,
+    perLayer: components.perLayer,
+    perLayerLabels: components.perLayerLabels,
+    perHead: components.perHead,
+    topPositiveHeads: top.topPos,
+    topNegativeHeads: top.topNeg,
+    corruptedAverageLogitDiff: corrupted,
+    patchedResidPre: patched.residPre,
+    patchedAttnOut: patched.attnOut,
+    patchedMlpOut: patched.mlpOut,
+    patchedHeadZ: patched.headZ,
+    patchedHeadV: patched.headV,
+    patchedHeadPattern: patched.headPattern,
+    topPatchedHeads: topPatched,
+    headScores: scores,
+    ablation: {
+      head: ablation.head,
+      original,
+      postAblation: ablation.postAblation,
+      dla: ablation.dla,
+      naive: original - ablation.dla,
+      perHeadAblated: ablated.perHeadAblated,
+      lnScaleRatio: ablated.lnScaleRatio,
+    },
     attribution,
     weightSpace,
   };

@@ -4,7 +4,13 @@
 import { TypelensError } from '../errors.js';
 import { forEachOffset, Tensor } from '../tensor/tensor.js';
 import type { DType } from '../tensor/dtype.js';
-import { openSafetensors, serializeSafetensors, type StDType, type StFile, type StTensorOut } from '../tensor/safetensors.js';
+import {
+  openSafetensors,
+  serializeSafetensors,
+  type StDType,
+  type StFile,
+  type StTensorOut,
+} from '../tensor/safetensors.js';
 import { writeFileAtomic } from '../util/fs.js';
 import { typelensVersion } from '../util/version.js';
 
@@ -24,11 +30,16 @@ export class LazyTensorMap extends Map<string, Tensor> {
     const m = new LazyTensorMap();
     m.names = new Set();
     m.loaders = new Map();
-    for (const [k, f] of loaders) { m.names.add(k); m.loaders.set(k, f); }
+    for (const [k, f] of loaders) {
+      m.names.add(k);
+      m.loaders.set(k, f);
+    }
     return m;
   }
   /** Whether this entry has been read from the file (or set) already. */
-  isLoaded(k: string): boolean { return super.has(k); }
+  isLoaded(k: string): boolean {
+    return super.has(k);
+  }
   override get(k: string): Tensor | undefined {
     let t = super.get(k);
     if (t) return t;
@@ -39,19 +50,43 @@ export class LazyTensorMap extends Map<string, Tensor> {
     this.loaders.delete(k);
     return t;
   }
-  override has(k: string): boolean { return this.names.has(k); }
+  override has(k: string): boolean {
+    return this.names.has(k);
+  }
   override set(k: string, v: Tensor): this {
     // before LazyTensorMap.of has run (Map's constructor) there is nothing to track
-    if (this.names) { this.names.add(k); this.loaders.delete(k); }
+    if (this.names) {
+      this.names.add(k);
+      this.loaders.delete(k);
+    }
     return super.set(k, v);
   }
-  override delete(k: string): boolean { this.loaders.delete(k); const had = this.names.delete(k); super.delete(k); return had; }
-  override clear(): void { this.names.clear(); this.loaders.clear(); super.clear(); }
-  override get size(): number { return this.names.size; }
-  override *keys(): MapIterator<string> { yield* this.names; }
-  override *values(): MapIterator<Tensor> { for (const k of this.names) yield this.get(k)!; }
-  override *entries(): MapIterator<[string, Tensor]> { for (const k of this.names) yield [k, this.get(k)!]; }
-  override [Symbol.iterator](): MapIterator<[string, Tensor]> { return this.entries(); }
+  override delete(k: string): boolean {
+    this.loaders.delete(k);
+    const had = this.names.delete(k);
+    super.delete(k);
+    return had;
+  }
+  override clear(): void {
+    this.names.clear();
+    this.loaders.clear();
+    super.clear();
+  }
+  override get size(): number {
+    return this.names.size;
+  }
+  override *keys(): MapIterator<string> {
+    yield* this.names;
+  }
+  override *values(): MapIterator<Tensor> {
+    for (const k of this.names) yield this.get(k)!;
+  }
+  override *entries(): MapIterator<[string, Tensor]> {
+    for (const k of this.names) yield [k, this.get(k)!];
+  }
+  override [Symbol.iterator](): MapIterator<[string, Tensor]> {
+    return this.entries();
+  }
   override forEach(fn: (v: Tensor, k: string, m: Map<string, Tensor>) => void, thisArg?: unknown): void {
     for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
   }
@@ -68,7 +103,9 @@ export function rawTensor(t: Tensor): StTensorOut {
   else {
     data = new Uint16Array(t.size);
     let i = 0;
-    forEachOffset(t.shape, t.strides, t.offset, (o) => { data[i++] = src[o]; });
+    forEachOffset(t.shape, t.strides, t.offset, (o) => {
+      data[i++] = src[o];
+    });
   }
   return { dtype: ST_DTYPE[t.dtype], shape: t.shape, data };
 }
@@ -80,10 +117,14 @@ export function readTensor(f: StFile, name: string): Tensor {
   const bytes = raw.byteOffset % 8 === 0 ? raw : new Uint8Array(raw); // typed views need alignment
   const n = e.shape.reduce((a, b) => a * b, 1);
   switch (e.dtype) {
-    case 'F32': return new Tensor(new Float32Array(bytes.buffer, bytes.byteOffset, n), e.shape);
-    case 'F16': return new Tensor(new Uint16Array(bytes.buffer, bytes.byteOffset, n), e.shape, undefined, 0, 'f16');
-    case 'BF16': return new Tensor(new Uint16Array(bytes.buffer, bytes.byteOffset, n), e.shape, undefined, 0, 'bf16');
-    case 'F64': return new Tensor(Float32Array.from(new Float64Array(bytes.buffer, bytes.byteOffset, n)), e.shape);
+    case 'F32':
+      return new Tensor(new Float32Array(bytes.buffer, bytes.byteOffset, n), e.shape);
+    case 'F16':
+      return new Tensor(new Uint16Array(bytes.buffer, bytes.byteOffset, n), e.shape, undefined, 0, 'f16');
+    case 'BF16':
+      return new Tensor(new Uint16Array(bytes.buffer, bytes.byteOffset, n), e.shape, undefined, 0, 'bf16');
+    case 'F64':
+      return new Tensor(Float32Array.from(new Float64Array(bytes.buffer, bytes.byteOffset, n)), e.shape);
   }
 }
 
@@ -101,12 +142,21 @@ export interface SavedCacheInfo {
  * atomically. The metadata records the format, the model's config, the token ids, the hook
  * names (the cache's entries; extra tensors are not among them), the batch axis and typelens's version.
  */
-export function writeCacheFile(path: string, entries: Iterable<[string, Tensor]>, info: Omit<SavedCacheInfo, 'version' | 'hookNames'>, extra: Record<string, Tensor> = {}): void {
+export function writeCacheFile(
+  path: string,
+  entries: Iterable<[string, Tensor]>,
+  info: Omit<SavedCacheInfo, 'version' | 'hookNames'>,
+  extra: Record<string, Tensor> = {},
+): void {
   const tensors: Record<string, StTensorOut> = {};
   const hookNames: string[] = [];
-  for (const [k, t] of entries) { tensors[k] = rawTensor(t); hookNames.push(k); }
+  for (const [k, t] of entries) {
+    tensors[k] = rawTensor(t);
+    hookNames.push(k);
+  }
   for (const [k, t] of Object.entries(extra)) {
-    if (k in tensors) throw new TypelensError(`cannot save extra tensor "${k}": the cache has an entry of that name`, 'EINVAL');
+    if (k in tensors)
+      throw new TypelensError(`cannot save extra tensor "${k}": the cache has an entry of that name`, 'EINVAL');
     tensors[k] = rawTensor(t);
   }
   const metadata: Record<string, string> = {
@@ -126,28 +176,58 @@ export function writeCacheFile(path: string, entries: Iterable<[string, Tensor]>
  * `typelens run --out` files, or any safetensors of activations) are read with every tensor but
  * `logits` as a hook and the sizes inferred from the names and shapes.
  */
-export function openCacheFile(path: string): { file: StFile & { close(): void }; info: Omit<SavedCacheInfo, 'cfg'> & { cfg?: SavedCacheInfo['cfg'] }; dict: LazyTensorMap; extra: LazyTensorMap } {
+export function openCacheFile(path: string): {
+  file: StFile & { close(): void };
+  info: Omit<SavedCacheInfo, 'cfg'> & { cfg?: SavedCacheInfo['cfg'] };
+  dict: LazyTensorMap;
+  extra: LazyTensorMap;
+} {
   const file = openSafetensors(path);
   try {
     const md = file.metadata;
-    const bad = (what: string): never => { throw new TypelensError(`${path}: metadata "${what}" is not valid (${JSON.stringify(md[what])?.slice(0, 80)})`, 'EFORMAT'); };
-    const json = <T>(k: string): T | undefined => { if (md[k] === undefined) return undefined; try { return JSON.parse(md[k]) as T; } catch { return bad(k); } };
+    const bad = (what: string): never => {
+      throw new TypelensError(
+        `${path}: metadata "${what}" is not valid (${JSON.stringify(md[what])?.slice(0, 80)})`,
+        'EFORMAT',
+      );
+    };
+    const json = <T>(k: string): T | undefined => {
+      if (md[k] === undefined) return undefined;
+      try {
+        return JSON.parse(md[k]) as T;
+      } catch {
+        return bad(k);
+      }
+    };
     const hookNames = json<string[]>('hook_names') ?? [...file.entries.keys()].filter((k) => k !== 'logits');
     if (!Array.isArray(hookNames) || !hookNames.every((k) => typeof k === 'string')) bad('hook_names');
-    for (const k of hookNames) if (!file.entries.has(k)) throw new TypelensError(`${path}: hook "${k}" is listed in the metadata but has no tensor`, 'EFORMAT');
+    for (const k of hookNames)
+      if (!file.entries.has(k))
+        throw new TypelensError(`${path}: hook "${k}" is listed in the metadata but has no tensor`, 'EFORMAT');
     const cfg = json<SavedCacheInfo['cfg']>('model_config');
     if (cfg !== undefined && (typeof cfg !== 'object' || !Number.isInteger(cfg.n_layers))) bad('model_config');
     const tk = json<{ shape: number[]; ids: number[] }>('tokens');
     let tokens: Tensor | undefined;
     if (tk !== undefined) {
-      try { tokens = Tensor.from(tk.ids, tk.shape); } catch { bad('tokens'); }
+      try {
+        tokens = Tensor.from(tk.ids, tk.shape);
+      } catch {
+        bad('tokens');
+      }
     }
     const hasBatchDim = md.has_batch_dim === undefined ? true : md.has_batch_dim === 'true';
     const load = (k: string) => (): Tensor => readTensor(file, k);
     const dict = LazyTensorMap.of(hookNames.map((k) => [k, load(k)] as [string, () => Tensor]));
     const hooks = new Set(hookNames);
-    const extra = LazyTensorMap.of([...file.entries.keys()].filter((k) => !hooks.has(k)).map((k) => [k, load(k)] as [string, () => Tensor]));
-    return { file, info: { cfg, tokens, hookNames, hasBatchDim, version: md.typelens_version ?? 'unknown' }, dict, extra };
+    const extra = LazyTensorMap.of(
+      [...file.entries.keys()].filter((k) => !hooks.has(k)).map((k) => [k, load(k)] as [string, () => Tensor]),
+    );
+    return {
+      file,
+      info: { cfg, tokens, hookNames, hasBatchDim, version: md.typelens_version ?? 'unknown' },
+      dict,
+      extra,
+    };
   } catch (e) {
     file.close();
     throw e;
@@ -156,7 +236,9 @@ export function openCacheFile(path: string): { file: StFile & { close(): void };
 
 /** Sizes of a cache saved without its config: n_layers from the block names, n_heads and d_mlp from shapes. */
 export function inferDims(file: StFile, names: string[]): SavedCacheInfo['cfg'] {
-  let L = 0, H = 0, F = 0;
+  let L = 0,
+    H = 0,
+    F = 0;
   for (const k of names) {
     const m = /^blocks\.(\d+)\./.exec(k);
     if (m) L = Math.max(L, Number(m[1]) + 1);

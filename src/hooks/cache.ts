@@ -22,7 +22,13 @@ export interface CacheModel {
   tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor;
 }
 
-export interface LnOpts { layer?: number | null; mlpInput?: boolean; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean }
+export interface LnOpts {
+  layer?: number | null;
+  mlpInput?: boolean;
+  posSlice?: SliceInput;
+  batchSlice?: SliceInput;
+  hasBatchDim?: boolean;
+}
 
 /**
  * TransformerLens's ActivationCache (activation_cache.py): a name -> activation map in firing order, plus
@@ -40,13 +46,23 @@ export class ActivationCache {
   /** The file a cache loaded without its model came from (its model-needing methods then refuse). */
   private detachedFrom?: string;
 
-  constructor(readonly cacheDict: Map<string, Tensor>, readonly model: CacheModel, public hasBatchDim = true) {}
+  constructor(
+    readonly cacheDict: Map<string, Tensor>,
+    readonly model: CacheModel,
+    public hasBatchDim = true,
+  ) {}
 
   // ---------- a Map's views (TL's keys / values / items / __iter__) ----------
-  values(): Tensor[] { return [...this.cacheDict.values()]; }
-  items(): [string, Tensor][] { return [...this.cacheDict.entries()]; }
+  values(): Tensor[] {
+    return [...this.cacheDict.values()];
+  }
+  items(): [string, Tensor][] {
+    return [...this.cacheDict.entries()];
+  }
   /** [name, activation] pairs in firing order, as a JS Map iterates (TL's __iter__ yields the names: use keys()). */
-  *[Symbol.iterator](): IterableIterator<[string, Tensor]> { yield* this.cacheDict.entries(); }
+  *[Symbol.iterator](): IterableIterator<[string, Tensor]> {
+    yield* this.cacheDict.entries();
+  }
 
   /**
    * TL's apply_slice_to_batch_dim: a new cache with every activation sliced on the batch axis
@@ -73,7 +89,8 @@ export class ActivationCache {
   }
 
   private sizeOf(k: string): { shape: readonly number[]; dtype: string; bytes: number } {
-    const lazy = this.cacheDict instanceof LazyTensorMap && !this.cacheDict.isLoaded(k) ? this.fileEntries?.get(k) : undefined;
+    const lazy =
+      this.cacheDict instanceof LazyTensorMap && !this.cacheDict.isLoaded(k) ? this.fileEntries?.get(k) : undefined;
     if (lazy) {
       const dtype = lazy.dtype === 'F16' ? 'f16' : lazy.dtype === 'BF16' ? 'bf16' : 'f32';
       return { shape: lazy.shape, dtype, bytes: lazy.shape.reduce((a, b) => a * b, 1) * bytesPerElement(dtype) };
@@ -88,8 +105,10 @@ export class ActivationCache {
     const rows = this.keys().map((k) => ({ k, ...this.sizeOf(k) }));
     const total = rows.reduce((a, r) => a + r.bytes, 0);
     const from = this.detachedFrom ? `, loaded from ${this.detachedFrom}` : '';
-    return [`ActivationCache with ${rows.length} activations, ${fmtBytes(total)}${this.hasBatchDim ? '' : ', batch dim removed'}${from}`,
-      ...rows.map((r) => `  ${r.k} [${r.shape.join(', ')}] ${r.dtype} ${fmtBytes(r.bytes)}`)].join('\n');
+    return [
+      `ActivationCache with ${rows.length} activations, ${fmtBytes(total)}${this.hasBatchDim ? '' : ', batch dim removed'}${from}`,
+      ...rows.map((r) => `  ${r.k} [${r.shape.join(', ')}] ${r.dtype} ${fmtBytes(r.bytes)}`),
+    ].join('\n');
   }
 
   // ---------- on disk ----------
@@ -100,7 +119,16 @@ export class ActivationCache {
    * the logits) are saved beside the activations and come back in a loaded cache's `extra`.
    */
   save(path: string, extra: Record<string, Tensor> = {}): void {
-    writeCacheFile(path, this.cacheDict.entries(), { cfg: { ...(this.model.cfg as CacheModel['cfg'] & Record<string, unknown>) }, tokens: this.tokens, hasBatchDim: this.hasBatchDim }, extra);
+    writeCacheFile(
+      path,
+      this.cacheDict.entries(),
+      {
+        cfg: { ...(this.model.cfg as CacheModel['cfg'] & Record<string, unknown>) },
+        tokens: this.tokens,
+        hasBatchDim: this.hasBatchDim,
+      },
+      extra,
+    );
   }
 
   /**
@@ -114,10 +142,14 @@ export class ActivationCache {
     const cfg = info.cfg ?? (model ? model.cfg : inferDims(file, info.hookNames));
     if (model && info.cfg) {
       for (const k of ['n_layers', 'n_heads', 'd_mlp', 'd_model', 'd_head', 'd_vocab'] as const) {
-        const want = (info.cfg as Record<string, unknown>)[k], got = (model.cfg as unknown as Record<string, unknown>)[k];
+        const want = (info.cfg as Record<string, unknown>)[k],
+          got = (model.cfg as unknown as Record<string, unknown>)[k];
         if (want !== undefined && got !== undefined && want !== got) {
           file.close();
-          throw new TypelensError(`${path} was saved from a model with ${k} = ${want}, but the model passed has ${k} = ${got}`, 'ECONFIG');
+          throw new TypelensError(
+            `${path} was saved from a model with ${k} = ${want}, but the model passed has ${k} = ${got}`,
+            'ECONFIG',
+          );
         }
       }
     }
@@ -132,21 +164,41 @@ export class ActivationCache {
   private file?: { close(): void };
 
   /** Close a loaded cache's file (activations not read yet can no longer be read); also done at garbage collection. */
-  close(): void { this.file?.close(); }
+  close(): void {
+    this.file?.close();
+  }
 
   /** Refuse a model-needing method on a cache loaded without its model, naming what to pass. */
   private requireModel(method: string, what: string): void {
     if (this.detachedFrom) {
-      throw new TypelensError(`${method} needs the model's ${what}, and this cache was loaded from ${this.detachedFrom} without a model: ` +
-        `load it with ActivationCache.load(path, model)`, 'ENOMODEL');
+      throw new TypelensError(
+        `${method} needs the model's ${what}, and this cache was loaded from ${this.detachedFrom} without a model: ` +
+          `load it with ActivationCache.load(path, model)`,
+        'ENOMODEL',
+      );
     }
   }
 
-  get hasEmbed(): boolean { return this.cacheDict.has('hook_embed'); }
-  get hasPosEmbed(): boolean { return this.cacheDict.has('hook_pos_embed'); }
-  keys(): string[] { return [...this.cacheDict.keys()]; }
-  get size(): number { return this.cacheDict.size; }
-  has(key: CacheKey): boolean { try { this.get(key); return true; } catch { return false; } }
+  get hasEmbed(): boolean {
+    return this.cacheDict.has('hook_embed');
+  }
+  get hasPosEmbed(): boolean {
+    return this.cacheDict.has('hook_pos_embed');
+  }
+  keys(): string[] {
+    return [...this.cacheDict.keys()];
+  }
+  get size(): number {
+    return this.cacheDict.size;
+  }
+  has(key: CacheKey): boolean {
+    try {
+      this.get(key);
+      return true;
+    } catch {
+      return false;
+    }
+  }
 
   get(key: CacheKey): Tensor {
     let name: string;
@@ -157,12 +209,16 @@ export class ActivationCache {
       name = getActName(n, layer, type);
     }
     const t = this.cacheDict.get(name);
-    if (!t) throw new TypelensError(`"${name}" is not in the cache${this.cacheDict.size ? '' : ' (it is empty)'}`, 'EKEY');
+    if (!t)
+      throw new TypelensError(`"${name}" is not in the cache${this.cacheDict.size ? '' : ' (it is empty)'}`, 'EKEY');
     return t;
   }
 
   removeBatchDim(): this {
-    if (!this.hasBatchDim) { console.warn('Tried removing batch dimension after already having removed it.'); return this; }
+    if (!this.hasBatchDim) {
+      console.warn('Tried removing batch dimension after already having removed it.');
+      return this;
+    }
     const vals = [...this.cacheDict.values()];
     if (!vals.some((t) => t.shape[0] === 1) && vals.some((t) => t.ndim > 0 && t.shape[0] > 1)) {
       throw new TypelensError('cannot remove the batch dimension: the batch size is not 1', 'ESHAPE');
@@ -176,7 +232,11 @@ export class ActivationCache {
   private finalLayer(layer: number | null | undefined, what: string): number {
     const L = this.model.cfg.n_layers;
     if (layer == null || layer === -1) return L;
-    if (!Number.isInteger(layer) || layer < 0 || layer > L) throw new TypelensError(`${what}: layer ${layer} out of range (use 0..${L}, -1 or null for the final LN)`, 'EKEY');
+    if (!Number.isInteger(layer) || layer < 0 || layer > L)
+      throw new TypelensError(
+        `${what}: layer ${layer} out of range (use 0..${L}, -1 or null for the final LN)`,
+        'EKEY',
+      );
     return layer;
   }
 
@@ -187,45 +247,122 @@ export class ActivationCache {
     if (hasBatch && opts.batchSlice != null) x = new Slice(opts.batchSlice).apply(x, 1);
     x = sub(x, mean(x, -1, true));
     const L = this.model.cfg.n_layers;
-    let scale = layer === L ? this.get('ln_final.hook_scale') : this.get(`blocks.${layer}.${opts.mlpInput ? 'ln2' : 'ln1'}.hook_scale`);
+    let scale =
+      layer === L
+        ? this.get('ln_final.hook_scale')
+        : this.get(`blocks.${layer}.${opts.mlpInput ? 'ln2' : 'ln1'}.hook_scale`);
     scale = new Slice(opts.posSlice).apply(scale, -2);
     if (this.hasBatchDim && opts.batchSlice != null) scale = new Slice(opts.batchSlice).apply(scale, 0);
     return div(x, scale);
   }
 
-  accumulatedResid(opts: { layer?: number | null; inclMid?: boolean; applyLn?: boolean; posSlice?: SliceInput; mlpInput?: boolean; returnLabels: true }): Labelled;
-  accumulatedResid(opts?: { layer?: number | null; inclMid?: boolean; applyLn?: boolean; posSlice?: SliceInput; mlpInput?: boolean; returnLabels?: false }): Tensor;
-  accumulatedResid(opts: { layer?: number | null; inclMid?: boolean; applyLn?: boolean; posSlice?: SliceInput; mlpInput?: boolean; returnLabels?: boolean } = {}): Tensor | Labelled {
+  accumulatedResid(opts: {
+    layer?: number | null;
+    inclMid?: boolean;
+    applyLn?: boolean;
+    posSlice?: SliceInput;
+    mlpInput?: boolean;
+    returnLabels: true;
+  }): Labelled;
+  accumulatedResid(opts?: {
+    layer?: number | null;
+    inclMid?: boolean;
+    applyLn?: boolean;
+    posSlice?: SliceInput;
+    mlpInput?: boolean;
+    returnLabels?: false;
+  }): Tensor;
+  accumulatedResid(
+    opts: {
+      layer?: number | null;
+      inclMid?: boolean;
+      applyLn?: boolean;
+      posSlice?: SliceInput;
+      mlpInput?: boolean;
+      returnLabels?: boolean;
+    } = {},
+  ): Tensor | Labelled {
     const layer = this.finalLayer(opts.layer, 'accumulatedResid');
     const L = this.model.cfg.n_layers;
-    const parts: Tensor[] = [], labels: string[] = [];
+    const parts: Tensor[] = [],
+      labels: string[] = [];
     const ps = new Slice(opts.posSlice);
     for (let l = 0; l <= layer; l++) {
-      if (l === L) { parts.push(this.get(`blocks.${L - 1}.hook_resid_post`)); labels.push('final_post'); continue; }
-      parts.push(this.get(`blocks.${l}.hook_resid_pre`)); labels.push(`${l}_pre`);
-      if ((opts.inclMid && l < layer) || (opts.mlpInput && l === layer)) { parts.push(this.get(`blocks.${l}.hook_resid_mid`)); labels.push(`${l}_mid`); }
+      if (l === L) {
+        parts.push(this.get(`blocks.${L - 1}.hook_resid_post`));
+        labels.push('final_post');
+        continue;
+      }
+      parts.push(this.get(`blocks.${l}.hook_resid_pre`));
+      labels.push(`${l}_pre`);
+      if ((opts.inclMid && l < layer) || (opts.mlpInput && l === layer)) {
+        parts.push(this.get(`blocks.${l}.hook_resid_mid`));
+        labels.push(`${l}_mid`);
+      }
     }
     let st = stack(parts.map((p) => ps.apply(p, -2)));
     if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
     return opts.returnLabels ? [st, labels] : st;
   }
 
-  decomposeResid(opts: { layer?: number | null; mlpInput?: boolean; mode?: 'all' | 'attn' | 'mlp'; applyLn?: boolean; posSlice?: SliceInput; inclEmbeds?: boolean; returnLabels: true }): Labelled;
-  decomposeResid(opts?: { layer?: number | null; mlpInput?: boolean; mode?: 'all' | 'attn' | 'mlp'; applyLn?: boolean; posSlice?: SliceInput; inclEmbeds?: boolean; returnLabels?: false }): Tensor;
-  decomposeResid(opts: { layer?: number | null; mlpInput?: boolean; mode?: 'all' | 'attn' | 'mlp'; applyLn?: boolean; posSlice?: SliceInput; inclEmbeds?: boolean; returnLabels?: boolean } = {}): Tensor | Labelled {
+  decomposeResid(opts: {
+    layer?: number | null;
+    mlpInput?: boolean;
+    mode?: 'all' | 'attn' | 'mlp';
+    applyLn?: boolean;
+    posSlice?: SliceInput;
+    inclEmbeds?: boolean;
+    returnLabels: true;
+  }): Labelled;
+  decomposeResid(opts?: {
+    layer?: number | null;
+    mlpInput?: boolean;
+    mode?: 'all' | 'attn' | 'mlp';
+    applyLn?: boolean;
+    posSlice?: SliceInput;
+    inclEmbeds?: boolean;
+    returnLabels?: false;
+  }): Tensor;
+  decomposeResid(
+    opts: {
+      layer?: number | null;
+      mlpInput?: boolean;
+      mode?: 'all' | 'attn' | 'mlp';
+      applyLn?: boolean;
+      posSlice?: SliceInput;
+      inclEmbeds?: boolean;
+      returnLabels?: boolean;
+    } = {},
+  ): Tensor | Labelled {
     const layer = this.finalLayer(opts.layer, 'decomposeResid');
     const mode = opts.mode ?? 'all';
     const ps = new Slice(opts.posSlice);
-    const parts: Tensor[] = [], labels: string[] = [];
+    const parts: Tensor[] = [],
+      labels: string[] = [];
     if (opts.inclEmbeds ?? true) {
-      if (this.hasEmbed) { parts.push(this.get('hook_embed')); labels.push('embed'); }
-      if (this.hasPosEmbed) { parts.push(this.get('hook_pos_embed')); labels.push('pos_embed'); }
+      if (this.hasEmbed) {
+        parts.push(this.get('hook_embed'));
+        labels.push('embed');
+      }
+      if (this.hasPosEmbed) {
+        parts.push(this.get('hook_pos_embed'));
+        labels.push('pos_embed');
+      }
     }
     for (let l = 0; l < layer; l++) {
-      if (mode !== 'mlp') { parts.push(this.get(`blocks.${l}.hook_attn_out`)); labels.push(`${l}_attn_out`); }
-      if (mode !== 'attn') { parts.push(this.get(`blocks.${l}.hook_mlp_out`)); labels.push(`${l}_mlp_out`); }
+      if (mode !== 'mlp') {
+        parts.push(this.get(`blocks.${l}.hook_attn_out`));
+        labels.push(`${l}_attn_out`);
+      }
+      if (mode !== 'attn') {
+        parts.push(this.get(`blocks.${l}.hook_mlp_out`));
+        labels.push(`${l}_mlp_out`);
+      }
     }
-    if (opts.mlpInput && mode !== 'mlp') { parts.push(this.get(`blocks.${layer}.hook_attn_out`)); labels.push(`${layer}_attn_out`); }
+    if (opts.mlpInput && mode !== 'mlp') {
+      parts.push(this.get(`blocks.${layer}.hook_attn_out`));
+      labels.push(`${layer}_attn_out`);
+    }
     let st = parts.length ? stack(parts.map((p) => ps.apply(p, -2))) : this.emptyLike(ps);
     if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
     return opts.returnLabels ? [st, labels] : st;
@@ -246,7 +383,10 @@ export class ActivationCache {
   /** result[..., h, :] = z[..., h, :] @ W_O[h] for every layer (no b_O), stored as attn.hook_result. */
   computeHeadResults(): void {
     const { n_layers: L, n_heads: H } = this.model.cfg;
-    if (this.cacheDict.has('blocks.0.attn.hook_result')) { console.warn('Tried to compute head results when they were already cached'); return; }
+    if (this.cacheDict.has('blocks.0.attn.hook_result')) {
+      console.warn('Tried to compute head results when they were already cached');
+      return;
+    }
     this.requireModel('computeHeadResults', 'W_O');
     for (let l = 0; l < L; l++) {
       const z = this.get(`blocks.${l}.attn.hook_z`);
@@ -256,9 +396,29 @@ export class ActivationCache {
     }
   }
 
-  stackHeadResults(opts: { layer?: number | null; returnLabels: true; inclRemainder?: boolean; posSlice?: SliceInput; applyLn?: boolean }): Labelled;
-  stackHeadResults(opts?: { layer?: number | null; returnLabels?: false; inclRemainder?: boolean; posSlice?: SliceInput; applyLn?: boolean }): Tensor;
-  stackHeadResults(opts: { layer?: number | null; returnLabels?: boolean; inclRemainder?: boolean; posSlice?: SliceInput; applyLn?: boolean } = {}): Tensor | Labelled {
+  stackHeadResults(opts: {
+    layer?: number | null;
+    returnLabels: true;
+    inclRemainder?: boolean;
+    posSlice?: SliceInput;
+    applyLn?: boolean;
+  }): Labelled;
+  stackHeadResults(opts?: {
+    layer?: number | null;
+    returnLabels?: false;
+    inclRemainder?: boolean;
+    posSlice?: SliceInput;
+    applyLn?: boolean;
+  }): Tensor;
+  stackHeadResults(
+    opts: {
+      layer?: number | null;
+      returnLabels?: boolean;
+      inclRemainder?: boolean;
+      posSlice?: SliceInput;
+      applyLn?: boolean;
+    } = {},
+  ): Tensor | Labelled {
     const layer = this.finalLayer(opts.layer, 'stackHeadResults');
     const H = this.model.cfg.n_heads;
     if (!this.cacheDict.has('blocks.0.attn.hook_result')) {
@@ -285,15 +445,28 @@ export class ActivationCache {
   /** post[..., n] * W_out[n, :] -> [B, (P), F', M] (no b_out). */
   getNeuronResults(layer: number, neuronSlice?: SliceInput, posSlice?: SliceInput): Tensor {
     this.requireModel('getNeuronResults', 'W_out');
-    const post = new Slice(neuronSlice).apply(new Slice(posSlice).apply(this.get(`blocks.${layer}.mlp.hook_post`), -2), -1);
+    const post = new Slice(neuronSlice).apply(
+      new Slice(posSlice).apply(this.get(`blocks.${layer}.mlp.hook_post`), -2),
+      -1,
+    );
     const Wout = new Slice(neuronSlice).apply(this.model.weights.blocks[layer].W_out, 0);
     return mul(post.unsqueeze(-1), Wout);
   }
 
-  stackNeuronResults(layer: number, opts: { posSlice?: SliceInput; neuronSlice?: SliceInput; returnLabels?: boolean; inclRemainder?: boolean; applyLn?: boolean } = {}): Tensor | Labelled {
+  stackNeuronResults(
+    layer: number,
+    opts: {
+      posSlice?: SliceInput;
+      neuronSlice?: SliceInput;
+      returnLabels?: boolean;
+      inclRemainder?: boolean;
+      applyLn?: boolean;
+    } = {},
+  ): Tensor | Labelled {
     const lyr = this.finalLayer(layer, 'stackNeuronResults');
     const ps = new Slice(opts.posSlice);
-    const per: Tensor[] = [], labels: string[] = [];
+    const per: Tensor[] = [],
+      labels: string[] = [];
     const idx = new Slice(opts.neuronSlice).indices(this.model.cfg.d_mlp);
     for (let l = 0; l < lyr; l++) {
       const r = this.getNeuronResults(l, opts.neuronSlice, opts.posSlice);
@@ -311,56 +484,101 @@ export class ActivationCache {
     return stack(Array.from({ length: lyr }, (_, l) => this.get([name, l, sublayerType ?? null])));
   }
 
-  getFullResidDecomposition(opts: { layer?: number | null; mlpInput?: boolean; expandNeurons?: boolean; applyLn?: boolean; posSlice?: SliceInput; returnLabels?: boolean } = {}): Tensor | Labelled {
+  getFullResidDecomposition(
+    opts: {
+      layer?: number | null;
+      mlpInput?: boolean;
+      expandNeurons?: boolean;
+      applyLn?: boolean;
+      posSlice?: SliceInput;
+      returnLabels?: boolean;
+    } = {},
+  ): Tensor | Labelled {
     const layer = this.finalLayer(opts.layer, 'getFullResidDecomposition');
     this.requireModel('getFullResidDecomposition', 'W_O, W_out and biases');
     const ps = new Slice(opts.posSlice);
     const expand = opts.expandNeurons ?? true;
-    const [heads, hl] = this.stackHeadResults({ layer: layer + (opts.mlpInput ? 1 : 0), posSlice: opts.posSlice, returnLabels: true });
-    const parts = [heads], labels = [...hl];
+    const [heads, hl] = this.stackHeadResults({
+      layer: layer + (opts.mlpInput ? 1 : 0),
+      posSlice: opts.posSlice,
+      returnLabels: true,
+    });
+    const parts = [heads],
+      labels = [...hl];
     if (layer > 0) {
       const [mlp, ml] = expand
         ? (this.stackNeuronResults(layer, { posSlice: opts.posSlice, returnLabels: true }) as Labelled)
         : this.decomposeResid({ layer, mode: 'mlp', inclEmbeds: false, posSlice: opts.posSlice, returnLabels: true });
-      parts.push(mlp); labels.push(...ml);
+      parts.push(mlp);
+      labels.push(...ml);
     }
-    const embed = ps.apply(this.get('hook_embed'), -2), pos = ps.apply(this.get('hook_pos_embed'), -2);
+    const embed = ps.apply(this.get('hook_embed'), -2),
+      pos = ps.apply(this.get('hook_pos_embed'), -2);
     parts.push(embed.unsqueeze(0), pos.unsqueeze(0));
     labels.push('embed', 'pos_embed');
     const bias = this.model.accumulatedBias(layer, opts.mlpInput, expand).expand(embed.shape).unsqueeze(0);
-    parts.push(bias); labels.push('bias');
-    let st = cat(parts.map((p) => p.contiguous()), 0);
+    parts.push(bias);
+    labels.push('bias');
+    let st = cat(
+      parts.map((p) => p.contiguous()),
+      0,
+    );
     if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
     return opts.returnLabels ? [st, labels] : st;
   }
 
   /** Direct logit attribution of each component: (LN-scaled stack) . (W_U[:, tok] - W_U[:, wrong]). No b_U. */
-  logitAttrs(residualStack: Tensor, tokens: number | string | Tensor | number[], opts: { incorrectTokens?: number | string | Tensor | number[]; posSlice?: SliceInput; batchSlice?: SliceInput; hasBatchDim?: boolean } = {}): Tensor {
+  logitAttrs(
+    residualStack: Tensor,
+    tokens: number | string | Tensor | number[],
+    opts: {
+      incorrectTokens?: number | string | Tensor | number[];
+      posSlice?: SliceInput;
+      batchSlice?: SliceInput;
+      hasBatchDim?: boolean;
+    } = {},
+  ): Tensor {
     this.requireModel('logitAttrs', 'unembedding W_U');
     let dirs = this.model.tokensToResidualDirections(tokens);
     if (opts.incorrectTokens !== undefined) {
       const wrong = this.model.tokensToResidualDirections(opts.incorrectTokens);
       if (!sameShape(wrong.shape, dirs.shape)) {
-        throw new TypelensError(`tokens and incorrectTokens have different shapes ([${dirs.shape.slice(0, -1).join(', ')}] vs [${wrong.shape.slice(0, -1).join(', ')}])`, 'ESHAPE');
+        throw new TypelensError(
+          `tokens and incorrectTokens have different shapes ([${dirs.shape.slice(0, -1).join(', ')}] vs [${wrong.shape.slice(0, -1).join(', ')}])`,
+          'ESHAPE',
+        );
       }
       dirs = sub(dirs, wrong);
     }
-    const scaled = this.applyLnToStack(residualStack, { layer: -1, posSlice: opts.posSlice, batchSlice: opts.batchSlice, hasBatchDim: opts.hasBatchDim });
+    const scaled = this.applyLnToStack(residualStack, {
+      layer: -1,
+      posSlice: opts.posSlice,
+      batchSlice: opts.batchSlice,
+      hasBatchDim: opts.hasBatchDim,
+    });
     return sum(mul(scaled, dirs), -1);
   }
 }
 
-const fmtBytes = (n: number): string => (n < 1024 ? `${n} B` : n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 2 ** 20).toFixed(1)} MiB`);
+const fmtBytes = (n: number): string =>
+  n < 1024 ? `${n} B` : n < 2 ** 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 2 ** 20).toFixed(1)} MiB`;
 
 /** A stand-in for the model of a cache loaded without one: its sizes, and errors for the rest (a backstop for requireModel). */
 function detachedModel(cfg: CacheModel['cfg'], path: string): CacheModel {
   const need = (what: string): never => {
-    throw new TypelensError(`this needs the model's ${what}, and this cache was loaded from ${path} without a model: load it with ActivationCache.load(path, model)`, 'ENOMODEL');
+    throw new TypelensError(
+      `this needs the model's ${what}, and this cache was loaded from ${path} without a model: load it with ActivationCache.load(path, model)`,
+      'ENOMODEL',
+    );
   };
   return {
     cfg,
-    get backend(): never { return need('kernels'); },
-    get weights(): never { return need('weights'); },
+    get backend(): never {
+      return need('kernels');
+    },
+    get weights(): never {
+      return need('weights');
+    },
     accumulatedBias: () => need('biases'),
     tokensToResidualDirections: () => need('unembedding W_U'),
   };

@@ -6,7 +6,11 @@ export type HookFn = (activation: Tensor, hook: HookPoint) => Tensor | void | un
 /** An exact hook name, or a predicate over all hook names. */
 export type NameFilter = string | ((name: string) => boolean);
 
-export interface HookHandle { fn: HookFn; level: number | null; permanent: boolean }
+export interface HookHandle {
+  fn: HookFn;
+  level: number | null;
+  permanent: boolean;
+}
 /** TL's hook directions: forward hooks see activations, backward hooks the gradient of the metric at the point. */
 export type HookDir = 'fwd' | 'bwd';
 
@@ -23,7 +27,10 @@ export class HookPoint {
    * gradient tape (see docs/gradients.md).
    */
   readonly bwdHooks: HookHandle[] = [];
-  constructor(readonly name: string, readonly fires = true) {}
+  constructor(
+    readonly name: string,
+    readonly fires = true,
+  ) {}
 
   /** The layer index from the name's second field (`blocks.9.attn.hook_pattern` -> 9). */
   layer(): number {
@@ -32,16 +39,20 @@ export class HookPoint {
     return l;
   }
 
-  addHook(fn: HookFn, opts: { isPermanent?: boolean; prepend?: boolean; level?: number | null; dir?: HookDir } = {}): HookHandle {
+  addHook(
+    fn: HookFn,
+    opts: { isPermanent?: boolean; prepend?: boolean; level?: number | null; dir?: HookDir } = {},
+  ): HookHandle {
     const h = { fn, level: opts.level ?? null, permanent: !!opts.isPermanent };
     const list = this.list(opts.dir ?? 'fwd');
-    if (opts.prepend) list.unshift(h); else list.push(h);
+    if (opts.prepend) list.unshift(h);
+    else list.push(h);
     return h;
   }
 
   /** Remove the hooks matching `pred` in one direction or both (TL's remove_hooks(dir)). */
   removeHooks(pred: (h: HookHandle) => boolean, dir: HookDir | 'both' = 'fwd'): void {
-    for (const d of dir === 'both' ? ['fwd', 'bwd'] as const : [dir]) {
+    for (const d of dir === 'both' ? (['fwd', 'bwd'] as const) : [dir]) {
       const list = this.list(d);
       for (let i = list.length - 1; i >= 0; i--) if (pred(list[i])) list.splice(i, 1);
     }
@@ -63,7 +74,10 @@ export class HookPoint {
       const r = h.fn(x, this);
       if (r !== undefined && r !== null) {
         if (!sameShape(r.shape, x.shape)) {
-          throw new TypelensError(`${hooks === this.hooks ? '' : 'backward '}hook on "${this.name}" returned shape [${r.shape.join(', ')}], expected [${x.shape.join(', ')}]`, 'ESHAPE');
+          throw new TypelensError(
+            `${hooks === this.hooks ? '' : 'backward '}hook on "${this.name}" returned shape [${r.shape.join(', ')}], expected [${x.shape.join(', ')}]`,
+            'ESHAPE',
+          );
         }
         x = r;
       }

@@ -1,7 +1,14 @@
 import { TypelensError } from '../errors.js';
 
 const NAME_ALIAS: Record<string, string> = {
-  attn: 'pattern', attn_logits: 'attn_scores', key: 'k', query: 'q', value: 'v', mlp_pre: 'pre', mlp_mid: 'mid', mlp_post: 'post',
+  attn: 'pattern',
+  attn_logits: 'attn_scores',
+  key: 'k',
+  query: 'q',
+  value: 'v',
+  mlp_pre: 'pre',
+  mlp_mid: 'mid',
+  mlp_post: 'post',
 };
 const TYPE_ALIAS: Record<string, string> = { a: 'attn', m: 'mlp', b: '', block: '', blocks: '', attention: 'attn' };
 const ATTN_NAMES = new Set(['k', 'v', 'q', 'z', 'rot_k', 'rot_q', 'result', 'pattern', 'attn_scores']);
@@ -14,7 +21,11 @@ const MLP_NAMES = new Set(['pre', 'post', 'mid', 'pre_linear']);
 export function getActName(name: string, layer?: number | null, layerType?: string | null): string {
   if ((name.includes('.') || name.startsWith('hook_')) && layer == null && layerType == null) return name;
   const m = /^([a-z]+)(\d+)([a-z]?.*)$/.exec(name);
-  if (m) { name = m[1]; layer = Number(m[2]); layerType = m[3]; }
+  if (m) {
+    name = m[1];
+    layer = Number(m[2]);
+    layerType = m[3];
+  }
   name = NAME_ALIAS[name] ?? name;
   let type = layerType ?? '';
   if (ATTN_NAMES.has(name)) type = 'attn';

@@ -21,25 +21,46 @@ export interface HookPointSpec {
   needs?: string;
 }
 
-const spec = (name: string, kind: ShapeKind, fires = 1, needs?: string): HookPointSpec => ({ name, kind, fires, needs });
+const spec = (name: string, kind: ShapeKind, fires = 1, needs?: string): HookPointSpec => ({
+  name,
+  kind,
+  fires,
+  needs,
+});
 
 export const EMBED_HOOKS: readonly HookPointSpec[] = [spec('hook_embed', 'resid'), spec('hook_pos_embed', 'resid')];
 
 /** One transformer block's points, in TL's order. */
 export const BLOCK_HOOKS: readonly HookPointSpec[] = [
   spec('hook_resid_pre', 'resid'),
-  spec('hook_attn_in', 'headResid', 0, 'use_attn_in'), spec('hook_q_input', 'headResid', 0, 'use_split_qkv_input'),
-  spec('hook_k_input', 'headResid', 0, 'use_split_qkv_input'), spec('hook_v_input', 'headResid', 0, 'use_split_qkv_input'),
-  spec('ln1.hook_scale', 'scale', 3), spec('ln1.hook_normalized', 'resid', 3),
-  spec('attn.hook_q', 'heads'), spec('attn.hook_k', 'heads'), spec('attn.hook_v', 'heads'),
-  spec('attn.hook_attn_scores', 'pattern'), spec('attn.hook_pattern', 'pattern'), spec('attn.hook_z', 'heads'),
+  spec('hook_attn_in', 'headResid', 0, 'use_attn_in'),
+  spec('hook_q_input', 'headResid', 0, 'use_split_qkv_input'),
+  spec('hook_k_input', 'headResid', 0, 'use_split_qkv_input'),
+  spec('hook_v_input', 'headResid', 0, 'use_split_qkv_input'),
+  spec('ln1.hook_scale', 'scale', 3),
+  spec('ln1.hook_normalized', 'resid', 3),
+  spec('attn.hook_q', 'heads'),
+  spec('attn.hook_k', 'heads'),
+  spec('attn.hook_v', 'heads'),
+  spec('attn.hook_attn_scores', 'pattern'),
+  spec('attn.hook_pattern', 'pattern'),
+  spec('attn.hook_z', 'heads'),
   spec('attn.hook_result', 'headResid', 0, 'use_attn_result'),
-  spec('hook_attn_out', 'resid'), spec('hook_resid_mid', 'resid'), spec('hook_mlp_in', 'resid', 0, 'use_hook_mlp_in'),
-  spec('ln2.hook_scale', 'scale'), spec('ln2.hook_normalized', 'resid'),
-  spec('mlp.hook_pre', 'mlp'), spec('mlp.hook_post', 'mlp'), spec('hook_mlp_out', 'resid'), spec('hook_resid_post', 'resid'),
+  spec('hook_attn_out', 'resid'),
+  spec('hook_resid_mid', 'resid'),
+  spec('hook_mlp_in', 'resid', 0, 'use_hook_mlp_in'),
+  spec('ln2.hook_scale', 'scale'),
+  spec('ln2.hook_normalized', 'resid'),
+  spec('mlp.hook_pre', 'mlp'),
+  spec('mlp.hook_post', 'mlp'),
+  spec('hook_mlp_out', 'resid'),
+  spec('hook_resid_post', 'resid'),
 ];
 
-export const FINAL_HOOKS: readonly HookPointSpec[] = [spec('ln_final.hook_scale', 'scale'), spec('ln_final.hook_normalized', 'resid')];
+export const FINAL_HOOKS: readonly HookPointSpec[] = [
+  spec('ln_final.hook_scale', 'scale'),
+  spec('ln_final.hook_normalized', 'resid'),
+];
 
 /** Every hook point of an n-layer model, full names in registration order. */
 export function hookPointTable(nLayers: number): { name: string; spec: HookPointSpec }[] {
@@ -49,17 +70,28 @@ export function hookPointTable(nLayers: number): { name: string; spec: HookPoint
   return out;
 }
 
-export interface ModelDims { d_model: number; n_heads: number; d_head: number; d_mlp: number }
+export interface ModelDims {
+  d_model: number;
+  n_heads: number;
+  d_head: number;
+  d_mlp: number;
+}
 
 /** Elements of one activation at a point with this kind, for a [B, P] input. */
 export function activationElements(kind: ShapeKind, B: number, P: number, d: ModelDims): number {
   switch (kind) {
-    case 'pattern': return B * d.n_heads * P * P;
-    case 'heads': return B * P * d.n_heads * d.d_head;
-    case 'headResid': return B * P * d.n_heads * d.d_model;
-    case 'mlp': return B * P * d.d_mlp;
-    case 'scale': return B * P;
-    case 'resid': return B * P * d.d_model;
+    case 'pattern':
+      return B * d.n_heads * P * P;
+    case 'heads':
+      return B * P * d.n_heads * d.d_head;
+    case 'headResid':
+      return B * P * d.n_heads * d.d_model;
+    case 'mlp':
+      return B * P * d.d_mlp;
+    case 'scale':
+      return B * P;
+    case 'resid':
+      return B * P * d.d_model;
   }
 }
 

@@ -9,9 +9,22 @@ import { Slice, SliceInput } from './slice.js';
 export type FwdHook = [NameFilter, HookFn];
 /** A backward hook: `fn(grad, hook)` sees d metric / d activation and may return a replacement. */
 export type BwdHook = [NameFilter, HookFn];
-export interface HookOptions { isPermanent?: boolean; prepend?: boolean; level?: number | null; dir?: HookDir }
-export interface ResetOptions { clearContexts?: boolean; includingPermanent?: boolean; level?: number | null; direction?: HookDir | 'both' }
-export interface HooksContextOptions { resetHooksEnd?: boolean; clearContexts?: boolean }
+export interface HookOptions {
+  isPermanent?: boolean;
+  prepend?: boolean;
+  level?: number | null;
+  dir?: HookDir;
+}
+export interface ResetOptions {
+  clearContexts?: boolean;
+  includingPermanent?: boolean;
+  level?: number | null;
+  direction?: HookDir | 'both';
+}
+export interface HooksContextOptions {
+  resetHooksEnd?: boolean;
+  clearContexts?: boolean;
+}
 /** A differentiable metric: logits (or whatever the forward returns) -> a scalar Tensor built with `ag.*` ops. */
 export type GradMetric = (out: Tensor) => Tensor;
 /**
@@ -88,12 +101,14 @@ export abstract class HookedRootModule<In, Opts extends object> {
     const x = hp.hooks.length ? hp.run(t) : t;
     if ((hp.bwdHooks.length === 0 && this.gradTaps.length === 0) || currentTape() === null) return x;
     const bwd = [...hp.bwdHooks];
-    const taps = this.gradTaps.filter((tp) => tp.want(name)).map((tp) => {
-      const fired = tp.fired ??= new Map();
-      const i = fired.get(name) ?? 0;
-      fired.set(name, i + 1);
-      return { tp, i };
-    });
+    const taps = this.gradTaps
+      .filter((tp) => tp.want(name))
+      .map((tp) => {
+        const fired = (tp.fired ??= new Map());
+        const i = fired.get(name) ?? 0;
+        fired.set(name, i + 1);
+        return { tp, i };
+      });
     if (!bwd.length && !taps.length) return x;
     return hookGrad(x, (g) => {
       const out = bwd.length ? hp.run(g, bwd) : g;
@@ -105,7 +120,11 @@ export abstract class HookedRootModule<In, Opts extends object> {
   /** @internal Run `body` with `tap` listening to the gradients of the forwards it records. */
   withGradTap<R>(tap: GradTap, body: () => R): R {
     this.gradTaps.push(tap);
-    try { return body(); } finally { this.gradTaps = this.gradTaps.filter((t) => t !== tap); }
+    try {
+      return body();
+    } finally {
+      this.gradTaps = this.gradTaps.filter((t) => t !== tap);
+    }
   }
 
   /** Hook points matching a name or predicate; an unknown exact name is an error. */
@@ -121,7 +140,9 @@ export abstract class HookedRootModule<In, Opts extends object> {
   }
 
   /** Whether a dormant point's TL flag (use_attn_result, ...) is on; the model overrides this. */
-  protected flagEnabled(_flag: string): boolean { return false; }
+  protected flagEnabled(_flag: string): boolean {
+    return false;
+  }
   /** Whether a hook point fires in a forward (a dormant one only when its flag is on). */
   fires(name: string): boolean {
     const s = this.specs.get(name);
@@ -136,7 +157,10 @@ export abstract class HookedRootModule<In, Opts extends object> {
         // matches it is let through without attaching (the point never fires).
         if (typeof filter === 'string') {
           const setter = 'setU' + needs.slice(1).replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-          throw new TypelensError(`cannot add a hook to "${hp.name}": it needs ${needs} (model.${setter}(true))`, 'EHOOK');
+          throw new TypelensError(
+            `cannot add a hook to "${hp.name}": it needs ${needs} (model.${setter}(true))`,
+            'EHOOK',
+          );
         }
         continue;
       }
@@ -145,9 +169,13 @@ export abstract class HookedRootModule<In, Opts extends object> {
   }
   /** Whether any forward hook (permanent or not) is attached anywhere; with dir 'bwd' or 'both', backward hooks count. */
   hasHooks(dir: HookDir | 'both' = 'fwd'): boolean {
-    return [...this.hookDict.values()].some((hp) => (dir !== 'bwd' && hp.hooks.length > 0) || (dir !== 'fwd' && hp.bwdHooks.length > 0));
+    return [...this.hookDict.values()].some(
+      (hp) => (dir !== 'bwd' && hp.hooks.length > 0) || (dir !== 'fwd' && hp.bwdHooks.length > 0),
+    );
   }
-  addPermaHook(filter: NameFilter, fn: HookFn): void { this.addHook(filter, fn, { isPermanent: true }); }
+  addPermaHook(filter: NameFilter, fn: HookFn): void {
+    this.addHook(filter, fn, { isPermanent: true });
+  }
 
   /** TL's reset_hooks(clear_contexts, direction, including_permanent, level): direction 'fwd', 'bwd' or 'both' (default). */
   resetHooks(opts: ResetOptions = {}): void {
@@ -164,8 +192,14 @@ export abstract class HookedRootModule<In, Opts extends object> {
    */
   hooks<R>(fwdHooks: FwdHook[], body: () => R, opts?: HooksContextOptions): R;
   hooks<R>(fwdHooks: FwdHook[], bwdHooks: BwdHook[], body: () => R, opts?: HooksContextOptions): R;
-  hooks<R>(fwdHooks: FwdHook[], a: BwdHook[] | (() => R), b?: (() => R) | HooksContextOptions, c?: HooksContextOptions): R {
-    const [bwdHooks, body, opts] = typeof a === 'function' ? [[], a, (b ?? {}) as HooksContextOptions] : [a, b as () => R, c ?? {}];
+  hooks<R>(
+    fwdHooks: FwdHook[],
+    a: BwdHook[] | (() => R),
+    b?: (() => R) | HooksContextOptions,
+    c?: HooksContextOptions,
+  ): R {
+    const [bwdHooks, body, opts] =
+      typeof a === 'function' ? [[], a, (b ?? {}) as HooksContextOptions] : [a, b as () => R, c ?? {}];
     const { resetHooksEnd = true, clearContexts = false } = opts;
     this.contextLevel++;
     const level = this.contextLevel;
@@ -187,10 +221,16 @@ export abstract class HookedRootModule<In, Opts extends object> {
    * (the hooks are taken at the forward, so resetting them at its end, the default, is fine here,
    * unlike TL), or use the model's `backward(x, metric, { bwdHooks })`.
    */
-  runWithHooks(input: In, opts: Opts & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[] } & HooksContextOptions = {} as Opts): Tensor {
+  runWithHooks(
+    input: In,
+    opts: Opts & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[] } & HooksContextOptions = {} as Opts,
+  ): Tensor {
     if (opts.bwdHooks?.length && currentTape() === null) {
-      throw new TypelensError('backward hooks need a recorded forward: call runWithHooks inside withGrad(() => metric(model.runWithHooks(...))) ' +
-        'and then tape.backward(metric), or use model.backward(input, metric, { bwdHooks })', 'EGRAD');
+      throw new TypelensError(
+        'backward hooks need a recorded forward: call runWithHooks inside withGrad(() => metric(model.runWithHooks(...))) ' +
+          'and then tape.backward(metric), or use model.backward(input, metric, { bwdHooks })',
+        'EGRAD',
+      );
     }
     return this.hooks(opts.fwdHooks ?? [], opts.bwdHooks ?? [], () => this.forward(input, opts), opts);
   }
@@ -207,17 +247,27 @@ export abstract class HookedRootModule<In, Opts extends object> {
    * fires, and return the activations (copies taken after any other hooks on the point) in firing
    * order. `B, P` size the budget check before anything runs.
    */
-  protected capture(input: In, B: number, P: number, opts: Opts & CacheSettings): { logits: Tensor; store: Map<string, Tensor>; value?: number } {
+  protected capture(
+    input: In,
+    B: number,
+    P: number,
+    opts: Opts & CacheSettings,
+  ): { logits: Tensor; store: Map<string, Tensor>; value?: number } {
     const f = opts.namesFilter;
-    const want: (n: string) => boolean = f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
+    const want: (n: string) => boolean =
+      f == null ? () => true : typeof f === 'string' ? (n) => n === f : Array.isArray(f) ? (n) => f.includes(n) : f;
     const names = [...this.hookDict.values()].filter((hp) => this.fires(hp.name) && want(hp.name)).map((hp) => hp.name);
     if (typeof f === 'string' || Array.isArray(f)) for (const n of typeof f === 'string' ? [f] : f) this.point(n);
     const dtype = opts.cacheDtype ?? 'f32';
-    if (!['f32', 'f16', 'bf16'].includes(dtype)) throw new TypelensError(`cacheDtype must be 'f32', 'f16' or 'bf16', got ${JSON.stringify(dtype)}`, 'EINVAL');
+    if (!['f32', 'f16', 'bf16'].includes(dtype))
+      throw new TypelensError(`cacheDtype must be 'f32', 'f16' or 'bf16', got ${JSON.stringify(dtype)}`, 'EINVAL');
     const est = this.estimateCacheBytes(B, P, names, dtype) * (opts.inclBwd ? 2 : 1);
     if (est > this.cacheBudgetBytes) {
-      throw new TypelensError(`cache would need ${(est / 2 ** 20).toFixed(1)} MiB, over the ${(this.cacheBudgetBytes / 2 ** 20).toFixed(0)} MiB budget: ` +
-        'pass namesFilter or posSlice, or raise cacheBudgetBytes', 'ENOMEM');
+      throw new TypelensError(
+        `cache would need ${(est / 2 ** 20).toFixed(1)} MiB, over the ${(this.cacheBudgetBytes / 2 ** 20).toFixed(0)} MiB budget: ` +
+          'pass namesFilter or posSlice, or raise cacheBudgetBytes',
+        'ENOMEM',
+      );
     }
     const slice = opts.posSlice == null ? null : Slice.unwrap(opts.posSlice);
     const store = new Map<string, Tensor>();
@@ -241,19 +291,28 @@ export abstract class HookedRootModule<In, Opts extends object> {
       if (opts.removeBatchDim) t = t.index(0, 0);
       return copy(t);
     };
-    const hooks: FwdHook[] = names.map((name) => [name, (act: Tensor) => { store.set(name, keep(name, act)); }]);
+    const hooks: FwdHook[] = names.map((name) => [
+      name,
+      (act: Tensor) => {
+        store.set(name, keep(name, act));
+      },
+    ]);
     if (!opts.inclBwd) return { logits: this.runWithHooks(input, { ...opts, fwdHooks: hooks }), store };
 
     // TL's incl_bwd: one recorded forward, then backward from the metric; `_grad` entries in the
     // order the backward reaches them (TL's too), a point firing several times summed over firings
     const metric = opts.metric ?? this.defaultMetric(input, opts);
-    const cached = new Set(names), grads = new Map<string, Tensor>();
+    const cached = new Set(names),
+      grads = new Map<string, Tensor>();
     const tap: GradTap = {
       want: (n) => cached.has(n),
       onGrad: (n, _i, g) => {
         const prev = grads.get(n)?.f32();
         if (!prev) grads.set(n, new Tensor(Float32Array.from(g.f32()), g.shape));
-        else { const d = g.f32(); for (let i = 0; i < d.length; i++) prev[i] += d[i]; }
+        else {
+          const d = g.f32();
+          for (let i = 0; i < d.length; i++) prev[i] += d[i];
+        }
       },
     };
     let logits!: Tensor;
@@ -275,7 +334,8 @@ export abstract class HookedRootModule<In, Opts extends object> {
 
 /** A backward needs a one-element metric (TL: "grad can be implicitly created only for scalar outputs"). */
 export function checkScalarMetric(m: unknown): asserts m is Tensor {
-  if (!(m instanceof Tensor)) throw new TypelensError('the metric must return a Tensor (a scalar built with ag.* ops), got ' + typeof m, 'EGRAD');
+  if (!(m instanceof Tensor))
+    throw new TypelensError('the metric must return a Tensor (a scalar built with ag.* ops), got ' + typeof m, 'EGRAD');
   if (m.size !== 1) throw new TypelensError(`the metric must be a scalar, got shape [${m.shape.join(', ')}]`, 'EGRAD');
 }
 

@@ -5,7 +5,13 @@ import type { PackedWeight } from './packed-weight.js';
 export type { PackedWeight } from './packed-weight.js';
 
 /** Where a packed weight lives in a shared memory (what a worker needs to adopt it). */
-export interface PackedDesc { ptr: number; bytes: number; K: number; N: number; dtype: DType }
+export interface PackedDesc {
+  ptr: number;
+  bytes: number;
+  K: number;
+  N: number;
+  dtype: DType;
+}
 
 /**
  * Capability: one WebAssembly.Memory that worker threads can share. The model keeps its packed
@@ -24,7 +30,13 @@ export interface SharedMemory {
 }
 
 /** What a backend's device path needs to know about the model (GPT-2 hyper-parameters). */
-export interface DeviceParams { eps: number; attnScale: number; nHeads: number; dHead: number; actFn: string }
+export interface DeviceParams {
+  eps: number;
+  attnScale: number;
+  nHeads: number;
+  dHead: number;
+  actFn: string;
+}
 
 /**
  * The one kernel interface model code sees: a small required core (pack, matmul) and optional

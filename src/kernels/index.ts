@@ -34,7 +34,11 @@ export function wasmBackend(): WasmBackend | null {
   if (wasmDefault === undefined) {
     // FMA (relaxed SIMD) is opt-in: on the 2-core EPYC we measure, V8 11.3's relaxed_madd
     // kernel is slower than the plain mul+add one (bench/results/matmul.json has both).
-    try { wasmDefault = new WasmBackend({ fma: runtimeConfig().fma }); } catch { wasmDefault = null; }
+    try {
+      wasmDefault = new WasmBackend({ fma: runtimeConfig().fma });
+    } catch {
+      wasmDefault = null;
+    }
     // intra-op threads: TYPELENS_THREADS, else every core
     if (wasmDefault) wasmDefault.setThreads(defaultThreads());
   }
@@ -48,7 +52,7 @@ let announced = false;
  * stderr), else WASM SIMD when it loads, else plain JS. TYPELENS_BACKEND overrides auto.
  */
 export function getBackend(name: BackendName = 'auto'): Backend {
-  const want = name === 'auto' ? (runtimeConfig().backend as BackendName | undefined) ?? 'auto' : name;
+  const want = name === 'auto' ? ((runtimeConfig().backend as BackendName | undefined) ?? 'auto') : name;
   if (want === 'js') return jsBackend;
   if (want === 'cuda') {
     const c = cudaBackend();
@@ -58,13 +62,17 @@ export function getBackend(name: BackendName = 'auto'): Backend {
   if (want === 'auto') {
     const c = cudaBackend();
     if (c) {
-      if (!announced) { announced = true; process.stderr.write(`typelens: backend auto chose cuda (${cudaStatus().reason})\n`); }
+      if (!announced) {
+        announced = true;
+        process.stderr.write(`typelens: backend auto chose cuda (${cudaStatus().reason})\n`);
+      }
       return c;
     }
   }
   const w = wasmBackend();
   if (w) return w;
-  if (want === 'wasm') throw new TypelensError('WASM backend unavailable (kernels not built or no SIMD support)', 'ENOKERNEL');
+  if (want === 'wasm')
+    throw new TypelensError('WASM backend unavailable (kernels not built or no SIMD support)', 'ENOKERNEL');
   return jsBackend;
 }
 
@@ -73,7 +81,10 @@ export function getBackend(name: BackendName = 'auto'): Backend {
  * module and memory come from the main thread's `sharedMemory`, and this thread's matmuls use the
  * fixed `scratch` region (the memory's allocator belongs to the main thread).
  */
-export function sharedBackend(shared: { memory: WebAssembly.Memory; module: WebAssembly.Module; fma: boolean }, scratch: { ptr: number; bytes: number }): Backend {
+export function sharedBackend(
+  shared: { memory: WebAssembly.Memory; module: WebAssembly.Module; fma: boolean },
+  scratch: { ptr: number; bytes: number },
+): Backend {
   return new WasmBackend({ memory: shared.memory, module: shared.module, fmaModule: shared.fma, scratch });
 }
 

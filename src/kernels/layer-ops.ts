@@ -42,4 +42,7 @@ export interface AttnOptions {
 }
 
 /** A LayerNorm's weight and bias (absent for LNPre, i.e. after fold_ln). */
-export interface LnParams { w: Tensor; b: Tensor }
+export interface LnParams {
+  w: Tensor;
+  b: Tensor;
+}

@@ -27,7 +27,8 @@ export interface ModelConfig {
 }
 
 /** The divisor of block l's attention scores (TL's AbstractAttention.attn_scale). */
-export const attnScaleOf = (cfg: ModelConfig, l: number): number => cfg.attn_scale * (cfg.scale_attn_by_inverse_layer_idx ? l + 1 : 1);
+export const attnScaleOf = (cfg: ModelConfig, l: number): number =>
+  cfg.attn_scale * (cfg.scale_attn_by_inverse_layer_idx ? l + 1 : 1);
 
 /** HF keys that change GPT-2's computation and that typelens refuses when set to anything but their default. */
 const REFUSED: [key: string, ok: (v: unknown) => boolean, why: string][] = [
@@ -37,12 +38,19 @@ const REFUSED: [key: string, ok: (v: unknown) => boolean, why: string][] = [
 const bool = (hf: Record<string, unknown>, key: string, dflt: boolean, source: string): boolean => {
   const v = hf[key];
   if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'boolean') throw new TypelensError(`${source}: "${key}" must be true or false, got ${JSON.stringify(v)}`, 'ECONFIG');
+  if (typeof v !== 'boolean')
+    throw new TypelensError(`${source}: "${key}" must be true or false, got ${JSON.stringify(v)}`, 'ECONFIG');
   return v;
 };
 
 // gelu_fast and gelu_pytorch_tanh are the tanh approximation, the same function as gelu_new (TL maps them so too)
-const ACT: Record<string, ActFn> = { gelu_new: 'gelu_new', gelu_fast: 'gelu_new', gelu_pytorch_tanh: 'gelu_new', gelu: 'gelu', relu: 'relu' };
+const ACT: Record<string, ActFn> = {
+  gelu_new: 'gelu_new',
+  gelu_fast: 'gelu_new',
+  gelu_pytorch_tanh: 'gelu_new',
+  gelu: 'gelu',
+  relu: 'relu',
+};
 
 /** Build the TL config from a HuggingFace GPT-2 config.json, checking every key we use. */
 export function configFromHF(hf: Record<string, unknown>, source = 'config.json', name = 'gpt2'): ModelConfig {
@@ -53,20 +61,30 @@ export function configFromHF(hf: Record<string, unknown>, source = 'config.json'
     }
     return v;
   };
-  const n_layers = int('n_layer'), d_model = int('n_embd'), n_heads = int('n_head');
-  const n_ctx = int('n_positions', 'n_ctx'), d_vocab = int('vocab_size');
-  if (d_model % n_heads !== 0) throw new TypelensError(`${source}: n_embd ${d_model} is not divisible by n_head ${n_heads}`, 'ECONFIG');
+  const n_layers = int('n_layer'),
+    d_model = int('n_embd'),
+    n_heads = int('n_head');
+  const n_ctx = int('n_positions', 'n_ctx'),
+    d_vocab = int('vocab_size');
+  if (d_model % n_heads !== 0)
+    throw new TypelensError(`${source}: n_embd ${d_model} is not divisible by n_head ${n_heads}`, 'ECONFIG');
   const inner = hf.n_inner;
   if (inner !== undefined && inner !== null && !(typeof inner === 'number' && Number.isInteger(inner) && inner > 0)) {
-    throw new TypelensError(`${source}: "n_inner" must be null or a positive integer, got ${JSON.stringify(inner)}`, 'ECONFIG');
+    throw new TypelensError(
+      `${source}: "n_inner" must be null or a positive integer, got ${JSON.stringify(inner)}`,
+      'ECONFIG',
+    );
   }
   const eps = hf.layer_norm_epsilon ?? 1e-5;
-  if (typeof eps !== 'number' || !(eps > 0)) throw new TypelensError(`${source}: "layer_norm_epsilon" must be a positive number`, 'ECONFIG');
+  if (typeof eps !== 'number' || !(eps > 0))
+    throw new TypelensError(`${source}: "layer_norm_epsilon" must be a positive number`, 'ECONFIG');
   const actName = (hf.activation_function ?? 'gelu_new') as string;
   const act_fn = ACT[actName];
-  if (!act_fn) throw new TypelensError(`${source}: unsupported activation_function ${JSON.stringify(actName)}`, 'ECONFIG');
+  if (!act_fn)
+    throw new TypelensError(`${source}: unsupported activation_function ${JSON.stringify(actName)}`, 'ECONFIG');
   for (const [key, ok, why] of REFUSED) {
-    if (!ok(hf[key])) throw new TypelensError(`${source}: "${key}": ${JSON.stringify(hf[key])} is not supported (${why})`, 'ECONFIG');
+    if (!ok(hf[key]))
+      throw new TypelensError(`${source}: "${key}": ${JSON.stringify(hf[key])} is not supported (${why})`, 'ECONFIG');
   }
   // Flags of HF's GPT2Attention, honoured as TL does (HookedTransformerConfig.use_attn_scale,
   // scale_attn_by_inverse_layer_idx). reorder_and_upcast_attn only changes the precision the
@@ -78,8 +96,20 @@ export function configFromHF(hf: Record<string, unknown>, source = 'config.json'
   const bos = typeof hf.bos_token_id === 'number' && hf.bos_token_id < d_vocab ? hf.bos_token_id : 50256;
   const d_head = d_model / n_heads;
   return {
-    model_name: name, n_layers, d_model, n_heads, d_head, d_mlp: (inner as number | null) ?? 4 * d_model,
-    n_ctx, d_vocab, eps, act_fn, normalization_type: 'LN', bos_token_id: bos, attn_scale: scaleWeights ? Math.sqrt(d_head) : 1,
-    ...(inverseLayer ? { scale_attn_by_inverse_layer_idx: true } : {}), ...(tied ? {} : { tie_word_embeddings: false }),
+    model_name: name,
+    n_layers,
+    d_model,
+    n_heads,
+    d_head,
+    d_mlp: (inner as number | null) ?? 4 * d_model,
+    n_ctx,
+    d_vocab,
+    eps,
+    act_fn,
+    normalization_type: 'LN',
+    bos_token_id: bos,
+    attn_scale: scaleWeights ? Math.sqrt(d_head) : 1,
+    ...(inverseLayer ? { scale_attn_by_inverse_layer_idx: true } : {}),
+    ...(tied ? {} : { tie_word_embeddings: false }),
   };
 }

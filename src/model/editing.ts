@@ -32,32 +32,53 @@ import type { Weights } from './weights.js';
 export type StateDict = Record<string, Tensor> | Map<string, Tensor>;
 const entries = (d: StateDict): [string, Tensor][] => (d instanceof Map ? [...d] : Object.entries(d));
 
-function slotsOf(model: EditableModel): ParamSlot[] { return paramSlots(model.cfg, model.weights, model.packed); }
+function slotsOf(model: EditableModel): ParamSlot[] {
+  return paramSlots(model.cfg, model.weights, model.packed);
+}
 
 function findSlot(model: EditableModel, name: string, what = 'setWeight'): ParamSlot {
   const s = slotsOf(model).find((x) => x.name === name);
   if (s) return s;
   if (/^(blocks\.\d+\.ln[12]|ln_final)\.[wb]$/.test(name) && model.cfg.normalization_type !== 'LN') {
-    throw new TypelensError(`${what}("${name}"): this model has no LayerNorm weights (they were folded: normalization ${model.cfg.normalization_type}); load an unprocessed model to edit them`, 'EWEIGHT');
+    throw new TypelensError(
+      `${what}("${name}"): this model has no LayerNorm weights (they were folded: normalization ${model.cfg.normalization_type}); load an unprocessed model to edit them`,
+      'EWEIGHT',
+    );
   }
-  const some = slotsOf(model).slice(0, 6).map((x) => x.name).join(', ');
-  throw new TypelensError(`${what}("${name}"): no such parameter (TL names, e.g. ${some}, blocks.0.mlp.W_out, unembed.W_U; see model.stateDict())`, 'EWEIGHT');
+  const some = slotsOf(model)
+    .slice(0, 6)
+    .map((x) => x.name)
+    .join(', ');
+  throw new TypelensError(
+    `${what}("${name}"): no such parameter (TL names, e.g. ${some}, blocks.0.mlp.W_out, unembed.W_U; see model.stateDict())`,
+    'EWEIGHT',
+  );
 }
 
 /** The parameter's current tensor (raw, unguarded view of its storage). */
-function current(slot: ParamSlot): Tensor | undefined { return (slot.owner as unknown as Record<string, Tensor | undefined>)[slot.key]; }
+function current(slot: ParamSlot): Tensor | undefined {
+  return (slot.owner as unknown as Record<string, Tensor | undefined>)[slot.key];
+}
 function setCurrent(slot: ParamSlot, t: Tensor | undefined): void {
   const o = slot.owner as unknown as Record<string, Tensor | undefined>;
-  if (t) o[slot.key] = t; else delete o[slot.key];
+  if (t) o[slot.key] = t;
+  else delete o[slot.key];
 }
 
 /** After the storage of `slot` changed: repack, drop derived copies, re-fingerprint; or, for small tensors on a device backend, give it a fresh identity. */
 function afterWrite(model: EditableModel, slot: ParamSlot): void {
   const t = current(slot)!;
   if (slot.pack) {
-    const p = slot.pack, fresh = packSlot(model.backend, model.dtype, slot, t);
-    if (p.key === 'WU') { model.packed.WU.release(); model.packed.WU = fresh; }
-    else { const b = p.block as unknown as Record<string, PackedWeight>; b[p.key].release(); b[p.key] = fresh; }
+    const p = slot.pack,
+      fresh = packSlot(model.backend, model.dtype, slot, t);
+    if (p.key === 'WU') {
+      model.packed.WU.release();
+      model.packed.WU = fresh;
+    } else {
+      const b = p.block as unknown as Record<string, PackedWeight>;
+      b[p.key].release();
+      b[p.key] = fresh;
+    }
   } else if (model.backend.deviceOps && slot.key !== 'W_E' && slot.key !== 'W_pos') {
     // the CUDA backend keeps small arrays on the device keyed by array identity: a new array is re-uploaded
     const copy = new Tensor(Float32Array.from(weightStorage(t) as Float32Array), t.shape);
@@ -91,9 +112,16 @@ function writeSlot(model: EditableModel, slot: ParamSlot, values: Float32Array):
 }
 
 function valuesFor(slot: ParamSlot, src: Tensor, what: string): Float32Array {
-  if (!(src instanceof Tensor)) throw new TypelensError(`${what}("${slot.name}"): expected a Tensor, got ${src === null ? 'null' : typeof src}`, 'EINPUT');
+  if (!(src instanceof Tensor))
+    throw new TypelensError(
+      `${what}("${slot.name}"): expected a Tensor, got ${src === null ? 'null' : typeof src}`,
+      'EINPUT',
+    );
   if (src.ndim !== slot.shape.length || src.shape.some((d, i) => d !== slot.shape[i])) {
-    throw new TypelensError(`${what}("${slot.name}"): shape [${src.shape.join(', ')}] does not match the parameter's [${slot.shape.join(', ')}]`, 'ESHAPE');
+    throw new TypelensError(
+      `${what}("${slot.name}"): shape [${src.shape.join(', ')}] does not match the parameter's [${slot.shape.join(', ')}]`,
+      'ESHAPE',
+    );
   }
   return src.f32();
 }
@@ -110,12 +138,20 @@ export function setWeight(model: EditableModel, name: string, value: Tensor): bo
  * Let `fn` write into the named parameters' own f32 storage (optimizers: no copies), then
  * remake their derived copies. `fn` must not keep the arrays.
  */
-export function updateWeights(model: EditableModel, names: Iterable<string>, fn: (name: string, data: Float32Array) => void): void {
+export function updateWeights(
+  model: EditableModel,
+  names: Iterable<string>,
+  fn: (name: string, data: Float32Array) => void,
+): void {
   model.assertUsable();
   const slots = [...names].map((n) => findSlot(model, n, 'updateWeights'));
   for (const s of slots) {
     const raw = weightStorage(current(s)!);
-    if (!(raw instanceof Float32Array)) throw new TypelensError(`updateWeights("${s.name}"): the weight is stored as ${current(s)!.dtype}; in-place updates need f32 storage (use setWeight)`, 'EDTYPE');
+    if (!(raw instanceof Float32Array))
+      throw new TypelensError(
+        `updateWeights("${s.name}"): the weight is stored as ${current(s)!.dtype}; in-place updates need f32 storage (use setWeight)`,
+        'EDTYPE',
+      );
     fn(s.name, raw);
   }
   for (const s of slots) afterWrite(model, s);
@@ -127,7 +163,10 @@ export function stateDict(model: EditableModel): Record<string, Tensor> {
   const out: Record<string, Tensor> = {};
   for (const s of slotsOf(model)) {
     const t = current(s)!;
-    out[s.name] = new Tensor(Float32Array.from(new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype).f32()), s.shape);
+    out[s.name] = new Tensor(
+      Float32Array.from(new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype).f32()),
+      s.shape,
+    );
   }
   return out;
 }
@@ -136,18 +175,41 @@ export function stateDict(model: EditableModel): Record<string, Tensor> {
  * TL's load_state_dict: write each entry (shape-checked), repacking only what changed. With
  * `strict` (the default, as in PyTorch) the keys must be exactly the model's parameters.
  */
-export function loadStateDict(model: EditableModel, dict: StateDict, opts: { strict?: boolean } = {}): { changed: string[] } {
+export function loadStateDict(
+  model: EditableModel,
+  dict: StateDict,
+  opts: { strict?: boolean } = {},
+): { changed: string[] } {
   model.assertUsable();
-  const slots = slotsOf(model), byName = new Map(slots.map((s) => [s.name, s]));
+  const slots = slotsOf(model),
+    byName = new Map(slots.map((s) => [s.name, s]));
   const es = entries(dict);
   const unexpected = es.map(([k]) => k).filter((k) => !byName.has(k));
   if (unexpected.length) {
-    throw new TypelensError(`loadStateDict: unexpected key(s) ${unexpected.slice(0, 5).map((k) => `"${k}"`).join(', ')}${unexpected.length > 5 ? ` (+${unexpected.length - 5})` : ''}` +
-      (unexpected.some((k) => /ln(1|2|_final)\./.test(k)) && model.cfg.normalization_type !== 'LN' ? ' (this model has its LayerNorms folded: use loadAndProcessStateDict)' : ''), 'EWEIGHT');
+    throw new TypelensError(
+      `loadStateDict: unexpected key(s) ${unexpected
+        .slice(0, 5)
+        .map((k) => `"${k}"`)
+        .join(', ')}${unexpected.length > 5 ? ` (+${unexpected.length - 5})` : ''}` +
+        (unexpected.some((k) => /ln(1|2|_final)\./.test(k)) && model.cfg.normalization_type !== 'LN'
+          ? ' (this model has its LayerNorms folded: use loadAndProcessStateDict)'
+          : ''),
+      'EWEIGHT',
+    );
   }
   if (opts.strict ?? true) {
-    const have = new Set(es.map(([k]) => k)), missing = slots.map((s) => s.name).filter((n) => !have.has(n));
-    if (missing.length) throw new TypelensError(`loadStateDict: missing key(s) ${missing.slice(0, 5).map((k) => `"${k}"`).join(', ')}${missing.length > 5 ? ` (+${missing.length - 5})` : ''} (pass { strict: false } to load a subset)`, 'EWEIGHT');
+    const have = new Set(es.map(([k]) => k)),
+      missing = slots.map((s) => s.name).filter((n) => !have.has(n));
+    if (missing.length)
+      throw new TypelensError(
+        `loadStateDict: missing key(s) ${missing
+          .slice(0, 5)
+          .map((k) => `"${k}"`)
+          .join(
+            ', ',
+          )}${missing.length > 5 ? ` (+${missing.length - 5})` : ''} (pass { strict: false } to load a subset)`,
+        'EWEIGHT',
+      );
   }
   const vals = es.map(([k, v]) => [byName.get(k)!, valuesFor(byName.get(k)!, v, 'loadStateDict')] as const); // check all before writing any
   const changed = vals.filter(([s, v]) => writeSlot(model, s, v)).map(([s]) => s.name);
@@ -157,17 +219,38 @@ export function loadStateDict(model: EditableModel, dict: StateDict, opts: { str
 
 /** The model's weights as a fresh f32 Weights object (for processing). */
 function copyWeights(model: EditableModel, withLn: boolean): Weights {
-  const W = model.weights, f = (t?: Tensor) => (t ? new Tensor(Float32Array.from(new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype).f32()), t.shape) : undefined);
+  const W = model.weights,
+    f = (t?: Tensor) =>
+      t
+        ? new Tensor(Float32Array.from(new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype).f32()), t.shape)
+        : undefined;
   const { d_model: M } = model.cfg;
-  const ones = () => Tensor.full([M], 1), zeros = () => Tensor.zeros([M]);
+  const ones = () => Tensor.full([M], 1),
+    zeros = () => Tensor.zeros([M]);
   return {
-    W_E: f(W.W_E)!, W_pos: f(W.W_pos)!, W_U: f(W.W_U)!, b_U: f(W.b_U)!,
-    ln_final_w: withLn ? f(W.ln_final_w) ?? ones() : undefined, ln_final_b: withLn ? f(W.ln_final_b) ?? zeros() : undefined,
+    W_E: f(W.W_E)!,
+    W_pos: f(W.W_pos)!,
+    W_U: f(W.W_U)!,
+    b_U: f(W.b_U)!,
+    ln_final_w: withLn ? (f(W.ln_final_w) ?? ones()) : undefined,
+    ln_final_b: withLn ? (f(W.ln_final_b) ?? zeros()) : undefined,
     blocks: W.blocks.map((b) => ({
-      ln1_w: withLn ? f(b.ln1_w) ?? ones() : undefined, ln1_b: withLn ? f(b.ln1_b) ?? zeros() : undefined,
-      ln2_w: withLn ? f(b.ln2_w) ?? ones() : undefined, ln2_b: withLn ? f(b.ln2_b) ?? zeros() : undefined,
-      W_Q: f(b.W_Q)!, W_K: f(b.W_K)!, W_V: f(b.W_V)!, W_O: f(b.W_O)!, b_Q: f(b.b_Q)!, b_K: f(b.b_K)!, b_V: f(b.b_V)!, b_O: f(b.b_O)!,
-      W_in: f(b.W_in)!, b_in: f(b.b_in)!, W_out: f(b.W_out)!, b_out: f(b.b_out)!,
+      ln1_w: withLn ? (f(b.ln1_w) ?? ones()) : undefined,
+      ln1_b: withLn ? (f(b.ln1_b) ?? zeros()) : undefined,
+      ln2_w: withLn ? (f(b.ln2_w) ?? ones()) : undefined,
+      ln2_b: withLn ? (f(b.ln2_b) ?? zeros()) : undefined,
+      W_Q: f(b.W_Q)!,
+      W_K: f(b.W_K)!,
+      W_V: f(b.W_V)!,
+      W_O: f(b.W_O)!,
+      b_Q: f(b.b_Q)!,
+      b_K: f(b.b_K)!,
+      b_V: f(b.b_V)!,
+      b_O: f(b.b_O)!,
+      W_in: f(b.W_in)!,
+      b_in: f(b.b_in)!,
+      W_out: f(b.W_out)!,
+      b_out: f(b.b_out)!,
     })),
   };
 }
@@ -180,7 +263,11 @@ function install(model: EditableModel, W: Weights, cfg: ModelConfig): string[] {
     for (const s of paramSlots(model.cfg, model.weights, model.packed, true)) {
       if (!isLnKey(s.key)) continue;
       const t = current(s);
-      if (t) { model.weightGuard.unwatch(t); setCurrent(s, undefined); changed.push(s.name); }
+      if (t) {
+        model.weightGuard.unwatch(t);
+        setCurrent(s, undefined);
+        changed.push(s.name);
+      }
     }
   }
   const prevNorm = model.cfg.normalization_type;
@@ -199,13 +286,18 @@ function install(model: EditableModel, W: Weights, cfg: ModelConfig): string[] {
  * unprocessed state dict) on the model's weights, apply TL's processing (from_pretrained's
  * defaults unless switched off) and load the result.
  */
-export function loadAndProcessStateDict(model: EditableModel, dict: StateDict, opts: ProcessingOptions = {}): { changed: string[] } {
+export function loadAndProcessStateDict(
+  model: EditableModel,
+  dict: StateDict,
+  opts: ProcessingOptions = {},
+): { changed: string[] } {
   model.assertUsable();
   const es = entries(dict);
   const withLn = model.cfg.normalization_type === 'LN' || es.some(([k]) => /ln(1|2|_final)\.[wb]$/.test(k));
-  const cfg = { ...model.cfg, normalization_type: withLn ? 'LN' as const : model.cfg.normalization_type };
+  const cfg = { ...model.cfg, normalization_type: withLn ? ('LN' as const) : model.cfg.normalization_type };
   const W = copyWeights(model, withLn);
-  const slots = paramSlots(cfg, W, null), byName = new Map(slots.map((s) => [s.name, s]));
+  const slots = paramSlots(cfg, W, null),
+    byName = new Map(slots.map((s) => [s.name, s]));
   for (const [k, v] of es) {
     const s = byName.get(k);
     if (!s) throw new TypelensError(`loadAndProcessStateDict: unexpected key "${k}"`, 'EWEIGHT');

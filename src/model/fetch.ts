@@ -4,8 +4,16 @@ import { join } from 'node:path';
 import { TypelensError } from '../errors.js';
 import { writeFileAtomic } from '../util/fs.js';
 
-export interface PinnedFile { name: string; sha256: string; size?: number }
-export interface PinnedCheckpoint { repo: string; revision: string; files: PinnedFile[] }
+export interface PinnedFile {
+  name: string;
+  sha256: string;
+  size?: number;
+}
+export interface PinnedCheckpoint {
+  repo: string;
+  revision: string;
+  files: PinnedFile[];
+}
 
 /** HuggingFace openai-community/gpt2 at a fixed revision, with the sizes and hashes to expect. */
 export const CHECKPOINTS: Record<string, PinnedCheckpoint> = {
@@ -14,7 +22,11 @@ export const CHECKPOINTS: Record<string, PinnedCheckpoint> = {
     revision: '607a30d783dfa663caf39e06633721c8d4cfcd7e',
     files: [
       { name: 'config.json', sha256: '0daed7749b4f02b8f76240d5444551d7b08712dab4d0adb8239c56ba823bb7b4' },
-      { name: 'model.safetensors', size: 548_105_171, sha256: '248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707' },
+      {
+        name: 'model.safetensors',
+        size: 548_105_171,
+        sha256: '248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707',
+      },
     ],
   },
 };
@@ -44,21 +56,38 @@ async function sha256File(path: string): Promise<string> {
 async function fetchFile(url: string, dest: string, want: PinnedFile, opts: FetchOptions): Promise<void> {
   const part = dest + PARTIAL;
   let have = existsSync(part) ? statSync(part).size : 0;
-  if (want.size !== undefined && have > want.size) { rmSync(part); have = 0; }
+  if (want.size !== undefined && have > want.size) {
+    rmSync(part);
+    have = 0;
+  }
   const ctrl = new AbortController();
   let timer: NodeJS.Timeout | undefined;
   const idle = opts.idleTimeoutMs ?? 60_000;
-  const poke = () => { clearTimeout(timer); timer = setTimeout(() => ctrl.abort(new Error('stalled')), idle); };
+  const poke = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => ctrl.abort(new Error('stalled')), idle);
+  };
   poke();
   try {
     if (want.size === undefined || have < want.size) {
       let res: Response;
       try {
-        res = await fetch(url, { headers: have ? { Range: `bytes=${have}-` } : {}, signal: ctrl.signal, redirect: 'follow' });
+        res = await fetch(url, {
+          headers: have ? { Range: `bytes=${have}-` } : {},
+          signal: ctrl.signal,
+          redirect: 'follow',
+        });
       } catch (e) {
-        throw new TypelensError(`cannot download ${url}: ${ctrl.signal.aborted ? `no data for ${idle} ms` : (e as Error).cause ?? (e as Error).message}`, 'EFETCH');
+        throw new TypelensError(
+          `cannot download ${url}: ${ctrl.signal.aborted ? `no data for ${idle} ms` : ((e as Error).cause ?? (e as Error).message)}`,
+          'EFETCH',
+        );
       }
-      if (res.status === 416 && have) { await res.body?.cancel(); rmSync(part); return fetchFile(url, dest, want, opts); }
+      if (res.status === 416 && have) {
+        await res.body?.cancel();
+        rmSync(part);
+        return fetchFile(url, dest, want, opts);
+      }
       if (!res.ok) throw new TypelensError(`cannot download ${url}: HTTP ${res.status} ${res.statusText}`, 'EFETCH');
       const resumed = res.status === 206;
       if (!resumed) have = 0; // the server sent the whole file: start over
@@ -74,8 +103,11 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
           opts.onProgress?.(want.name, done, total);
         }
       } catch (e) {
-        throw new TypelensError(`download of ${want.name} interrupted after ${done} bytes (${ctrl.signal.aborted ? `no data for ${idle} ms` : (e as Error).message}); ` +
-          'run the same command again to resume', 'EFETCH');
+        throw new TypelensError(
+          `download of ${want.name} interrupted after ${done} bytes (${ctrl.signal.aborted ? `no data for ${idle} ms` : (e as Error).message}); ` +
+            'run the same command again to resume',
+          'EFETCH',
+        );
       } finally {
         await new Promise<void>((r) => out.end(r));
       }
@@ -86,12 +118,18 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
   const size = statSync(part).size;
   if (want.size !== undefined && size !== want.size) {
     if (size > want.size) rmSync(part);
-    throw new TypelensError(`${want.name}: got ${size} bytes, expected ${want.size}${size < want.size ? ' (truncated; run again to resume)' : ''}`, 'EFETCH');
+    throw new TypelensError(
+      `${want.name}: got ${size} bytes, expected ${want.size}${size < want.size ? ' (truncated; run again to resume)' : ''}`,
+      'EFETCH',
+    );
   }
   const digest = await sha256File(part);
   if (digest !== want.sha256) {
     rmSync(part);
-    throw new TypelensError(`${want.name}: sha256 ${digest} does not match the pinned ${want.sha256}; the download was discarded`, 'EFETCH');
+    throw new TypelensError(
+      `${want.name}: sha256 ${digest} does not match the pinned ${want.sha256}; the download was discarded`,
+      'EFETCH',
+    );
   }
   renameSync(part, dest);
 }
@@ -102,14 +140,26 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
  */
 export async function fetchWeights(ckpt: PinnedCheckpoint, opts: FetchOptions): Promise<string[]> {
   const base = (opts.baseUrl ?? 'https://huggingface.co').replace(/\/+$/, '');
-  try { mkdirSync(opts.dir, { recursive: true }); } catch (e) { throw new TypelensError(`cannot create ${opts.dir}: ${(e as Error).message}`, 'EIO'); }
+  try {
+    mkdirSync(opts.dir, { recursive: true });
+  } catch (e) {
+    throw new TypelensError(`cannot create ${opts.dir}: ${(e as Error).message}`, 'EIO');
+  }
   const written: string[] = [];
   for (const f of ckpt.files) {
     const dest = join(opts.dir, f.name);
-    if (existsSync(dest) && (f.size === undefined || statSync(dest).size === f.size) && await sha256File(dest) === f.sha256) continue;
+    if (
+      existsSync(dest) &&
+      (f.size === undefined || statSync(dest).size === f.size) &&
+      (await sha256File(dest)) === f.sha256
+    )
+      continue;
     await fetchFile(`${base}/${ckpt.repo}/resolve/${ckpt.revision}/${f.name}`, dest, f, opts);
     written.push(dest);
   }
-  writeFileAtomic(join(opts.dir, 'typelens-source.json'), JSON.stringify({ repo: ckpt.repo, revision: ckpt.revision, files: ckpt.files }, null, 2) + '\n');
+  writeFileAtomic(
+    join(opts.dir, 'typelens-source.json'),
+    JSON.stringify({ repo: ckpt.repo, revision: ckpt.revision, files: ckpt.files }, null, 2) + '\n',
+  );
   return written;
 }

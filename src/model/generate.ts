@@ -30,19 +30,32 @@ export function sampleLogits(finalLogits: Tensor, opts: SampleOptions = {}): num
   const { topK = null, topP = null, temperature = 1, freqPenalty = 0 } = opts;
   const random = opts.random ?? Math.random;
   const f = finalLogits.ndim === 1 ? finalLogits.unsqueeze(0) : finalLogits;
-  if (f.ndim !== 2) throw new TypelensError(`sampleLogits: logits must be [batch, d_vocab], got [${finalLogits.shape.join(', ')}]`, 'ESHAPE');
-  if (topK != null && !(Number.isInteger(topK) && topK > 0)) throw new TypelensError(`topK must be a positive integer, got ${topK}`, 'EINPUT');
-  if (topP != null && !(topP > 0 && topP <= 1)) throw new TypelensError(`topP must be in (0, 1], got ${topP}`, 'EINPUT');
+  if (f.ndim !== 2)
+    throw new TypelensError(
+      `sampleLogits: logits must be [batch, d_vocab], got [${finalLogits.shape.join(', ')}]`,
+      'ESHAPE',
+    );
+  if (topK != null && !(Number.isInteger(topK) && topK > 0))
+    throw new TypelensError(`topK must be a positive integer, got ${topK}`, 'EINPUT');
+  if (topP != null && !(topP > 0 && topP <= 1))
+    throw new TypelensError(`topP must be in (0, 1], got ${topP}`, 'EINPUT');
   if (!(temperature >= 0)) throw new TypelensError(`temperature must be >= 0, got ${temperature}`, 'EINPUT');
-  const [B, V] = f.shape, all = f.contiguous().f32();
+  const [B, V] = f.shape,
+    all = f.contiguous().f32();
   const ctx = opts.tokens ? (opts.tokens.ndim === 1 ? opts.tokens.unsqueeze(0) : opts.tokens).contiguous() : null;
   const out: number[] = [];
   for (let b = 0; b < B; b++) {
     const row = Float64Array.from(all.subarray(b * V, (b + 1) * V));
-    if (temperature === 0) { let best = 0; for (let v = 1; v < V; v++) if (row[v] > row[best]) best = v; out.push(best); continue; }
+    if (temperature === 0) {
+      let best = 0;
+      for (let v = 1; v < V; v++) if (row[v] > row[best]) best = v;
+      out.push(best);
+      continue;
+    }
     for (let v = 0; v < V; v++) row[v] /= temperature;
     if (freqPenalty > 0 && ctx) {
-      const P = ctx.shape[1], ids = ctx.f32();
+      const P = ctx.shape[1],
+        ids = ctx.f32();
       for (let p = 0; p < P; p++) row[ids[b * P + p]] -= freqPenalty;
     }
     if (topK != null) {
@@ -53,7 +66,8 @@ export function sampleLogits(finalLogits: Tensor, opts: SampleOptions = {}): num
       const mx = row[order[0]];
       let z = 0;
       for (const i of order) z += Math.exp(row[i] - mx);
-      let cum = 0, prevOver = false;
+      let cum = 0,
+        prevOver = false;
       for (let r = 0; r < V; r++) {
         const i = order[r];
         // TL shifts the "cumulative > p" flags right by one, so the token that crosses p is kept
@@ -67,8 +81,16 @@ export function sampleLogits(finalLogits: Tensor, opts: SampleOptions = {}): num
     for (let v = 0; v < V; v++) if (row[v] > mx) mx = row[v];
     let z = 0;
     for (let v = 0; v < V; v++) z += Math.exp(row[v] - mx);
-    let u = random() * z, pick = -1;
-    for (let v = 0; v < V; v++) { const w = Math.exp(row[v] - mx); if (w > 0) { pick = v; u -= w; if (u < 0) break; } }
+    let u = random() * z,
+      pick = -1;
+    for (let v = 0; v < V; v++) {
+      const w = Math.exp(row[v] - mx);
+      if (w > 0) {
+        pick = v;
+        u -= w;
+        if (u < 0) break;
+      }
+    }
     out.push(pick);
   }
   return out;
@@ -98,24 +120,57 @@ export interface GenerateOptions extends Omit<SampleOptions, 'tokens' | 'random'
 export interface GenerativeModel {
   readonly cfg: ModelConfig;
   toTokens(input: string | string[], opts: { prependBos?: boolean; paddingSide?: PaddingSide }): Tensor;
-  forward(input: Tensor, opts: { pastKvCache?: HookedTransformerKeyValueCache; paddingSide?: PaddingSide; prependBos?: boolean; lastPositionLogits?: boolean }): Tensor;
+  forward(
+    input: Tensor,
+    opts: {
+      pastKvCache?: HookedTransformerKeyValueCache;
+      paddingSide?: PaddingSide;
+      prependBos?: boolean;
+      lastPositionLogits?: boolean;
+    },
+  ): Tensor;
 }
 
 /** TL's HookedTransformer.generate. */
-export function generate(model: GenerativeModel, input: string | string[] | Tensor | number[] | number[][], opts: GenerateOptions = {}): string | string[] | Tensor {
-  const { maxNewTokens = 10, doSample = true, stopAtEos = true, usePastKvCache = true, prependBos = true, returnType = 'input' } = opts;
-  if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0)) throw new TypelensError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`, 'EINPUT');
+export function generate(
+  model: GenerativeModel,
+  input: string | string[] | Tensor | number[] | number[][],
+  opts: GenerateOptions = {},
+): string | string[] | Tensor {
+  const {
+    maxNewTokens = 10,
+    doSample = true,
+    stopAtEos = true,
+    usePastKvCache = true,
+    prependBos = true,
+    returnType = 'input',
+  } = opts;
+  if (!(Number.isInteger(maxNewTokens) && maxNewTokens >= 0))
+    throw new TypelensError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`, 'EINPUT');
   const isStr = typeof input === 'string' || (Array.isArray(input) && typeof input[0] === 'string');
   const paddingSide = opts.paddingSide ?? (Array.isArray(input) && isStr && input.length > 1 ? 'left' : 'right');
-  let tokens = isStr ? model.toTokens(input as string | string[], { prependBos, paddingSide })
-    : input instanceof Tensor ? input : Tensor.from(input as number[][]);
+  let tokens = isStr
+    ? model.toTokens(input as string | string[], { prependBos, paddingSide })
+    : input instanceof Tensor
+      ? input
+      : Tensor.from(input as number[][]);
   if (tokens.ndim === 1) tokens = tokens.unsqueeze(0);
   const [B, P0] = tokens.shape;
-  if (P0 + maxNewTokens > model.cfg.n_ctx) throw new TypelensError(`${P0} prompt tokens + ${maxNewTokens} new ones is more than n_ctx = ${model.cfg.n_ctx}`, 'ETOKEN');
+  if (P0 + maxNewTokens > model.cfg.n_ctx)
+    throw new TypelensError(
+      `${P0} prompt tokens + ${maxNewTokens} new ones is more than n_ctx = ${model.cfg.n_ctx}`,
+      'ETOKEN',
+    );
   const eos = opts.eosTokenId ?? model.cfg.bos_token_id;
   const stops = Array.isArray(eos) ? eos : [eos];
   const random = opts.seed != null ? rng(opts.seed).uniform : Math.random;
-  const sample = { topK: opts.topK, topP: opts.topP, temperature: doSample ? opts.temperature ?? 1 : 0, freqPenalty: opts.freqPenalty, random };
+  const sample = {
+    topK: opts.topK,
+    topP: opts.topP,
+    temperature: doSample ? (opts.temperature ?? 1) : 0,
+    freqPenalty: opts.freqPenalty,
+    random,
+  };
   const kv = usePastKvCache ? HookedTransformerKeyValueCache.initCache(model.cfg, B) : undefined;
   const rows: number[][] = Array.from({ length: B }, (_, b) => tokens.index(0, b).toArray());
   const finished = new Array<boolean>(B).fill(false);
@@ -139,7 +194,8 @@ export function generate(model: GenerativeModel, input: string | string[] | Tens
   // as TL: a prepended BOS is not part of the text (and neither are left pads)
   const text = rows.map((r) => {
     let i = 0;
-    if (paddingSide === 'left') while (i < r.length - 1 && r[i] === model.cfg.bos_token_id && r[i + 1] === model.cfg.bos_token_id) i++;
+    if (paddingSide === 'left')
+      while (i < r.length - 1 && r[i] === model.cfg.bos_token_id && r[i + 1] === model.cfg.bos_token_id) i++;
     if (isStr && prependBos && r[i] === model.cfg.bos_token_id) i++;
     return decodeTokens(r.slice(i));
   });

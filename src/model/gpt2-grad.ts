@@ -9,10 +9,14 @@ import * as ag from '../autograd/ops.js';
 import type { GradHook } from '../autograd/tape.js';
 
 /** The model's lazily packed transposed weights and reused gradient buffers (model.gradPackCache). */
-export function packCacheFor(model: HookedTransformer): ag.PackCache { return model.gradPackCache; }
+export function packCacheFor(model: HookedTransformer): ag.PackCache {
+  return model.gradPackCache;
+}
 
 /** Every parameter in TL's names and layouts (model.namedParameters()). */
-export function namedParameters(model: HookedTransformer): Map<string, Tensor> { return model.namedParameters(); }
+export function namedParameters(model: HookedTransformer): Map<string, Tensor> {
+  return model.namedParameters();
+}
 
 /** Called at each hook point firing: return the (possibly replaced) activation. */
 export type FireFn = (name: string, t: Tensor) => Tensor;
@@ -42,10 +46,18 @@ export interface Gpt2GradResult {
  * every parameter (TL names) and every hook point. `bwdHooks` see (and may replace) the
  * gradient at a hook point, as TL's backward hooks do.
  */
-export function gpt2Grad(model: HookedTransformer, tokens: Tensor, metric: (logits: Tensor) => Tensor,
-  opts: { params?: boolean; hooks?: boolean; bwdHooks?: [string | ((n: string) => boolean), GradHook][];
+export function gpt2Grad(
+  model: HookedTransformer,
+  tokens: Tensor,
+  metric: (logits: Tensor) => Tensor,
+  opts: {
+    params?: boolean;
+    hooks?: boolean;
+    bwdHooks?: [string | ((n: string) => boolean), GradHook][];
     /** Return weight gradients as views of reused kernel buffers (valid until the next backward), not copies. */
-    views?: boolean } = {}): Gpt2GradResult {
+    views?: boolean;
+  } = {},
+): Gpt2GradResult {
   const wantHooks = opts.hooks ?? true;
   model.checkWeights(); // a weight edited outside the model would disagree with its packed copy
   const firings = new Map<string, Tensor[]>();
@@ -58,13 +70,23 @@ export function gpt2Grad(model: HookedTransformer, tokens: Tensor, metric: (logi
     },
   };
   const tok = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
-  const bwdHooks = (opts.bwdHooks ?? []).map(([f, fn]) => [f, (g: Tensor) => fn(g)] as [string | ((n: string) => boolean), (g: Tensor) => Tensor | void]);
-  const r = model.withGradTap(tap, () => model.backward(tok, metric, { params: opts.params ?? true, views: opts.views, bwdHooks }));
+  const bwdHooks = (opts.bwdHooks ?? []).map(
+    ([f, fn]) => [f, (g: Tensor) => fn(g)] as [string | ((n: string) => boolean), (g: Tensor) => Tensor | void],
+  );
+  const r = model.withGradTap(tap, () =>
+    model.backward(tok, metric, { params: opts.params ?? true, views: opts.views, bwdHooks }),
+  );
   const hooks = new Map<string, Tensor>();
   for (const [n, list] of firings) {
-    if (list.length === 1) { hooks.set(n, list[0]); continue; }
+    if (list.length === 1) {
+      hooks.set(n, list[0]);
+      continue;
+    }
     const s = Float32Array.from(list[0].f32());
-    for (const t of list.slice(1)) { const d = t.f32(); for (let i = 0; i < s.length; i++) s[i] += d[i]; }
+    for (const t of list.slice(1)) {
+      const d = t.f32();
+      for (let i = 0; i < s.length; i++) s[i] += d[i];
+    }
     hooks.set(n, new Tensor(s, list[0].shape));
   }
   for (const n of [...firings.keys()]) if (firings.get(n)!.length === 1) firings.delete(n);
@@ -76,7 +98,10 @@ export function logitDiffMetric(answer: [number, number]): (logits: Tensor) => T
   return (logits) => {
     const last = ag.index(logits, 1, -1); // [B, V]
     const Bn = last.shape[0];
-    const idx = new Tensor(Float32Array.from({ length: 2 * Bn }, (_, i) => answer[i % 2]), [Bn, 2]);
+    const idx = new Tensor(
+      Float32Array.from({ length: 2 * Bn }, (_, i) => answer[i % 2]),
+      [Bn, 2],
+    );
     const picked = ag.gather(last, idx); // [B, 2]
     return ag.mean(ag.sub(ag.index(picked, 1, 0), ag.index(picked, 1, 1)));
   };

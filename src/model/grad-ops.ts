@@ -21,17 +21,30 @@ export function gradOps(ctx: GradContext): LayerOps<Tensor> {
     toHost: (t) => t,
     hook: fire,
     /** TL's hook order: centre, hook_scale, divide, (w, b), hook_normalized (ag.layerNorm). */
-    layerNorm: (prefix, x, params?: LnParams) => ag.layerNorm(x, cfg.eps, params?.w, params?.b, {
-      scale: (s) => fire(`${prefix}.hook_scale`, s),
-      normalized: (n) => fire(`${prefix}.hook_normalized`, n),
-    }),
+    layerNorm: (prefix, x, params?: LnParams) =>
+      ag.layerNorm(x, cfg.eps, params?.w, params?.b, {
+        scale: (s) => fire(`${prefix}.hook_scale`, s),
+        normalized: (n) => fire(`${prefix}.hook_normalized`, n),
+      }),
     linear: (name, x, w, bias, shape) => fire(name, ag.linear(x, ctx.mat(w), bias, backend, shape)),
     attention(prefix, q, k, v) {
-      const [B, P, H, D] = q.shape, dims = { B, P, H, D };
+      const [B, P, H, D] = q.shape,
+        dims = { B, P, H, D };
       // values from the host's kernels (the same numbers as host-ops for any length), backward from ag
-      const sc = fire(`${prefix}.hook_attn_scores`, ag.attnScores(q, k, cfg.attn_scale, attnScores(backend, q.f32(), k.f32(), dims, cfg.attn_scale, ctx.attnMatmulMinPos)));
+      const sc = fire(
+        `${prefix}.hook_attn_scores`,
+        ag.attnScores(
+          q,
+          k,
+          cfg.attn_scale,
+          attnScores(backend, q.f32(), k.f32(), dims, cfg.attn_scale, ctx.attnMatmulMinPos),
+        ),
+      );
       const pattern = fire(`${prefix}.hook_pattern`, ag.softmax(sc));
-      return fire(`${prefix}.hook_z`, ag.attnMix(pattern, v, attnMix(backend, pattern.f32(), v.f32(), dims, ctx.attnMatmulMinPos)));
+      return fire(
+        `${prefix}.hook_z`,
+        ag.attnMix(pattern, v, attnMix(backend, pattern.f32(), v.f32(), dims, ctx.attnMatmulMinPos)),
+      );
     },
     act: (name, x) => fire(name, ag.activation(x, cfg.act_fn)),
     add: (name, a, b) => fire(name, ag.add(a, b)),

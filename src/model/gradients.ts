@@ -51,9 +51,22 @@ export interface GradModel {
 }
 
 const LN_PARAM_NAMES = [
-  ['ln1_w', 'ln1.w'], ['ln1_b', 'ln1.b'], ['W_Q', 'attn.W_Q'], ['W_K', 'attn.W_K'], ['W_V', 'attn.W_V'], ['W_O', 'attn.W_O'],
-  ['b_Q', 'attn.b_Q'], ['b_K', 'attn.b_K'], ['b_V', 'attn.b_V'], ['b_O', 'attn.b_O'], ['ln2_w', 'ln2.w'], ['ln2_b', 'ln2.b'],
-  ['W_in', 'mlp.W_in'], ['b_in', 'mlp.b_in'], ['W_out', 'mlp.W_out'], ['b_out', 'mlp.b_out'],
+  ['ln1_w', 'ln1.w'],
+  ['ln1_b', 'ln1.b'],
+  ['W_Q', 'attn.W_Q'],
+  ['W_K', 'attn.W_K'],
+  ['W_V', 'attn.W_V'],
+  ['W_O', 'attn.W_O'],
+  ['b_Q', 'attn.b_Q'],
+  ['b_K', 'attn.b_K'],
+  ['b_V', 'attn.b_V'],
+  ['b_O', 'attn.b_O'],
+  ['ln2_w', 'ln2.w'],
+  ['ln2_b', 'ln2.b'],
+  ['W_in', 'mlp.W_in'],
+  ['b_in', 'mlp.b_in'],
+  ['W_out', 'mlp.W_out'],
+  ['b_out', 'mlp.b_out'],
 ] as const;
 
 /**
@@ -65,7 +78,12 @@ export function namedParameters(W: Weights): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   out.set('embed.W_E', W.W_E);
   out.set('pos_embed.W_pos', W.W_pos);
-  W.blocks.forEach((blk, l) => { for (const [k, n] of LN_PARAM_NAMES) { const t = blk[k]; if (t) out.set(`blocks.${l}.${n}`, t); } });
+  W.blocks.forEach((blk, l) => {
+    for (const [k, n] of LN_PARAM_NAMES) {
+      const t = blk[k];
+      if (t) out.set(`blocks.${l}.${n}`, t);
+    }
+  });
   if (W.ln_final_w) out.set('ln_final.w', W.ln_final_w);
   if (W.ln_final_b) out.set('ln_final.b', W.ln_final_b);
   out.set('unembed.W_U', W.W_U);
@@ -110,9 +128,14 @@ export function gradPackCache(model: GradModel): ag.PackCache {
  * leaf. The map is remade when a packed weight is not in it (a write through the model, e.g.
  * setWeight or an optimizer's updateWeights, repacks into new PackedWeights).
  */
-export function gradLayerOps(model: GradModel, cache: ag.PackCache, fire: (name: string, t: Tensor) => Tensor): LayerOps<Tensor> {
+export function gradLayerOps(
+  model: GradModel,
+  cache: ag.PackCache,
+  fire: (name: string, t: Tensor) => Tensor,
+): LayerOps<Tensor> {
   const leaves = (): Map<PackedWeight, ag.MatWeight> => {
-    const W = model.weights, mats = new Map<PackedWeight, ag.MatWeight>();
+    const W = model.weights,
+      mats = new Map<PackedWeight, ag.MatWeight>();
     model.packed.blocks.forEach((pk, l) => {
       const blk = W.blocks[l];
       mats.set(pk.WQ, ag.headsInWeight(blk.W_Q, cache, pk.WQ));

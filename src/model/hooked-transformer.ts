@@ -7,7 +7,14 @@ import { ActivationCache } from '../hooks/cache.js';
 import { GradMetric, HookedRootModule } from '../hooks/registry.js';
 import { attnScaleOf, type ModelConfig } from './config.js';
 import { generate, GenerateOptions } from './generate.js';
-import { backward, BackwardOptions, BackwardResult, gradLayerOps, gradPackCache, namedParameters } from './gradients.js';
+import {
+  backward,
+  BackwardOptions,
+  BackwardResult,
+  gradLayerOps,
+  gradPackCache,
+  namedParameters,
+} from './gradients.js';
 import { lmCrossEntropyLoss } from './loss.js';
 import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
 import type { FactoredMatrix } from '../tensor/factored-matrix.js';
@@ -23,7 +30,15 @@ import { decodeToken, toTokens } from './tokenizer.js';
 import * as tok from './token-helpers.js';
 import { tokensOf, TokensInput } from './tokens-input.js';
 import type { Weights } from './weights.js';
-import { loadAndProcessStateDict, loadStateDict, processWeights_, setWeight, stateDict, StateDict, updateWeights } from './editing.js';
+import {
+  loadAndProcessStateDict,
+  loadStateDict,
+  processWeights_,
+  setWeight,
+  stateDict,
+  StateDict,
+  updateWeights,
+} from './editing.js';
 import { paramSlots, WeightGuard, weightStorage } from './params.js';
 import { DEFAULT_PROCESSING, ProcessingOptions } from './process.js';
 import { initWeights, InitOptions } from './init.js';
@@ -82,13 +97,17 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   /** The TL processing applied to the weights when known (null: built from weights of unknown history). */
   processing: Required<ProcessingOptions> | null = null;
 
-  constructor(readonly cfg: ModelConfig, readonly weights: Weights, opts: ModelOptions = {}) {
+  constructor(
+    readonly cfg: ModelConfig,
+    readonly weights: Weights,
+    opts: ModelOptions = {},
+  ) {
     super();
     this.backend = typeof opts.backend === 'object' ? opts.backend : getBackend(opts.backend ?? 'auto');
     this.cacheBudgetBytes = opts.cacheBudgetBytes ?? this.cacheBudgetBytes;
     this.attnMatmulMinPos = opts.attnMatmulMinPos ?? 32;
     this.ownsPacked = !opts.packed;
-    this.dtype = opts.packed ? opts.packed.WU.dtype : opts.dtype ?? 'f32';
+    this.dtype = opts.packed ? opts.packed.WU.dtype : (opts.dtype ?? 'f32');
     if (opts.packed) this.packed = opts.packed;
     else {
       this.packed = packWeights(this.backend, cfg, weights, this.dtype, opts.onProgress);
@@ -96,9 +115,16 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
       const shared = this.backend.sharedMemory;
       if (shared) this.sharedEmbeds = shareEmbeddings(shared, weights);
       // W_E and W_pos are read in place by every path (no derived copy): direct edits take effect
-      for (const s of paramSlots(cfg, weights, this.packed)) if (s.key !== 'W_E' && s.key !== 'W_pos') this.weightGuard.watch(s.name, (s.owner as unknown as Record<string, Tensor>)[s.key]);
+      for (const s of paramSlots(cfg, weights, this.packed))
+        if (s.key !== 'W_E' && s.key !== 'W_pos')
+          this.weightGuard.watch(s.name, (s.owner as unknown as Record<string, Tensor>)[s.key]);
     }
-    this.host = hostOps({ cfg, backend: this.backend, fire: (n, t) => this.fire(n, t), attnMatmulMinPos: this.attnMatmulMinPos });
+    this.host = hostOps({
+      cfg,
+      backend: this.backend,
+      fire: (n, t) => this.fire(n, t),
+      attnMatmulMinPos: this.attnMatmulMinPos,
+    });
     this.setupHooks(cfg.n_layers);
   }
 
@@ -111,7 +137,11 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
 
   /** Build from HF-layout tensors already in memory (generated models, tests). */
-  static fromHFTensors(hf: Record<string, unknown>, tensors: Record<string, StTensorOut> | StFile, opts: LoadOptions = {}): HookedTransformer {
+  static fromHFTensors(
+    hf: Record<string, unknown>,
+    tensors: Record<string, StTensorOut> | StFile,
+    opts: LoadOptions = {},
+  ): HookedTransformer {
     const { cfg, weights } = loadHFTensors(hf, tensors, opts);
     const m = new HookedTransformer(cfg, weights, opts);
     m.processing = processingOf(opts);
@@ -122,10 +152,19 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * A freshly initialised model from a config (TL's HookedTransformer(cfg) with init_weights):
    * GPT-2's initialisation, seeded, unprocessed (what train() needs). See init.ts.
    */
-  static fromConfig(cfg: Partial<ModelConfig> & Pick<ModelConfig, 'n_layers' | 'd_model' | 'n_ctx' | 'd_vocab'>, opts: ModelOptions & InitOptions = {}): HookedTransformer {
+  static fromConfig(
+    cfg: Partial<ModelConfig> & Pick<ModelConfig, 'n_layers' | 'd_model' | 'n_ctx' | 'd_vocab'>,
+    opts: ModelOptions & InitOptions = {},
+  ): HookedTransformer {
     const { cfg: full, weights } = initWeights(cfg, opts);
     const m = new HookedTransformer(full, weights, opts);
-    m.processing = { foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false, refactorFactoredAttnMatrices: false };
+    m.processing = {
+      foldLn: false,
+      centerWritingWeights: false,
+      centerUnembed: false,
+      foldValueBiases: false,
+      refactorFactoredAttnMatrices: false,
+    };
     return m;
   }
 
@@ -135,7 +174,14 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
 
   static fromPretrainedNoProcessing(name: string, opts: LoadOptions & { dir?: string } = {}): HookedTransformer {
-    return HookedTransformer.fromPretrained(name, { ...opts, foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false, refactorFactoredAttnMatrices: false });
+    return HookedTransformer.fromPretrained(name, {
+      ...opts,
+      foldLn: false,
+      centerWritingWeights: false,
+      centerUnembed: false,
+      foldValueBiases: false,
+      refactorFactoredAttnMatrices: false,
+    });
   }
 
   /**
@@ -145,9 +191,15 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * returning a scalar Tensor built with ag.* ops) or TL's return_type='loss' (the LM
    * cross-entropy), and its value comes back as `value`.
    */
-  runWithCache(input: TokensInput, opts: CacheOptions = {}): { logits: Tensor; cache: ActivationCache; value?: number } {
+  runWithCache(
+    input: TokensInput,
+    opts: CacheOptions = {},
+  ): { logits: Tensor; cache: ActivationCache; value?: number } {
     // with startAtLayer the input is a residual stream [B, P, M], passed through as is
-    const tokens = opts.startAtLayer != null && input instanceof Tensor ? input : tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
+    const tokens =
+      opts.startAtLayer != null && input instanceof Tensor
+        ? input
+        : tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
     const { logits, store, value } = this.capture(tokens, tokens.shape[0], tokens.shape[1], opts);
     const cache = new ActivationCache(store, this, !opts.removeBatchDim);
     if (opts.startAtLayer == null) cache.tokens = tokens;
@@ -156,8 +208,13 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
 
   /** TL's return_type='loss': mean next-token cross-entropy of the logits against the input tokens. */
   protected override defaultMetric(input: TokensInput, opts: RunOptions): GradMetric {
-    if (opts.startAtLayer != null) throw new TypelensError('with startAtLayer there are no tokens for the loss: pass a metric', 'EGRAD');
-    if (opts.stopAtLayer != null || opts.lastPositionLogits) throw new TypelensError('the loss needs every position\'s logits: pass a metric, or leave out stopAtLayer / lastPositionLogits', 'EGRAD');
+    if (opts.startAtLayer != null)
+      throw new TypelensError('with startAtLayer there are no tokens for the loss: pass a metric', 'EGRAD');
+    if (opts.stopAtLayer != null || opts.lastPositionLogits)
+      throw new TypelensError(
+        "the loss needs every position's logits: pass a metric, or leave out stopAtLayer / lastPositionLogits",
+        'EGRAD',
+      );
     const tokens = tokensOf(input, this.cfg, opts.prependBos);
     return (logits) => ag.lmCrossEntropyLoss(logits, tokens);
   }
@@ -168,7 +225,9 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * LayerNorm weights only while the model has them, i.e. not after fold_ln), the tensors
    * themselves (torch's named_parameters): watch them on a tape to get their gradients.
    */
-  namedParameters(): Map<string, Tensor> { return namedParameters(this.weights); }
+  namedParameters(): Map<string, Tensor> {
+    return namedParameters(this.weights);
+  }
 
   /**
    * One recorded forward and one backward from `metric(logits)` (default: the LM loss): the
@@ -176,10 +235,16 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * fwdHooks run in the forward; bwdHooks see, and may replace, d metric / d activation. The
    * TL equivalent is `metric(model.run_with_hooks(x, fwd_hooks, bwd_hooks)).backward()`.
    */
-  backward(input: TokensInput, metric?: GradMetric, opts: BackwardOptions = {}): BackwardResult { return backward(this, input, metric ?? this.defaultMetric(input, opts), opts); }
+  backward(input: TokensInput, metric?: GradMetric, opts: BackwardOptions = {}): BackwardResult {
+    return backward(this, input, metric ?? this.defaultMetric(input, opts), opts);
+  }
 
   /** d metric / d parameter for every parameter, TL names and layouts (default metric: the LM loss). */
-  parameterGrads(input: TokensInput, metric?: GradMetric, opts: Omit<BackwardOptions, 'params'> = {}): Map<string, Tensor> {
+  parameterGrads(
+    input: TokensInput,
+    metric?: GradMetric,
+    opts: Omit<BackwardOptions, 'params'> = {},
+  ): Map<string, Tensor> {
     return this.backward(input, metric, { ...opts, params: true }).paramGrads;
   }
 
@@ -187,19 +252,34 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
    * Lazily packed transposed weights (for dX = dY·Wᵀ) and reused weight-gradient buffers;
    * released at dispose. Call `invalidate(w)` on it after changing a weight in place.
    */
-  get gradPackCache(): ag.PackCache { return this.gradPacks ??= gradPackCache(this); }
+  get gradPackCache(): ag.PackCache {
+    return (this.gradPacks ??= gradPackCache(this));
+  }
 
   /** The recording layer ops, built on first use: each packed weight mapped to its TL-layout leaf. */
-  private gradLayerOps(): LayerOps<Tensor> { return this.grad ??= gradLayerOps(this, this.gradPackCache, (n, t) => this.fire(n, t)); }
+  private gradLayerOps(): LayerOps<Tensor> {
+    return (this.grad ??= gradLayerOps(this, this.gradPackCache, (n, t) => this.fire(n, t)));
+  }
 
   // ---------- tokens ----------
-  toTokens(input: string | string[], opts: { prependBos?: boolean; paddingSide?: 'right' | 'left'; truncate?: boolean } = {}): Tensor {
+  toTokens(
+    input: string | string[],
+    opts: { prependBos?: boolean; paddingSide?: 'right' | 'left'; truncate?: boolean } = {},
+  ): Tensor {
     return toTokens(input, { ...opts, nCtx: this.cfg.n_ctx, bos: this.cfg.bos_token_id });
   }
-  toStrTokens(input: string | Tensor | number[], opts: { prependBos?: boolean } = {}): string[] { return tok.toStrTokens(this, input, opts); }
-  toSingleToken(s: string): number { return tok.toSingleToken(s); }
-  toSingleStrToken(id: number): string { return decodeToken(id); }
-  override toString(tokens: Tensor | number[] | number[][]): string | string[] { return tok.tokensToString(tokens); }
+  toStrTokens(input: string | Tensor | number[], opts: { prependBos?: boolean } = {}): string[] {
+    return tok.toStrTokens(this, input, opts);
+  }
+  toSingleToken(s: string): number {
+    return tok.toSingleToken(s);
+  }
+  toSingleStrToken(id: number): string {
+    return decodeToken(id);
+  }
+  override toString(tokens: Tensor | number[] | number[][]): string | string[] {
+    return tok.tokensToString(tokens);
+  }
   /** Columns of W_U for tokens: one id -> [M]; [N] -> [N, M]; [B, 2] -> [B, 2, M]. */
   tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor {
     const WU = raw(this.weights.W_U); // read-only use: does not mark W_U exposed (params.ts)
@@ -220,48 +300,87 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     this.weightGuard.check();
     const { d_model: M, n_layers: L } = this.cfg;
     const rt = opts.returnType === undefined ? 'logits' : opts.returnType;
-    if (rt !== null && !['logits', 'loss', 'both'].includes(rt)) throw new TypelensError(`returnType must be 'logits', 'loss', 'both' or null, got ${JSON.stringify(rt)}`, 'EINPUT');
+    if (rt !== null && !['logits', 'loss', 'both'].includes(rt))
+      throw new TypelensError(
+        `returnType must be 'logits', 'loss', 'both' or null, got ${JSON.stringify(rt)}`,
+        'EINPUT',
+      );
     const tape = currentTape();
-    let resid: Tensor, start = 0, tokens: Tensor | null = null;
+    let resid: Tensor,
+      start = 0,
+      tokens: Tensor | null = null;
     /** Key mask over past + new positions [B, Pk], and the new positions' part [B, P]. */
     let keyMask: Float32Array | undefined, newMask: Float32Array | undefined;
     const kv = opts.pastKvCache;
     if (opts.startAtLayer == null) {
       tokens = tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
-      const [B, P] = tokens.shape, past = kv ? kv.length : 0;
-      if (kv && kv.batchSize !== B) throw new TypelensError(`pastKvCache holds a batch of ${kv.batchSize}, the tokens are a batch of ${B}`, 'ESHAPE');
-      if (past + P > this.cfg.n_ctx) throw new TypelensError(`${past} cached + ${P} new tokens is more than n_ctx = ${this.cfg.n_ctx}`, 'ETOKEN');
+      const [B, P] = tokens.shape,
+        past = kv ? kv.length : 0;
+      if (kv && kv.batchSize !== B)
+        throw new TypelensError(
+          `pastKvCache holds a batch of ${kv.batchSize}, the tokens are a batch of ${B}`,
+          'ESHAPE',
+        );
+      if (past + P > this.cfg.n_ctx)
+        throw new TypelensError(`${past} cached + ${P} new tokens is more than n_ctx = ${this.cfg.n_ctx}`, 'ETOKEN');
       // TL's HookedTransformer.input_to_embed: an explicit mask; else one from the pad ids when
       // padding is on the left or a KV cache is used (later cached steps: the new tokens are real)
       if (opts.attentionMask != null) newMask = maskData(opts.attentionMask, B, P);
       else if (opts.paddingSide === 'left' || kv) {
-        newMask = kv && past > 0 ? new Float32Array(B * P).fill(1)
-          : getAttentionMask(tokens, { padTokenId: this.cfg.bos_token_id, paddingSide: opts.paddingSide ?? 'right', prependBos: opts.prependBos ?? true }).f32();
+        newMask =
+          kv && past > 0
+            ? new Float32Array(B * P).fill(1)
+            : getAttentionMask(tokens, {
+                padTokenId: this.cfg.bos_token_id,
+                paddingSide: opts.paddingSide ?? 'right',
+                prependBos: opts.prependBos ?? true,
+              }).f32();
       }
-      if (newMask) keyMask = kv ? kv.appendAttentionMask(new Tensor(newMask, [B, P])).contiguous().f32() : newMask;
+      if (newMask)
+        keyMask = kv
+          ? kv
+              .appendAttentionMask(new Tensor(newMask, [B, P]))
+              .contiguous()
+              .f32()
+          : newMask;
       const positions = keyMask ? positionIds(keyMask, B, past + P, P) : undefined;
       if (!tape) resid = embed((n, t) => this.fire(n, t), this.weights, tokens, positions);
       else {
         // gradient mode: the embeddings are the graph's roots (watched unless W_E / W_pos already
         // are), so that every hook point has a gradient whatever the caller watched
         const cache = this.gradPackCache;
-        resid = embed((n, t) => this.fire(n, tape.isTracked(t) ? t : tape.watch(t)), this.weights, tokens, positions, (W, ids) => ag.embedding(W, ids, cache));
+        resid = embed(
+          (n, t) => this.fire(n, tape.isTracked(t) ? t : tape.watch(t)),
+          this.weights,
+          tokens,
+          positions,
+          (W, ids) => ag.embedding(W, ids, cache),
+        );
       }
     } else {
       if (kv) throw new TypelensError('pastKvCache cannot be combined with startAtLayer', 'EINPUT');
       start = opts.startAtLayer < 0 ? opts.startAtLayer + L : opts.startAtLayer;
-      if (!Number.isInteger(start) || start < 0 || start > L) throw new TypelensError(`startAtLayer ${opts.startAtLayer} is outside [0, ${L}]`, 'EINPUT');
+      if (!Number.isInteger(start) || start < 0 || start > L)
+        throw new TypelensError(`startAtLayer ${opts.startAtLayer} is outside [0, ${L}]`, 'EINPUT');
       if (!(input instanceof Tensor) || input.ndim !== 3 || input.shape[2] !== M || input.shape[1] > this.cfg.n_ctx) {
         const got = input instanceof Tensor ? `[${input.shape.join(', ')}]` : typeof input;
-        throw new TypelensError(`with startAtLayer the input must be the residual stream [batch, pos <= ${this.cfg.n_ctx}, ${M}], got ${got}`, 'ESHAPE');
+        throw new TypelensError(
+          `with startAtLayer the input must be the residual stream [batch, pos <= ${this.cfg.n_ctx}, ${M}], got ${got}`,
+          'ESHAPE',
+        );
       }
       resid = ag.copy(input); // hooks may edit the residual in place: never the caller's tensor
       if (tape && !tape.isTracked(resid)) tape.watch(resid);
       if (opts.attentionMask != null) keyMask = newMask = maskData(opts.attentionMask, input.shape[0], input.shape[1]);
     }
     if (rt === 'loss' || rt === 'both') {
-      if (!tokens) throw new TypelensError(`returnType '${rt}' needs tokens: it cannot be combined with startAtLayer`, 'EINPUT');
-      if (opts.stopAtLayer != null || opts.lastPositionLogits) throw new TypelensError(`returnType '${rt}' needs the logits of every position (no stopAtLayer, no lastPositionLogits)`, 'EINPUT');
+      if (!tokens)
+        throw new TypelensError(`returnType '${rt}' needs tokens: it cannot be combined with startAtLayer`, 'EINPUT');
+      if (opts.stopAtLayer != null || opts.lastPositionLogits)
+        throw new TypelensError(
+          `returnType '${rt}' needs the logits of every position (no stopAtLayer, no lastPositionLogits)`,
+          'EINPUT',
+        );
     }
     let stop = opts.stopAtLayer ?? L;
     if (stop < 0) stop += L;
@@ -270,20 +389,39 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     const flags = this.use.flags;
     if (tape && (keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags)) {
       // the recording ops (grad-ops.ts) implement plain causal attention only: refuse rather than differentiate the wrong forward
-      throw new TypelensError('gradient mode does not support attention masks, KV caches, use_* switches or scale_attn_by_inverse_layer_idx yet: run unpadded prompts without them', 'EGRAD');
+      throw new TypelensError(
+        'gradient mode does not support attention masks, KV caches, use_* switches or scale_attn_by_inverse_layer_idx yet: run unpadded prompts without them',
+        'EGRAD',
+      );
     }
     if (tape) return this.finish(rt, this.run(this.gradLayerOps(), resid, start, stop, opts), tokens, newMask, opts);
     const hostOnly = this.hasHooks() || keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags;
-    const device = hostOnly ? undefined : this.backend.deviceOps?.({
-      eps: this.cfg.eps, attnScale: this.cfg.attn_scale, nHeads: this.cfg.n_heads, dHead: this.cfg.d_head, actFn: this.cfg.act_fn,
-    });
-    const attnOpts = hostOnly ? (l: number): AttnOptions => ({ scale: attnScaleOf(this.cfg, l), keyMask, cache: kv?.entries[l] }) : undefined;
-    const out = device ? this.run(device, resid, start, stop, opts) : this.run(this.host, resid, start, stop, opts, attnOpts, flags);
+    const device = hostOnly
+      ? undefined
+      : this.backend.deviceOps?.({
+          eps: this.cfg.eps,
+          attnScale: this.cfg.attn_scale,
+          nHeads: this.cfg.n_heads,
+          dHead: this.cfg.d_head,
+          actFn: this.cfg.act_fn,
+        });
+    const attnOpts = hostOnly
+      ? (l: number): AttnOptions => ({ scale: attnScaleOf(this.cfg, l), keyMask, cache: kv?.entries[l] })
+      : undefined;
+    const out = device
+      ? this.run(device, resid, start, stop, opts)
+      : this.run(this.host, resid, start, stop, opts, attnOpts, flags);
     return this.finish(rt, out, tokens, newMask, opts);
   }
 
   /** The forward's return value for returnType (TL's forward: loss_fn(logits, tokens, attention_mask, per_token)). */
-  private finish(rt: 'logits' | 'loss' | 'both' | null, out: Tensor, tokens: Tensor | null, newMask: Float32Array | undefined, opts: RunOptions): Tensor | { logits: Tensor; loss: Tensor } | null {
+  private finish(
+    rt: 'logits' | 'loss' | 'both' | null,
+    out: Tensor,
+    tokens: Tensor | null,
+    newMask: Float32Array | undefined,
+    opts: RunOptions,
+  ): Tensor | { logits: Tensor; loss: Tensor } | null {
     if (rt === 'logits') return out;
     if (rt === null) return null;
     const loss = lmCrossEntropyLoss(out, tokens!, { attentionMask: newMask, perToken: opts.lossPerToken });
@@ -291,103 +429,211 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
 
   /** GPT-2's layer sequence over `ops` (host tensors or device buffers), blocks [start, stop). */
-  private run<X>(ops: LayerOps<X>, resid: Tensor, start: number, stop: number, opts: RunOptions, attnOpts?: (l: number) => AttnOptions, flags?: UseFlags): Tensor {
-    const L = this.cfg.n_layers, [B, P] = resid.shape;
+  private run<X>(
+    ops: LayerOps<X>,
+    resid: Tensor,
+    start: number,
+    stop: number,
+    opts: RunOptions,
+    attnOpts?: (l: number) => AttnOptions,
+    flags?: UseFlags,
+  ): Tensor {
+    const L = this.cfg.n_layers,
+      [B, P] = resid.shape;
     let x = ops.fromHost(resid);
-    for (let l = start; l < Math.min(stop, L); l++) x = transformerBlock(ops, this.cfg, l, this.weights.blocks[l], this.packed.blocks[l], x, B, P, attnOpts?.(l), flags);
+    for (let l = start; l < Math.min(stop, L); l++)
+      x = transformerBlock(
+        ops,
+        this.cfg,
+        l,
+        this.weights.blocks[l],
+        this.packed.blocks[l],
+        x,
+        B,
+        P,
+        attnOpts?.(l),
+        flags,
+      );
     // TL's forward: `if stop_at_layer is not None: return residual` (whatever its value)
     if (opts.stopAtLayer != null) return ops.toHost(x);
     return ops.toHost(unembed(ops, this.cfg, this.weights, this.packed.WU, x, B, P, opts.lastPositionLogits));
   }
 
   // ---------- weights as TL names them ----------
-  get W_E(): Tensor { return this.weights.W_E; }
-  get W_pos(): Tensor { return this.weights.W_pos; }
-  get W_U(): Tensor { return this.weights.W_U; }
-  get b_U(): Tensor { return this.weights.b_U; }
-  private stacked(k: keyof Weights['blocks'][number]): Tensor { return stack(this.weights.blocks.map((b) => raw(b[k] as Tensor))); }
-  get W_Q(): Tensor { return this.stacked('W_Q'); }
-  get W_K(): Tensor { return this.stacked('W_K'); }
-  get W_V(): Tensor { return this.stacked('W_V'); }
-  get W_O(): Tensor { return this.stacked('W_O'); }
-  get b_Q(): Tensor { return this.stacked('b_Q'); }
-  get b_K(): Tensor { return this.stacked('b_K'); }
-  get b_V(): Tensor { return this.stacked('b_V'); }
-  get b_O(): Tensor { return this.stacked('b_O'); }
-  get W_in(): Tensor { return this.stacked('W_in'); }
-  get b_in(): Tensor { return this.stacked('b_in'); }
-  get W_out(): Tensor { return this.stacked('W_out'); }
-  get b_out(): Tensor { return this.stacked('b_out'); }
+  get W_E(): Tensor {
+    return this.weights.W_E;
+  }
+  get W_pos(): Tensor {
+    return this.weights.W_pos;
+  }
+  get W_U(): Tensor {
+    return this.weights.W_U;
+  }
+  get b_U(): Tensor {
+    return this.weights.b_U;
+  }
+  private stacked(k: keyof Weights['blocks'][number]): Tensor {
+    return stack(this.weights.blocks.map((b) => raw(b[k] as Tensor)));
+  }
+  get W_Q(): Tensor {
+    return this.stacked('W_Q');
+  }
+  get W_K(): Tensor {
+    return this.stacked('W_K');
+  }
+  get W_V(): Tensor {
+    return this.stacked('W_V');
+  }
+  get W_O(): Tensor {
+    return this.stacked('W_O');
+  }
+  get b_Q(): Tensor {
+    return this.stacked('b_Q');
+  }
+  get b_K(): Tensor {
+    return this.stacked('b_K');
+  }
+  get b_V(): Tensor {
+    return this.stacked('b_V');
+  }
+  get b_O(): Tensor {
+    return this.stacked('b_O');
+  }
+  get W_in(): Tensor {
+    return this.stacked('W_in');
+  }
+  get b_in(): Tensor {
+    return this.stacked('b_in');
+  }
+  get W_out(): Tensor {
+    return this.stacked('W_out');
+  }
+  get b_out(): Tensor {
+    return this.stacked('b_out');
+  }
   /** TL's HookedTransformer.QK: W_Q W_K^T per head, factored, [n_layers, n_heads, d_model, d_model]. */
-  get QK(): FactoredMatrix { return qkCircuit(this); }
+  get QK(): FactoredMatrix {
+    return qkCircuit(this);
+  }
   /** TL's HookedTransformer.OV: W_V W_O per head, factored, [n_layers, n_heads, d_model, d_model]. */
-  get OV(): FactoredMatrix { return ovCircuit(this); }
+  get OV(): FactoredMatrix {
+    return ovCircuit(this);
+  }
   /** TL's all_composition_scores: [n_layers, n_heads, n_layers, n_heads], same-or-earlier-layer pairs 0. */
-  allCompositionScores(mode: 'Q' | 'K' | 'V'): Tensor { return allCompositionScores(this, mode); }
+  allCompositionScores(mode: 'Q' | 'K' | 'V'): Tensor {
+    return allCompositionScores(this, mode);
+  }
 
   /** Sum of the biases written into the residual stream before `layer` (TL's accumulated_bias). */
   accumulatedBias(layer: number, mlpInput = false, includeMlpBiases = true): Tensor {
     const out = new Float32Array(this.cfg.d_model);
     for (let i = 0; i < layer; i++) {
-      const bO = this.weights.blocks[i].b_O.f32(), bOut = this.weights.blocks[i].b_out.f32();
+      const bO = this.weights.blocks[i].b_O.f32(),
+        bOut = this.weights.blocks[i].b_out.f32();
       for (let m = 0; m < out.length; m++) out[m] += bO[m] + (includeMlpBiases ? bOut[m] : 0);
     }
-    if (mlpInput) { const bO = this.weights.blocks[layer].b_O.f32(); for (let m = 0; m < out.length; m++) out[m] += bO[m]; }
+    if (mlpInput) {
+      const bO = this.weights.blocks[layer].b_O.f32();
+      for (let m = 0; m < out.length; m++) out[m] += bO[m];
+    }
     return new Tensor(out, [this.cfg.d_model]);
   }
 
   // ---------- editing weights (TL's state-dict API; see editing.ts and params.ts) ----------
   /** Replace one parameter (TL name, e.g. 'blocks.0.mlp.W_out'), shape-checked; repacks it. Returns whether anything changed. */
-  setWeight(name: string, value: Tensor): boolean { return setWeight(this, name, value); }
+  setWeight(name: string, value: Tensor): boolean {
+    return setWeight(this, name, value);
+  }
   /** Let `fn` write the named parameters' own f32 storage in place (optimizers), then remake their derived copies. */
-  updateWeights(names: Iterable<string>, fn: (name: string, data: Float32Array) => void): void { updateWeights(this, names, fn); }
+  updateWeights(names: Iterable<string>, fn: (name: string, data: Float32Array) => void): void {
+    updateWeights(this, names, fn);
+  }
   /** TL's state_dict: every parameter under its TL name (f32 copies). */
-  stateDict(): Record<string, Tensor> { return stateDict(this); }
+  stateDict(): Record<string, Tensor> {
+    return stateDict(this);
+  }
   /** TL's load_state_dict (strict by default); repacks only the parameters whose values changed. */
-  loadStateDict(dict: StateDict, opts: { strict?: boolean } = {}): { changed: string[] } { return loadStateDict(this, dict, opts); }
+  loadStateDict(dict: StateDict, opts: { strict?: boolean } = {}): { changed: string[] } {
+    return loadStateDict(this, dict, opts);
+  }
   /** TL's load_and_process_state_dict: overlay `dict`, apply TL's processing (from_pretrained's defaults), load. */
-  loadAndProcessStateDict(dict: StateDict, opts: ProcessingOptions = {}): { changed: string[] } { return loadAndProcessStateDict(this, dict, opts); }
+  loadAndProcessStateDict(dict: StateDict, opts: ProcessingOptions = {}): { changed: string[] } {
+    return loadAndProcessStateDict(this, dict, opts);
+  }
   /** TL's process_weights_: process the model's own weights in place (from_pretrained's defaults). */
-  processWeights_(opts: ProcessingOptions = {}): { changed: string[] } { return processWeights_(this, opts); }
+  processWeights_(opts: ProcessingOptions = {}): { changed: string[] } {
+    return processWeights_(this, opts);
+  }
   /** Throw (naming the weight) if a parameter with derived copies was written outside the model since it last wrote it. */
-  checkWeights(): void { this.weightGuard.check(); }
+  checkWeights(): void {
+    this.weightGuard.check();
+  }
   /** @internal */
   assertUsable(): void {
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
-    if (!this.ownsPacked) throw new TypelensError('a worker replica\'s weights belong to the main thread\'s model: edit them there', 'EREPLICA');
+    if (!this.ownsPacked)
+      throw new TypelensError(
+        "a worker replica's weights belong to the main thread's model: edit them there",
+        'EREPLICA',
+      );
   }
 
   // ---------- TL's use_* switches (off by default; each makes a dormant hook point fire; see use-switches.ts) ----------
   private readonly use = new UseSwitches();
-  protected override flagEnabled(flag: string): boolean { return this.use.enabled(flag); }
+  protected override flagEnabled(flag: string): boolean {
+    return this.use.enabled(flag);
+  }
   /** TL's set_use_attn_result: blocks.l.attn.hook_result [B, P, H, d_model], each head's write to the residual. */
-  setUseAttnResult(on: boolean): void { this.use.setAttnResult(on); }
+  setUseAttnResult(on: boolean): void {
+    this.use.setAttnResult(on);
+  }
   /** TL's set_use_split_qkv_input: hook_q_input / hook_k_input / hook_v_input [B, P, H, d_model], one input per head. */
-  setUseSplitQkvInput(on: boolean): void { this.use.setSplitQkvInput(on); }
+  setUseSplitQkvInput(on: boolean): void {
+    this.use.setSplitQkvInput(on);
+  }
   /** TL's set_use_hook_mlp_in: blocks.l.hook_mlp_in [B, P, d_model], the MLP's input before ln2. */
-  setUseHookMlpIn(on: boolean): void { this.use.setHookMlpIn(on); }
+  setUseHookMlpIn(on: boolean): void {
+    this.use.setHookMlpIn(on);
+  }
   /** TL's set_use_attn_in: blocks.l.hook_attn_in [B, P, H, d_model], attention's input repeated per head. */
-  setUseAttnIn(on: boolean): void { this.use.setAttnIn(on); }
+  setUseAttnIn(on: boolean): void {
+    this.use.setAttnIn(on);
+  }
 
   // ---------- generation, positions, labels (TL's generate, get_token_position, all_head_labels, W_E_pos) ----------
   /** TL's generate: continue the prompt(s) maxNewTokens tokens, sampling (seeded with `seed`) or greedy; see GenerateOptions. */
   generate(input: string, opts?: GenerateOptions & { returnType?: 'input' | 'str' }): string;
-  generate(input: string | string[] | Tensor | number[] | number[][], opts?: GenerateOptions): string | string[] | Tensor;
-  generate(input: string | string[] | Tensor | number[] | number[][], opts: GenerateOptions = {}): string | string[] | Tensor {
+  generate(
+    input: string | string[] | Tensor | number[] | number[][],
+    opts?: GenerateOptions,
+  ): string | string[] | Tensor;
+  generate(
+    input: string | string[] | Tensor | number[] | number[][],
+    opts: GenerateOptions = {},
+  ): string | string[] | Tensor {
     return generate(this, input, opts);
   }
 
   /** TL's get_token_position: the index of singleToken in a one-prompt input (mode 'first' or 'last'). */
-  getTokenPosition(singleToken: string | number, input: string | Tensor | number[], opts: { mode?: 'first' | 'last'; prependBos?: boolean; paddingSide?: PaddingSide } = {}): number {
+  getTokenPosition(
+    singleToken: string | number,
+    input: string | Tensor | number[],
+    opts: { mode?: 'first' | 'last'; prependBos?: boolean; paddingSide?: PaddingSide } = {},
+  ): number {
     return tok.getTokenPosition(this, singleToken, input, opts);
   }
 
   /** TL's all_head_labels: "L{l}H{h}", layer-major. */
   get allHeadLabels(): string[] {
-    return Array.from({ length: this.cfg.n_layers * this.cfg.n_heads }, (_, i) => `L${Math.floor(i / this.cfg.n_heads)}H${i % this.cfg.n_heads}`);
+    return Array.from(
+      { length: this.cfg.n_layers * this.cfg.n_heads },
+      (_, i) => `L${Math.floor(i / this.cfg.n_heads)}H${i % this.cfg.n_heads}`,
+    );
   }
   /** TL's W_E_pos: W_E and W_pos stacked along the first axis [d_vocab + n_ctx, d_model]. */
-  get W_E_pos(): Tensor { return cat([this.W_E, this.W_pos], 0); }
+  get W_E_pos(): Tensor {
+    return cat([this.W_E, this.W_pos], 0);
+  }
 
   /** Give the packed weights back to the kernel memory. */
   dispose(): void {

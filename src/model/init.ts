@@ -25,19 +25,40 @@ type CfgIn = Partial<ModelConfig> & Pick<ModelConfig, 'n_layers' | 'd_model' | '
 /** Complete a partial config the way HookedTransformerConfig's __post_init__ does for GPT-2-shaped models. */
 export function completeConfig(c: CfgIn): ModelConfig {
   const int = (k: string, v: unknown) => {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) throw new TypelensError(`config: "${k}" must be a positive integer, got ${JSON.stringify(v)}`, 'ECONFIG');
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0)
+      throw new TypelensError(`config: "${k}" must be a positive integer, got ${JSON.stringify(v)}`, 'ECONFIG');
     return v;
   };
-  const n_layers = int('n_layers', c.n_layers), d_model = int('d_model', c.d_model), n_ctx = int('n_ctx', c.n_ctx), d_vocab = int('d_vocab', c.d_vocab);
+  const n_layers = int('n_layers', c.n_layers),
+    d_model = int('d_model', c.d_model),
+    n_ctx = int('n_ctx', c.n_ctx),
+    d_vocab = int('d_vocab', c.d_vocab);
   const n_heads = int('n_heads', c.n_heads ?? (c.d_head ? d_model / c.d_head : undefined));
   const d_head = int('d_head', c.d_head ?? d_model / n_heads);
-  if (n_heads * d_head !== d_model) throw new TypelensError(`config: n_heads ${n_heads} × d_head ${d_head} must equal d_model ${d_model} (GPT-2 layout)`, 'ECONFIG');
+  if (n_heads * d_head !== d_model)
+    throw new TypelensError(
+      `config: n_heads ${n_heads} × d_head ${d_head} must equal d_model ${d_model} (GPT-2 layout)`,
+      'ECONFIG',
+    );
   const act_fn: ActFn = c.act_fn ?? 'gelu_new';
-  if (!['gelu_new', 'gelu', 'relu'].includes(act_fn)) throw new TypelensError(`config: unsupported act_fn ${JSON.stringify(act_fn)}`, 'ECONFIG');
-  if (c.normalization_type && c.normalization_type !== 'LN') throw new TypelensError('config: a fresh model has LayerNorm weights (normalization_type "LN")', 'ECONFIG');
+  if (!['gelu_new', 'gelu', 'relu'].includes(act_fn))
+    throw new TypelensError(`config: unsupported act_fn ${JSON.stringify(act_fn)}`, 'ECONFIG');
+  if (c.normalization_type && c.normalization_type !== 'LN')
+    throw new TypelensError('config: a fresh model has LayerNorm weights (normalization_type "LN")', 'ECONFIG');
   return {
-    model_name: c.model_name ?? 'custom', n_layers, d_model, n_heads, d_head, d_mlp: int('d_mlp', c.d_mlp ?? 4 * d_model), n_ctx, d_vocab,
-    eps: c.eps ?? 1e-5, act_fn, normalization_type: 'LN', bos_token_id: c.bos_token_id ?? d_vocab - 1, attn_scale: c.attn_scale ?? Math.sqrt(d_head),
+    model_name: c.model_name ?? 'custom',
+    n_layers,
+    d_model,
+    n_heads,
+    d_head,
+    d_mlp: int('d_mlp', c.d_mlp ?? 4 * d_model),
+    n_ctx,
+    d_vocab,
+    eps: c.eps ?? 1e-5,
+    act_fn,
+    normalization_type: 'LN',
+    bos_token_id: c.bos_token_id ?? d_vocab - 1,
+    attn_scale: c.attn_scale ?? Math.sqrt(d_head),
   };
 }
 
@@ -53,16 +74,35 @@ export function initWeights(c: CfgIn, opts: InitOptions = {}): { cfg: ModelConfi
     for (let i = 0; i < d.length; i++) d[i] = std * r.normal();
     return new Tensor(d, shape);
   };
-  const Z = (shape: number[]) => Tensor.zeros(shape), ONE = () => Tensor.full([M], 1);
+  const Z = (shape: number[]) => Tensor.zeros(shape),
+    ONE = () => Tensor.full([M], 1);
   // TL's named_parameters order: embed, pos_embed, blocks (ln1, ln2, attn W_Q W_K W_V W_O b_*, mlp W_in b_in W_out b_out), ln_final, unembed
-  const W_E = W([V, M]), W_pos = W([C, M]);
+  const W_E = W([V, M]),
+    W_pos = W([C, M]);
   const blocks = Array.from({ length: cfg.n_layers }, () => {
-    const W_Q = W([H, M, D]), W_K = W([H, M, D]), W_V = W([H, M, D]), W_O = W([H, D, M]);
-    const W_in = W([M, F]), W_out = W([F, M]);
+    const W_Q = W([H, M, D]),
+      W_K = W([H, M, D]),
+      W_V = W([H, M, D]),
+      W_O = W([H, D, M]);
+    const W_in = W([M, F]),
+      W_out = W([F, M]);
     return {
-      ln1_w: ONE(), ln1_b: Z([M]), ln2_w: ONE(), ln2_b: Z([M]),
-      W_Q, W_K, W_V, W_O, b_Q: Z([H, D]), b_K: Z([H, D]), b_V: Z([H, D]), b_O: Z([M]),
-      W_in, b_in: Z([F]), W_out, b_out: Z([M]),
+      ln1_w: ONE(),
+      ln1_b: Z([M]),
+      ln2_w: ONE(),
+      ln2_b: Z([M]),
+      W_Q,
+      W_K,
+      W_V,
+      W_O,
+      b_Q: Z([H, D]),
+      b_K: Z([H, D]),
+      b_V: Z([H, D]),
+      b_O: Z([M]),
+      W_in,
+      b_in: Z([F]),
+      W_out,
+      b_out: Z([M]),
     };
   });
   const W_U = W([M, V]);

@@ -7,7 +7,10 @@ import type { ModelConfig } from './config.js';
 /** One layer's past keys and values [B, Pk, H, D] (TL's HookedTransformerKeyValueCacheEntry). */
 export class HookedTransformerKeyValueCacheEntry {
   frozen = false;
-  constructor(public pastKeys: Tensor, public pastValues: Tensor) {}
+  constructor(
+    public pastKeys: Tensor,
+    public pastValues: Tensor,
+  ) {}
 
   static initCacheEntry(cfg: ModelConfig, batchSize: number): HookedTransformerKeyValueCacheEntry {
     const empty = () => Tensor.zeros([batchSize, 0, cfg.n_heads, cfg.d_head]);
@@ -17,11 +20,17 @@ export class HookedTransformerKeyValueCacheEntry {
   /** Past + new keys and values; stored unless frozen (TL's append). */
   append(newKeys: Tensor, newValues: Tensor): [Tensor, Tensor] {
     if (newKeys.shape[0] !== this.pastKeys.shape[0]) {
-      throw new TypelensError(`KV cache holds a batch of ${this.pastKeys.shape[0]}, the input is a batch of ${newKeys.shape[0]}`, 'ESHAPE');
+      throw new TypelensError(
+        `KV cache holds a batch of ${this.pastKeys.shape[0]}, the input is a batch of ${newKeys.shape[0]}`,
+        'ESHAPE',
+      );
     }
     const k = this.pastKeys.shape[1] === 0 ? newKeys.contiguous() : cat([this.pastKeys, newKeys], 1);
     const v = this.pastValues.shape[1] === 0 ? newValues.contiguous() : cat([this.pastValues, newValues], 1);
-    if (!this.frozen) { this.pastKeys = k; this.pastValues = v; }
+    if (!this.frozen) {
+      this.pastKeys = k;
+      this.pastValues = v;
+    }
     return [k, v];
   }
 }
@@ -33,16 +42,25 @@ export class HookedTransformerKeyValueCacheEntry {
  */
 export class HookedTransformerKeyValueCache {
   frozen = false;
-  constructor(readonly entries: HookedTransformerKeyValueCacheEntry[], public previousAttentionMask: Tensor) {}
+  constructor(
+    readonly entries: HookedTransformerKeyValueCacheEntry[],
+    public previousAttentionMask: Tensor,
+  ) {}
 
   static initCache(cfg: ModelConfig, batchSize: number): HookedTransformerKeyValueCache {
     return new HookedTransformerKeyValueCache(
-      Array.from({ length: cfg.n_layers }, () => HookedTransformerKeyValueCacheEntry.initCacheEntry(cfg, batchSize)), Tensor.zeros([batchSize, 0]));
+      Array.from({ length: cfg.n_layers }, () => HookedTransformerKeyValueCacheEntry.initCacheEntry(cfg, batchSize)),
+      Tensor.zeros([batchSize, 0]),
+    );
   }
 
   /** Positions cached so far. */
-  get length(): number { return this.previousAttentionMask.shape[1]; }
-  get batchSize(): number { return this.previousAttentionMask.shape[0]; }
+  get length(): number {
+    return this.previousAttentionMask.shape[1];
+  }
+  get batchSize(): number {
+    return this.previousAttentionMask.shape[0];
+  }
 
   /** Previous mask + this one [B, Pk]; stored unless frozen (TL's append_attention_mask). */
   appendAttentionMask(mask: Tensor): Tensor {
@@ -52,8 +70,20 @@ export class HookedTransformerKeyValueCache {
   }
 
   /** Stop storing (forwards read the cache without extending it); TL's freeze/unfreeze. */
-  freeze(): void { this.frozen = true; this.entries.forEach((e) => { e.frozen = true; }); }
-  unfreeze(): void { this.frozen = false; this.entries.forEach((e) => { e.frozen = false; }); }
+  freeze(): void {
+    this.frozen = true;
+    this.entries.forEach((e) => {
+      e.frozen = true;
+    });
+  }
+  unfreeze(): void {
+    this.frozen = false;
+    this.entries.forEach((e) => {
+      e.frozen = false;
+    });
+  }
 
-  at(layer: number): HookedTransformerKeyValueCacheEntry { return this.entries[layer]; }
+  at(layer: number): HookedTransformerKeyValueCacheEntry {
+    return this.entries[layer];
+  }
 }

@@ -29,7 +29,14 @@ const MODEL_ALIASES: Record<string, string> = { 'gpt2-small': 'gpt2-small', gpt2
 
 function pick(o: ProcessingOptions): ProcessingOptions {
   const r: ProcessingOptions = {};
-  for (const k of ['foldLn', 'centerWritingWeights', 'centerUnembed', 'foldValueBiases', 'refactorFactoredAttnMatrices'] as const) if (o[k] !== undefined) r[k] = o[k];
+  for (const k of [
+    'foldLn',
+    'centerWritingWeights',
+    'centerUnembed',
+    'foldValueBiases',
+    'refactorFactoredAttnMatrices',
+  ] as const)
+    if (o[k] !== undefined) r[k] = o[k];
   return r;
 }
 
@@ -37,17 +44,29 @@ function pick(o: ProcessingOptions): ProcessingOptions {
  * A GPT-2-shaped HF checkpoint folder, converted and processed. `onProgress` is what the
  * packing step should report through (its units follow reading and processing).
  */
-export function loadDir(dir: string, opts: LoadOptions): { cfg: ModelConfig; weights: Weights; onProgress?: (done: number, total: number) => void } {
-  const cfgPath = join(dir, 'config.json'), stPath = join(dir, 'model.safetensors');
+export function loadDir(
+  dir: string,
+  opts: LoadOptions,
+): { cfg: ModelConfig; weights: Weights; onProgress?: (done: number, total: number) => void } {
+  const cfgPath = join(dir, 'config.json'),
+    stPath = join(dir, 'model.safetensors');
   for (const p of [cfgPath, stPath]) {
-    if (!existsSync(p)) throw new TypelensError(`${p} not found (a GPT-2 checkpoint folder needs config.json and model.safetensors)`, 'ENOENT');
+    if (!existsSync(p))
+      throw new TypelensError(
+        `${p} not found (a GPT-2 checkpoint folder needs config.json and model.safetensors)`,
+        'ENOENT',
+      );
   }
   let hf: Record<string, unknown>;
-  try { hf = JSON.parse(readFileSync(cfgPath, 'utf8')); } catch (e) {
+  try {
+    hf = JSON.parse(readFileSync(cfgPath, 'utf8'));
+  } catch (e) {
     throw new TypelensError(`${cfgPath}: not valid JSON (${(e as Error).message})`, 'ECONFIG');
   }
   const cfg = configFromHF(hf, cfgPath, (hf._name_or_path as string) ?? dir);
-  const L = cfg.n_layers, total = 2 * L + 2, tick = opts.onProgress;
+  const L = cfg.n_layers,
+    total = 2 * L + 2,
+    tick = opts.onProgress;
   tick?.(0, total);
   const weights = convertGPT2(readSafetensors(stPath), cfg, { allowNonFinite: opts.allowNonFinite });
   tick?.(1, total);
@@ -57,9 +76,16 @@ export function loadDir(dir: string, opts: LoadOptions): { cfg: ModelConfig; wei
 }
 
 /** HF-layout tensors already in memory (generated models, tests), converted and processed. */
-export function loadHFTensors(hf: Record<string, unknown>, tensors: Record<string, StTensorOut> | StFile, opts: LoadOptions): { cfg: ModelConfig; weights: Weights } {
+export function loadHFTensors(
+  hf: Record<string, unknown>,
+  tensors: Record<string, StTensorOut> | StFile,
+  opts: LoadOptions,
+): { cfg: ModelConfig; weights: Weights } {
   const cfg = configFromHF(hf, 'config', 'in-memory');
-  const st = 'entries' in tensors && tensors.entries instanceof Map ? (tensors as StFile) : safetensorsFromTensors(tensors as Record<string, StTensorOut>);
+  const st =
+    'entries' in tensors && tensors.entries instanceof Map
+      ? (tensors as StFile)
+      : safetensorsFromTensors(tensors as Record<string, StTensorOut>);
   const weights = convertGPT2(st, cfg, { allowNonFinite: opts.allowNonFinite });
   processWeights(weights, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) });
   return { cfg, weights };
@@ -68,11 +94,15 @@ export function loadHFTensors(hf: Record<string, unknown>, tensors: Record<strin
 /** The folder TL's from_pretrained name reads: opts.dir, else $TYPELENS_WEIGHTS, else weights/<name>/. */
 export function pretrainedDir(name: string, dir?: string): string {
   const canonical = MODEL_ALIASES[name];
-  if (!canonical) throw new TypelensError(`unknown model "${name}" (known: ${Object.keys(MODEL_ALIASES).join(', ')})`, 'EMODEL');
+  if (!canonical)
+    throw new TypelensError(`unknown model "${name}" (known: ${Object.keys(MODEL_ALIASES).join(', ')})`, 'EMODEL');
   const d = dir ?? runtimeConfig().weightsDir ?? resolve('weights', canonical);
   if (!existsSync(join(d, 'model.safetensors'))) {
-    throw new TypelensError(`${canonical} weights not found in ${d}: put HuggingFace's config.json + model.safetensors there ` +
-      `(\`npx typelens fetch-weights ${canonical}\` once it lands), or point TYPELENS_WEIGHTS at such a folder`, 'ENOENT');
+    throw new TypelensError(
+      `${canonical} weights not found in ${d}: put HuggingFace's config.json + model.safetensors there ` +
+        `(\`npx typelens fetch-weights ${canonical}\` once it lands), or point TYPELENS_WEIGHTS at such a folder`,
+      'ENOENT',
+    );
   }
   return d;
 }

@@ -4,7 +4,13 @@ import { TypelensError } from '../errors.js';
 import { StTensorOut, writeSafetensors } from './safetensors.js';
 
 /** HF GPT-2 config keys for a preset or custom shape. */
-export interface GPT2Shape { n_layer: number; n_embd: number; n_head: number; n_positions: number; vocab_size: number }
+export interface GPT2Shape {
+  n_layer: number;
+  n_embd: number;
+  n_head: number;
+  n_positions: number;
+  vocab_size: number;
+}
 
 export const PRESETS: Record<string, GPT2Shape> = {
   // full GPT-2 vocabulary so text prompts tokenise; small everywhere else
@@ -24,7 +30,11 @@ export function rng(seed: number): { uniform(): number; normal(): number } {
   };
   let spare: number | null = null;
   const normal = () => {
-    if (spare !== null) { const s = spare; spare = null; return s; }
+    if (spare !== null) {
+      const s = spare;
+      spare = null;
+      return s;
+    }
     let u = 0;
     while (u === 0) u = uniform();
     const v = uniform();
@@ -37,9 +47,19 @@ export function rng(seed: number): { uniform(): number; normal(): number } {
 
 export function hfConfig(s: GPT2Shape, bos = 50256): Record<string, unknown> {
   return {
-    activation_function: 'gelu_new', architectures: ['GPT2LMHeadModel'], bos_token_id: Math.min(bos, s.vocab_size - 1),
-    eos_token_id: Math.min(bos, s.vocab_size - 1), layer_norm_epsilon: 1e-5, model_type: 'gpt2', n_ctx: s.n_positions,
-    n_embd: s.n_embd, n_head: s.n_head, n_inner: null, n_layer: s.n_layer, n_positions: s.n_positions, vocab_size: s.vocab_size,
+    activation_function: 'gelu_new',
+    architectures: ['GPT2LMHeadModel'],
+    bos_token_id: Math.min(bos, s.vocab_size - 1),
+    eos_token_id: Math.min(bos, s.vocab_size - 1),
+    layer_norm_epsilon: 1e-5,
+    model_type: 'gpt2',
+    n_ctx: s.n_positions,
+    n_embd: s.n_embd,
+    n_head: s.n_head,
+    n_inner: null,
+    n_layer: s.n_layer,
+    n_positions: s.n_positions,
+    vocab_size: s.vocab_size,
   };
 }
 
@@ -48,10 +68,16 @@ export function hfConfig(s: GPT2Shape, bos = 50256): Record<string, unknown> {
  * init (N(0, 0.02) matrices) with LN gains 1+N(0, 0.1) and non-zero biases so that every
  * weight-processing step has something to do.
  */
-export function randomGPT2(s: GPT2Shape, seed: number, onProgress?: (done: number, total: number) => void): Record<string, StTensorOut> {
-  if (s.n_embd % s.n_head !== 0) throw new TypelensError(`n_embd ${s.n_embd} is not divisible by n_head ${s.n_head}`, 'ECONFIG');
+export function randomGPT2(
+  s: GPT2Shape,
+  seed: number,
+  onProgress?: (done: number, total: number) => void,
+): Record<string, StTensorOut> {
+  if (s.n_embd % s.n_head !== 0)
+    throw new TypelensError(`n_embd ${s.n_embd} is not divisible by n_head ${s.n_head}`, 'ECONFIG');
   const r = rng(seed);
-  const M = s.n_embd, F = 4 * M;
+  const M = s.n_embd,
+    F = 4 * M;
   const out: Record<string, StTensorOut> = {};
   const total = 2 + s.n_layer * 12 + 2;
   let done = 0;
@@ -68,26 +94,42 @@ export function randomGPT2(s: GPT2Shape, seed: number, onProgress?: (done: numbe
   t('wpe.weight', [s.n_positions, M], N(0.01));
   for (let l = 0; l < s.n_layer; l++) {
     const p = `h.${l}.`;
-    t(p + 'ln_1.weight', [M], gain); t(p + 'ln_1.bias', [M], N(0.05));
-    t(p + 'attn.c_attn.weight', [M, 3 * M], N(0.02)); t(p + 'attn.c_attn.bias', [3 * M], N(0.02));
-    t(p + 'attn.c_proj.weight', [M, M], N(0.02)); t(p + 'attn.c_proj.bias', [M], N(0.02));
-    t(p + 'ln_2.weight', [M], gain); t(p + 'ln_2.bias', [M], N(0.05));
-    t(p + 'mlp.c_fc.weight', [M, F], N(0.02)); t(p + 'mlp.c_fc.bias', [F], N(0.02));
-    t(p + 'mlp.c_proj.weight', [F, M], N(0.02)); t(p + 'mlp.c_proj.bias', [M], N(0.02));
+    t(p + 'ln_1.weight', [M], gain);
+    t(p + 'ln_1.bias', [M], N(0.05));
+    t(p + 'attn.c_attn.weight', [M, 3 * M], N(0.02));
+    t(p + 'attn.c_attn.bias', [3 * M], N(0.02));
+    t(p + 'attn.c_proj.weight', [M, M], N(0.02));
+    t(p + 'attn.c_proj.bias', [M], N(0.02));
+    t(p + 'ln_2.weight', [M], gain);
+    t(p + 'ln_2.bias', [M], N(0.05));
+    t(p + 'mlp.c_fc.weight', [M, F], N(0.02));
+    t(p + 'mlp.c_fc.bias', [F], N(0.02));
+    t(p + 'mlp.c_proj.weight', [F, M], N(0.02));
+    t(p + 'mlp.c_proj.bias', [M], N(0.02));
   }
-  t('ln_f.weight', [M], gain); t('ln_f.bias', [M], N(0.05));
+  t('ln_f.weight', [M], gain);
+  t('ln_f.bias', [M], N(0.05));
   return out;
 }
 
 /** Write config.json + model.safetensors into dir, atomically (a folder appears complete or not at all). */
-export function makeWeights(dir: string, s: GPT2Shape, seed: number, onProgress?: (done: number, total: number) => void): void {
+export function makeWeights(
+  dir: string,
+  s: GPT2Shape,
+  seed: number,
+  onProgress?: (done: number, total: number) => void,
+): void {
   const tensors = randomGPT2(s, seed, onProgress);
   const tmp = `${dir}.tmp-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
   try {
     writeFileSync(join(tmp, 'config.json'), JSON.stringify({ ...hfConfig(s), typelens_generated: { seed } }, null, 2));
-    writeSafetensors(join(tmp, 'model.safetensors'), tensors, { format: 'pt', generator: 'typelens make-weights', seed: String(seed) });
+    writeSafetensors(join(tmp, 'model.safetensors'), tensors, {
+      format: 'pt',
+      generator: 'typelens make-weights',
+      seed: String(seed),
+    });
     rmSync(dir, { recursive: true, force: true });
     renameSync(tmp, dir);
   } catch (e) {

@@ -4,15 +4,31 @@ import type { ModelConfig } from './config.js';
 import type { Weights } from './weights.js';
 
 /** One block's matrices packed for the backend's matmul ([in, out] each). */
-export interface PackedBlock { WQ: PackedWeight; WK: PackedWeight; WV: PackedWeight; WO: PackedWeight; Win: PackedWeight; Wout: PackedWeight }
-export interface PackedModel { blocks: PackedBlock[]; WU: PackedWeight }
+export interface PackedBlock {
+  WQ: PackedWeight;
+  WK: PackedWeight;
+  WV: PackedWeight;
+  WO: PackedWeight;
+  Win: PackedWeight;
+  Wout: PackedWeight;
+}
+export interface PackedModel {
+  blocks: PackedBlock[];
+  WU: PackedWeight;
+}
 
 /**
  * Store the TL-layout matrices in `dtype` (for analysis) and pack them once for the kernels,
  * W_Q/W_K/W_V as [M, H*D] ([H, M, D] permuted) so one matmul yields every head's q, k or v.
  * `onProgress(l, L + 1)` ticks per block and once for W_U.
  */
-export function packWeights(backend: Backend, cfg: ModelConfig, weights: Weights, dtype: DType, onProgress?: (done: number, total: number) => void): PackedModel {
+export function packWeights(
+  backend: Backend,
+  cfg: ModelConfig,
+  weights: Weights,
+  dtype: DType,
+  onProgress?: (done: number, total: number) => void,
+): PackedModel {
   const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = cfg;
   const store = (t: Tensor) => (dtype === 'f32' ? t : Tensor.encode(t.f32(), t.shape, dtype));
   const pack = (t: Tensor, K: number, N: number) => backend.pack(dtype === 'f32' ? t.f32() : t.data, K, N, dtype);
@@ -22,10 +38,19 @@ export function packWeights(backend: Backend, cfg: ModelConfig, weights: Weights
   }
   weights.W_U = store(weights.W_U);
   const L = weights.blocks.length;
-  const blocks = weights.blocks.map((blk, l) => (onProgress?.(l, L + 1), {
-    WQ: heads(blk.W_Q), WK: heads(blk.W_K), WV: heads(blk.W_V),
-    WO: pack(blk.W_O, H * D, M), Win: pack(blk.W_in, M, F), Wout: pack(blk.W_out, F, M),
-  }));
+  const blocks = weights.blocks.map(
+    (blk, l) => (
+      onProgress?.(l, L + 1),
+      {
+        WQ: heads(blk.W_Q),
+        WK: heads(blk.W_K),
+        WV: heads(blk.W_V),
+        WO: pack(blk.W_O, H * D, M),
+        Win: pack(blk.W_in, M, F),
+        Wout: pack(blk.W_out, F, M),
+      }
+    ),
+  );
   const WU = pack(weights.W_U, M, V);
   onProgress?.(L + 1, L + 1);
   return { blocks, WU };
@@ -43,7 +68,8 @@ export function releasePacked(p: PackedModel): void {
 export function shareEmbeddings(shared: SharedMemory, weights: Weights): number[] {
   const ptrs: number[] = [];
   const share = (t: Tensor): Tensor => {
-    const src = t.f32(), ptr = shared.alloc(src.length * 4);
+    const src = t.f32(),
+      ptr = shared.alloc(src.length * 4);
     const view = new Float32Array(shared.memory.buffer, ptr, src.length);
     view.set(src);
     ptrs.push(ptr);

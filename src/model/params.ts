@@ -42,9 +42,22 @@ export interface ParamSlot {
 }
 
 const BLOCK_KEYS: [keyof BlockWeights, string][] = [
-  ['ln1_w', 'ln1.w'], ['ln1_b', 'ln1.b'], ['W_Q', 'attn.W_Q'], ['W_K', 'attn.W_K'], ['W_V', 'attn.W_V'], ['W_O', 'attn.W_O'],
-  ['b_Q', 'attn.b_Q'], ['b_K', 'attn.b_K'], ['b_V', 'attn.b_V'], ['b_O', 'attn.b_O'], ['ln2_w', 'ln2.w'], ['ln2_b', 'ln2.b'],
-  ['W_in', 'mlp.W_in'], ['b_in', 'mlp.b_in'], ['W_out', 'mlp.W_out'], ['b_out', 'mlp.b_out'],
+  ['ln1_w', 'ln1.w'],
+  ['ln1_b', 'ln1.b'],
+  ['W_Q', 'attn.W_Q'],
+  ['W_K', 'attn.W_K'],
+  ['W_V', 'attn.W_V'],
+  ['W_O', 'attn.W_O'],
+  ['b_Q', 'attn.b_Q'],
+  ['b_K', 'attn.b_K'],
+  ['b_V', 'attn.b_V'],
+  ['b_O', 'attn.b_O'],
+  ['ln2_w', 'ln2.w'],
+  ['ln2_b', 'ln2.b'],
+  ['W_in', 'mlp.W_in'],
+  ['b_in', 'mlp.b_in'],
+  ['W_out', 'mlp.W_out'],
+  ['b_out', 'mlp.b_out'],
 ];
 const LN_KEYS = new Set(['ln1_w', 'ln1_b', 'ln2_w', 'ln2_b', 'ln_final_w', 'ln_final_b']);
 export const isLnKey = (k: string): boolean => LN_KEYS.has(k);
@@ -58,16 +71,38 @@ export function blockParamName(l: number, key: keyof BlockWeights): string {
  * Every parameter slot of a GPT-2-shaped model in TL's state-dict order, LN weights included
  * whether present or not (`withLn`: only while the config has them, i.e. normalization 'LN').
  */
-export function paramSlots(cfg: ModelConfig, W: Weights, packed: PackedModel | null, withLn = cfg.normalization_type === 'LN'): ParamSlot[] {
+export function paramSlots(
+  cfg: ModelConfig,
+  W: Weights,
+  packed: PackedModel | null,
+  withLn = cfg.normalization_type === 'LN',
+): ParamSlot[] {
   const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V, n_ctx: C } = cfg;
   const shapes: Record<string, number[]> = {
-    ln1_w: [M], ln1_b: [M], ln2_w: [M], ln2_b: [M], W_Q: [H, M, D], W_K: [H, M, D], W_V: [H, M, D], W_O: [H, D, M],
-    b_Q: [H, D], b_K: [H, D], b_V: [H, D], b_O: [M], W_in: [M, F], b_in: [F], W_out: [F, M], b_out: [M],
+    ln1_w: [M],
+    ln1_b: [M],
+    ln2_w: [M],
+    ln2_b: [M],
+    W_Q: [H, M, D],
+    W_K: [H, M, D],
+    W_V: [H, M, D],
+    W_O: [H, D, M],
+    b_Q: [H, D],
+    b_K: [H, D],
+    b_V: [H, D],
+    b_O: [M],
+    W_in: [M, F],
+    b_in: [F],
+    W_out: [F, M],
+    b_out: [M],
   };
   const packs: Record<string, { key: keyof PackedBlock; kind: PackKind; K: number; N: number }> = {
-    W_Q: { key: 'WQ', kind: 'headsIn', K: M, N: H * D }, W_K: { key: 'WK', kind: 'headsIn', K: M, N: H * D },
-    W_V: { key: 'WV', kind: 'headsIn', K: M, N: H * D }, W_O: { key: 'WO', kind: 'plain', K: H * D, N: M },
-    W_in: { key: 'Win', kind: 'plain', K: M, N: F }, W_out: { key: 'Wout', kind: 'plain', K: F, N: M },
+    W_Q: { key: 'WQ', kind: 'headsIn', K: M, N: H * D },
+    W_K: { key: 'WK', kind: 'headsIn', K: M, N: H * D },
+    W_V: { key: 'WV', kind: 'headsIn', K: M, N: H * D },
+    W_O: { key: 'WO', kind: 'plain', K: H * D, N: M },
+    W_in: { key: 'Win', kind: 'plain', K: M, N: F },
+    W_out: { key: 'Wout', kind: 'plain', K: F, N: M },
   };
   const out: ParamSlot[] = [
     { name: 'embed.W_E', shape: [V, M], owner: W, key: 'W_E' },
@@ -77,33 +112,71 @@ export function paramSlots(cfg: ModelConfig, W: Weights, packed: PackedModel | n
     for (const [k, n] of BLOCK_KEYS) {
       if (isLnKey(k) && !withLn) continue;
       const p = packs[k];
-      out.push({ name: `blocks.${l}.${n}`, shape: shapes[k], owner: blk, key: k, pack: p && { ...p, block: packed ? packed.blocks[l] : null } });
+      out.push({
+        name: `blocks.${l}.${n}`,
+        shape: shapes[k],
+        owner: blk,
+        key: k,
+        pack: p && { ...p, block: packed ? packed.blocks[l] : null },
+      });
     }
   });
-  if (withLn) out.push({ name: 'ln_final.w', shape: [M], owner: W, key: 'ln_final_w' }, { name: 'ln_final.b', shape: [M], owner: W, key: 'ln_final_b' });
-  out.push({ name: 'unembed.W_U', shape: [M, V], owner: W, key: 'W_U', pack: { block: null, key: 'WU', kind: 'plain', K: M, N: V } });
+  if (withLn)
+    out.push(
+      { name: 'ln_final.w', shape: [M], owner: W, key: 'ln_final_w' },
+      { name: 'ln_final.b', shape: [M], owner: W, key: 'ln_final_b' },
+    );
+  out.push({
+    name: 'unembed.W_U',
+    shape: [M, V],
+    owner: W,
+    key: 'W_U',
+    pack: { block: null, key: 'WU', kind: 'plain', K: M, N: V },
+  });
   out.push({ name: 'unembed.b_U', shape: [V], owner: W, key: 'b_U' });
   return out;
 }
 
 /** 4-lane Fletcher sum over the bits of a typed array: cheap, and changed by any edit of one value or a swap of two. */
 export function fingerprint(a: Storage): number {
-  const w = a.byteOffset % 4 === 0 && a.byteLength % 4 === 0 ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2) : Int32Array.from(a);
-  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+  const w =
+    a.byteOffset % 4 === 0 && a.byteLength % 4 === 0
+      ? new Int32Array(a.buffer, a.byteOffset, a.byteLength >> 2)
+      : Int32Array.from(a);
+  let a0 = 0,
+    a1 = 0,
+    a2 = 0,
+    a3 = 0,
+    b0 = 0,
+    b1 = 0,
+    b2 = 0,
+    b3 = 0;
   const n = w.length & ~3;
   for (let i = 0; i < n; i += 4) {
-    a0 = (a0 + w[i]) | 0; b0 = (b0 + a0) | 0;
-    a1 = (a1 + w[i + 1]) | 0; b1 = (b1 + a1) | 0;
-    a2 = (a2 + w[i + 2]) | 0; b2 = (b2 + a2) | 0;
-    a3 = (a3 + w[i + 3]) | 0; b3 = (b3 + a3) | 0;
+    a0 = (a0 + w[i]) | 0;
+    b0 = (b0 + a0) | 0;
+    a1 = (a1 + w[i + 1]) | 0;
+    b1 = (b1 + a1) | 0;
+    a2 = (a2 + w[i + 2]) | 0;
+    b2 = (b2 + a2) | 0;
+    a3 = (a3 + w[i + 3]) | 0;
+    b3 = (b3 + a3) | 0;
   }
-  for (let i = n; i < w.length; i++) { a0 = (a0 + w[i]) | 0; b0 = (b0 + a0) | 0; }
+  for (let i = n; i < w.length; i++) {
+    a0 = (a0 + w[i]) | 0;
+    b0 = (b0 + a0) | 0;
+  }
   let h = 0x811c9dc5;
   for (const v of [a0, a1, a2, a3, b0, b1, b2, b3]) h = Math.imul(h ^ v, 0x01000193);
   return h;
 }
 
-interface Guarded { name: string; raw: Storage; exposed: boolean; fp: number }
+interface Guarded {
+  name: string;
+  raw: Storage;
+  exposed: boolean;
+  fp: number;
+}
 
 const rawOf = new WeakMap<Tensor, Storage>();
 /**
@@ -111,7 +184,9 @@ const rawOf = new WeakMap<Tensor, Storage>();
  * (packing, gradients, checkpoints). Writing through it bypasses the guard: only the model's
  * own write paths do that.
  */
-export function weightStorage(t: Tensor): Storage { return rawOf.get(t) ?? t.data; }
+export function weightStorage(t: Tensor): Storage {
+  return rawOf.get(t) ?? t.data;
+}
 
 /** The exposure/fingerprint guard of one model (see the comment at the top of this file). */
 export class WeightGuard {
@@ -119,15 +194,22 @@ export class WeightGuard {
 
   /** Guard `t` (a parameter named `name`): install the accessor on its `data`. */
   watch(name: string, t: Tensor): void {
-    if (this.entries.has(t)) { this.entries.get(t)!.name = name; return; }
+    if (this.entries.has(t)) {
+      this.entries.get(t)!.name = name;
+      return;
+    }
     const raw = rawOf.get(t) ?? t.data;
     const e: Guarded = { name, raw, exposed: false, fp: 0 };
     this.entries.set(t, e);
     rawOf.set(t, raw);
     Object.defineProperty(t, 'data', {
-      configurable: true, enumerable: true,
+      configurable: true,
+      enumerable: true,
       get: () => {
-        if (!e.exposed) { e.exposed = true; e.fp = fingerprint(e.raw); }
+        if (!e.exposed) {
+          e.exposed = true;
+          e.fp = fingerprint(e.raw);
+        }
         return e.raw;
       },
     });
@@ -154,22 +236,31 @@ export class WeightGuard {
     for (const e of this.entries.values()) {
       if (!e.exposed) continue;
       if (fingerprint(e.raw) !== e.fp) {
-        throw new TypelensError(`weight "${e.name}" was modified in place, outside the model: the forward reads packed copies of the ` +
-          `weights, which would no longer match it. Write weights with model.setWeight('${e.name}', tensor) ` +
-          `(or loadStateDict / updateWeights), which keeps every derived copy in step; to keep the edit already made, ` +
-          `call model.setWeight('${e.name}', model.weights…) with the edited tensor itself`, 'EWEIGHTEDIT');
+        throw new TypelensError(
+          `weight "${e.name}" was modified in place, outside the model: the forward reads packed copies of the ` +
+            `weights, which would no longer match it. Write weights with model.setWeight('${e.name}', tensor) ` +
+            `(or loadStateDict / updateWeights), which keeps every derived copy in step; to keep the edit already made, ` +
+            `call model.setWeight('${e.name}', model.weights…) with the edited tensor itself`,
+          'EWEIGHTEDIT',
+        );
       }
     }
   }
   /** Tensors currently exposed (for tests and the cost report). */
-  exposedNames(): string[] { return [...this.entries.values()].filter((e) => e.exposed).map((e) => e.name); }
+  exposedNames(): string[] {
+    return [...this.entries.values()].filter((e) => e.exposed).map((e) => e.name);
+  }
 }
 
 /** Storage of `src` (any layout) as contiguous `dtype` data of the slot's shape, checked. */
 export function checkedValues(slot: ParamSlot, src: Tensor): Float32Array {
-  if (!(src instanceof Tensor)) throw new TypelensError(`setWeight("${slot.name}"): expected a Tensor, got ${typeof src}`, 'EINPUT');
+  if (!(src instanceof Tensor))
+    throw new TypelensError(`setWeight("${slot.name}"): expected a Tensor, got ${typeof src}`, 'EINPUT');
   if (!sameShape(src.shape, slot.shape)) {
-    throw new TypelensError(`setWeight("${slot.name}"): shape [${src.shape.join(', ')}] does not match the parameter's [${slot.shape.join(', ')}]`, 'ESHAPE');
+    throw new TypelensError(
+      `setWeight("${slot.name}"): shape [${src.shape.join(', ')}] does not match the parameter's [${slot.shape.join(', ')}]`,
+      'ESHAPE',
+    );
   }
   return src.contiguous().f32();
 }

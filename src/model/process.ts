@@ -13,10 +13,18 @@ export interface ProcessingOptions {
 }
 /** from_pretrained's defaults (refactor is off there; the demo turns it on). */
 export const DEFAULT_PROCESSING: Required<ProcessingOptions> = {
-  foldLn: true, centerWritingWeights: true, centerUnembed: true, foldValueBiases: true, refactorFactoredAttnMatrices: false,
+  foldLn: true,
+  centerWritingWeights: true,
+  centerUnembed: true,
+  foldValueBiases: true,
+  refactorFactoredAttnMatrices: false,
 };
 export const NO_PROCESSING: Required<ProcessingOptions> = {
-  foldLn: false, centerWritingWeights: false, centerUnembed: false, foldValueBiases: false, refactorFactoredAttnMatrices: false,
+  foldLn: false,
+  centerWritingWeights: false,
+  centerUnembed: false,
+  foldValueBiases: false,
+  refactorFactoredAttnMatrices: false,
 };
 
 // Plain loops over row-major data. Each helper works on `n` consecutive [rows, cols] matrices.
@@ -43,7 +51,15 @@ function centerCols(x: Float32Array, n: number, rows: number, cols: number): voi
   }
 }
 /** Fold an LN (w, beta) into the n stacked [rows=M, cols] matrices that read its output, and their biases [n, cols]. */
-function foldInto(W: Float32Array, b: Float32Array, w: Float32Array, beta: Float32Array, n: number, M: number, cols: number): void {
+function foldInto(
+  W: Float32Array,
+  b: Float32Array,
+  w: Float32Array,
+  beta: Float32Array,
+  n: number,
+  M: number,
+  cols: number,
+): void {
   for (let k = 0; k < n; k++) {
     const o = k * M * cols;
     for (let c = 0; c < cols; c++) {
@@ -59,14 +75,22 @@ function foldInto(W: Float32Array, b: Float32Array, w: Float32Array, beta: Float
 function foldLayerNorm(W: Weights, cfg: ModelConfig): void {
   const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = cfg;
   for (const blk of W.blocks) {
-    for (const [Wm, bm] of [[blk.W_Q, blk.b_Q], [blk.W_K, blk.b_K], [blk.W_V, blk.b_V]] as const) {
+    for (const [Wm, bm] of [
+      [blk.W_Q, blk.b_Q],
+      [blk.W_K, blk.b_K],
+      [blk.W_V, blk.b_V],
+    ] as const) {
       foldInto(f32(Wm), f32(bm), f32(blk.ln1_w!), f32(blk.ln1_b!), H, M, D);
     }
     foldInto(f32(blk.W_in), f32(blk.b_in), f32(blk.ln2_w!), f32(blk.ln2_b!), 1, M, F);
-    delete blk.ln1_w; delete blk.ln1_b; delete blk.ln2_w; delete blk.ln2_b;
+    delete blk.ln1_w;
+    delete blk.ln1_b;
+    delete blk.ln2_w;
+    delete blk.ln2_b;
   }
   foldInto(f32(W.W_U), f32(W.b_U), f32(W.ln_final_w!), f32(W.ln_final_b!), 1, M, V);
-  delete W.ln_final_w; delete W.ln_final_b;
+  delete W.ln_final_w;
+  delete W.ln_final_b;
   cfg.normalization_type = 'LNPre';
 }
 
@@ -90,7 +114,9 @@ function centerUnembed(W: Weights, cfg: ModelConfig): void {
 /** b_O += sum_h b_V[h] @ W_O[h]; b_V = 0 (pattern rows sum to 1, so b_V is a constant). */
 function foldValueBias(blk: BlockWeights, cfg: ModelConfig): void {
   const { d_model: M, n_heads: H, d_head: D } = cfg;
-  const bV = f32(blk.b_V), WO = f32(blk.W_O), bO = f32(blk.b_O);
+  const bV = f32(blk.b_V),
+    WO = f32(blk.W_O),
+    bO = f32(blk.b_O);
   const add = new Float64Array(M);
   for (let hd = 0; hd < H * D; hd++) for (let m = 0; m < M; m++) add[m] += bV[hd] * WO[hd * M + m];
   for (let m = 0; m < M; m++) bO[m] += add[m];
@@ -102,8 +128,10 @@ function foldValueBias(blk: BlockWeights, cfg: ModelConfig): void {
  * does: thin SVDs of both factors and of the small middle matrix.
  */
 export function factoredSvd(A: Tensor, B: Tensor): { U: Tensor; S: Tensor; V: Tensor } {
-  const a = svd(A), bt = svd(B.T.contiguous()); // B^T = Ub' S V'^T  ->  B = V' S Ub'^T
-  const Ub = bt.V, Vb = bt.U;
+  const a = svd(A),
+    bt = svd(B.T.contiguous()); // B^T = Ub' S V'^T  ->  B = V' S Ub'^T
+  const Ub = bt.V,
+    Vb = bt.U;
   const mid = a.S.reshape([-1, 1]).contiguous();
   const C = scaleRowsCols(matmulSmall(scaleRowsCols(a.V.T.contiguous(), mid), Ub), null, bt.S);
   const c = svd(C);
@@ -111,20 +139,25 @@ export function factoredSvd(A: Tensor, B: Tensor): { U: Tensor; S: Tensor; V: Te
 }
 // small dense helpers in f64 (the matrices are at most [M+1, D])
 function matmulSmall(a: Tensor, b: Tensor): Tensor {
-  const [n, k] = a.shape, m = b.shape[1];
-  const x = a.f32(), y = b.f32(), out = new Float32Array(n * m);
-  for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) {
-    let s = 0;
-    for (let t = 0; t < k; t++) s += x[i * k + t] * y[t * m + j];
-    out[i * m + j] = s;
-  }
+  const [n, k] = a.shape,
+    m = b.shape[1];
+  const x = a.f32(),
+    y = b.f32(),
+    out = new Float32Array(n * m);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < m; j++) {
+      let s = 0;
+      for (let t = 0; t < k; t++) s += x[i * k + t] * y[t * m + j];
+      out[i * m + j] = s;
+    }
   return new Tensor(out, [n, m]);
 }
 /** diag(rowScale) @ x @ diag(colScale). */
 function scaleRowsCols(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor {
   const [n, m] = x.shape;
   const d = Float32Array.from(x.f32());
-  const r = rowScale?.f32(), c = colScale?.f32();
+  const r = rowScale?.f32(),
+    c = colScale?.f32();
   for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) d[i * m + j] *= (r ? r[i] : 1) * (c ? c[j] : 1);
   return new Tensor(d, [n, m]);
 }
@@ -134,7 +167,10 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
   const { d_model: M, n_heads: H, d_head: D } = cfg;
   for (const [l, blk] of W.blocks.entries()) {
     onLayer?.(l);
-    const WQ = f32(blk.W_Q), WK = f32(blk.W_K), bQ = f32(blk.b_Q), bK = f32(blk.b_K);
+    const WQ = f32(blk.W_Q),
+      WK = f32(blk.W_K),
+      bQ = f32(blk.b_Q),
+      bK = f32(blk.b_K);
     for (let h = 0; h < H; h++) {
       const aug = (Wm: Float32Array, b: Float32Array) => {
         const x = new Float32Array((M + 1) * D);
@@ -144,12 +180,16 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
       };
       const { U, S, V } = factoredSvd(aug(WQ, bQ), aug(WK, bK).T);
       const sq = new Tensor(S.f32().map(Math.sqrt), [D]);
-      const q = scaleRowsCols(U, null, sq).f32(), k = scaleRowsCols(V, null, sq).f32();
-      WQ.set(q.subarray(0, M * D), h * M * D); bQ.set(q.subarray(M * D), h * D);
-      WK.set(k.subarray(0, M * D), h * M * D); bK.set(k.subarray(M * D), h * D);
+      const q = scaleRowsCols(U, null, sq).f32(),
+        k = scaleRowsCols(V, null, sq).f32();
+      WQ.set(q.subarray(0, M * D), h * M * D);
+      bQ.set(q.subarray(M * D), h * D);
+      WK.set(k.subarray(0, M * D), h * M * D);
+      bK.set(k.subarray(M * D), h * D);
     }
     foldValueBias(blk, cfg);
-    const WV = f32(blk.W_V), WO = f32(blk.W_O);
+    const WV = f32(blk.W_V),
+      WO = f32(blk.W_O);
     for (let h = 0; h < H; h++) {
       const v = new Tensor(WV.slice(h * M * D, (h + 1) * M * D), [M, D]);
       const o = new Tensor(WO.slice(h * D * M, (h + 1) * D * M), [D, M]);
@@ -161,7 +201,12 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
 }
 
 /** Apply the switched-on steps in TL's order. Mutates `W` and `cfg`. */
-export function processWeights(W: Weights, cfg: ModelConfig, opts: ProcessingOptions = {}, onLayer?: (l: number) => void): void {
+export function processWeights(
+  W: Weights,
+  cfg: ModelConfig,
+  opts: ProcessingOptions = {},
+  onLayer?: (l: number) => void,
+): void {
   const o = { ...DEFAULT_PROCESSING, ...opts };
   if (o.foldLn) foldLayerNorm(W, cfg);
   // TL skips centring for models whose residual stream is not read through an LN

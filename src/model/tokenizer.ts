@@ -12,7 +12,8 @@ export function encodeText(text: string): number[] {
 
 /** Decode one id on its own, as TL's to_str_tokens does; a partial UTF-8 byte sequence decodes to U+FFFD. */
 export function decodeToken(id: number): string {
-  if (!Number.isInteger(id) || id < 0 || id > EOT) throw new TypelensError(`token id ${id} is outside GPT-2's vocabulary [0, 50257)`, 'ETOKEN');
+  if (!Number.isInteger(id) || id < 0 || id > EOT)
+    throw new TypelensError(`token id ${id} is outside GPT-2's vocabulary [0, 50257)`, 'ETOKEN');
   const s = decode([id]);
   return s === '' ? '\uFFFD' : s;
 }
@@ -26,12 +27,16 @@ export function decodeTokens(ids: ArrayLike<number>): string {
  * tokenising (so "When" at the start is not " When"); lists are right-padded with the pad id
  * (no attention mask); sequences are cut to nCtx when truncate is on.
  */
-export function toTokens(input: string | string[], opts: { prependBos?: boolean; paddingSide?: 'right' | 'left'; nCtx?: number; truncate?: boolean; bos?: number } = {}): Tensor {
+export function toTokens(
+  input: string | string[],
+  opts: { prependBos?: boolean; paddingSide?: 'right' | 'left'; nCtx?: number; truncate?: boolean; bos?: number } = {},
+): Tensor {
   const { prependBos = true, paddingSide = 'right', nCtx, truncate = true, bos = EOT } = opts;
   const texts = typeof input === 'string' ? [input] : input;
   if (texts.length === 0) throw new TypelensError('toTokens: empty list of prompts', 'EINPUT');
   const seqs = texts.map((t) => {
-    if (typeof t !== 'string') throw new TypelensError(`toTokens: prompt ${JSON.stringify(t)} is not a string`, 'EINPUT');
+    if (typeof t !== 'string')
+      throw new TypelensError(`toTokens: prompt ${JSON.stringify(t)} is not a string`, 'EINPUT');
     const ids = encodeText(t);
     const s = prependBos ? [bos, ...ids] : ids;
     return truncate && nCtx ? s.slice(0, nCtx) : s;

@@ -6,7 +6,12 @@ import { toTokens } from './tokenizer.js';
 export type TokensInput = string | string[] | Tensor | number[] | number[][];
 
 /** Any accepted token input as a validated contiguous [B, P] tensor of ids (TL's to_tokens for text). */
-export function tokensOf(input: TokensInput, cfg: ModelConfig, prependBos?: boolean, paddingSide?: 'left' | 'right'): Tensor {
+export function tokensOf(
+  input: TokensInput,
+  cfg: ModelConfig,
+  prependBos?: boolean,
+  paddingSide?: 'left' | 'right',
+): Tensor {
   let t: Tensor;
   if (typeof input === 'string' || (Array.isArray(input) && typeof input[0] === 'string')) {
     t = toTokens(input as string | string[], { prependBos, paddingSide, nCtx: cfg.n_ctx, bos: cfg.bos_token_id });
@@ -20,7 +25,10 @@ export function tokensOf(input: TokensInput, cfg: ModelConfig, prependBos?: bool
   const ids = t.f32();
   for (let i = 0; i < ids.length; i++) {
     if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= cfg.d_vocab) {
-      throw new TypelensError(`token id ${ids[i]} at [${Math.floor(i / P)}, ${i % P}] is outside the vocabulary [0, ${cfg.d_vocab})`, 'ETOKEN');
+      throw new TypelensError(
+        `token id ${ids[i]} at [${Math.floor(i / P)}, ${i % P}] is outside the vocabulary [0, ${cfg.d_vocab})`,
+        'ETOKEN',
+      );
     }
   }
   return t.contiguous();

@@ -5,7 +5,12 @@ import { TypelensError } from '../errors.js';
 import type { UseFlags } from './layers.js';
 
 export class UseSwitches {
-  private readonly use: Required<UseFlags> = { attnResult: false, splitQkvInput: false, attnIn: false, hookMlpIn: false };
+  private readonly use: Required<UseFlags> = {
+    attnResult: false,
+    splitQkvInput: false,
+    attnIn: false,
+    hookMlpIn: false,
+  };
 
   /** The switches that are on, or undefined (the forward then costs nothing extra). */
   get flags(): UseFlags | undefined {
@@ -15,21 +20,32 @@ export class UseSwitches {
   /** Whether the hook registry's flag (a dormant point's `needs`, TL's use_* name) is on. */
   enabled(flag: string): boolean {
     switch (flag) {
-      case 'use_attn_result': return this.use.attnResult;
-      case 'use_split_qkv_input': return this.use.splitQkvInput;
-      case 'use_attn_in': return this.use.attnIn;
-      case 'use_hook_mlp_in': return this.use.hookMlpIn;
-      default: return false;
+      case 'use_attn_result':
+        return this.use.attnResult;
+      case 'use_split_qkv_input':
+        return this.use.splitQkvInput;
+      case 'use_attn_in':
+        return this.use.attnIn;
+      case 'use_hook_mlp_in':
+        return this.use.hookMlpIn;
+      default:
+        return false;
     }
   }
-  setAttnResult(on: boolean): void { this.use.attnResult = on; }
+  setAttnResult(on: boolean): void {
+    this.use.attnResult = on;
+  }
   setSplitQkvInput(on: boolean): void {
-    if (on && this.use.attnIn) throw new TypelensError('setUseSplitQkvInput: use_attn_in is on; TL does not allow both at once', 'EINPUT');
+    if (on && this.use.attnIn)
+      throw new TypelensError('setUseSplitQkvInput: use_attn_in is on; TL does not allow both at once', 'EINPUT');
     this.use.splitQkvInput = on;
   }
-  setHookMlpIn(on: boolean): void { this.use.hookMlpIn = on; }
+  setHookMlpIn(on: boolean): void {
+    this.use.hookMlpIn = on;
+  }
   setAttnIn(on: boolean): void {
-    if (on && this.use.splitQkvInput) throw new TypelensError('setUseAttnIn: use_split_qkv_input is on; TL does not allow both at once', 'EINPUT');
+    if (on && this.use.splitQkvInput)
+      throw new TypelensError('setUseAttnIn: use_split_qkv_input is on; TL does not allow both at once', 'EINPUT');
     this.use.attnIn = on;
   }
 }

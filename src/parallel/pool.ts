@@ -9,7 +9,6 @@ import { cat, Tensor } from '../tensor/index.js';
 import { evenCut } from '../util/split.js';
 import { fromArr, toArr, type ForwardResult, type ForwardTask } from './protocol.js';
 
-
 /**
  * Worker threads (piscina) that each run whole forward passes of one model, reading its weights
  * in place from the shared WebAssembly.Memory: nothing is copied per worker but a few small bias
@@ -23,7 +22,12 @@ export class ForwardPool {
   /** The model's weightsVersion the workers were built from. */
   private readonly weightsVersion: number;
 
-  private constructor(readonly model: HookedTransformer, readonly threads: number, scratchBytes: number, private readonly shared: SharedMemory) {
+  private constructor(
+    readonly model: HookedTransformer,
+    readonly threads: number,
+    scratchBytes: number,
+    private readonly shared: SharedMemory,
+  ) {
     this.weightsVersion = model.weightsVersion;
     const nslots = threads + 4; // spare regions for workers that replace dead ones
     this.scratch = Array.from({ length: nslots }, () => shared.alloc(scratchBytes));
@@ -31,23 +35,39 @@ export class ForwardPool {
     this.slots = new Int32Array(slots);
     this.piscina = new Piscina({
       filename: new URL('./worker.js', import.meta.url).href,
-      minThreads: threads, maxThreads: threads, idleTimeout: 60_000,
+      minThreads: threads,
+      maxThreads: threads,
+      idleTimeout: 60_000,
       workerData: { model: sharedDescriptor(model), slots, scratch: { ptrs: this.scratch, bytes: scratchBytes } },
     });
     // a worker that is gone gives its scratch region back (slots hold the owner's threadId;
     // an exited worker is no longer among the live threads, or reads threadId -1)
     this.piscina.on('workerDestroy', () => this.reclaim());
-    model.onDispose.push(() => { void this.destroy(); });
+    model.onDispose.push(() => {
+      void this.destroy();
+    });
   }
 
   /** A pool of `threads` workers (default: every core) for this model; it closes with model.dispose(). */
-  static async create(model: HookedTransformer, opts: { threads?: number; scratchBytes?: number } = {}): Promise<ForwardPool> {
+  static async create(
+    model: HookedTransformer,
+    opts: { threads?: number; scratchBytes?: number } = {},
+  ): Promise<ForwardPool> {
     const threads = opts.threads ?? defaultThreads();
-    if (!Number.isInteger(threads) || threads < 1) throw new TypelensError(`threads must be a positive integer, got ${threads}`, 'EINPUT');
+    if (!Number.isInteger(threads) || threads < 1)
+      throw new TypelensError(`threads must be a positive integer, got ${threads}`, 'EINPUT');
     sharedDescriptor(model); // throws a clear error for backends without shared memory
     const pool = new ForwardPool(model, threads, opts.scratchBytes ?? 32 * 2 ** 20, model.backend.sharedMemory!);
     // wait until every worker is up so that timings and failures are about work, not startup
-    await Promise.all(Array.from({ length: threads }, () => pool.piscina.run({ kind: 'forward', tokens: { data: Float32Array.of(0), shape: [1, 1] }, lastPositionLogits: true } as ForwardTask)));
+    await Promise.all(
+      Array.from({ length: threads }, () =>
+        pool.piscina.run({
+          kind: 'forward',
+          tokens: { data: Float32Array.of(0), shape: [1, 1] },
+          lastPositionLogits: true,
+        } as ForwardTask),
+      ),
+    );
     return pool;
   }
 
@@ -63,15 +83,27 @@ export class ForwardPool {
   async run(task: Omit<ForwardTask, 'kind'> & { kind?: ForwardTask['kind'] }): Promise<ForwardResult> {
     if (this.closed) throw new TypelensError('this worker pool was closed (model disposed?)', 'EDISPOSED');
     this.model.checkWeights();
-    if (this.model.weightsVersion !== this.weightsVersion) throw new TypelensError('the model\'s weights were changed (setWeight / loadStateDict / training) after this worker pool was made: its workers hold the old ones; destroy it and create a new pool', 'ESTALE');
+    if (this.model.weightsVersion !== this.weightsVersion)
+      throw new TypelensError(
+        "the model's weights were changed (setWeight / loadStateDict / training) after this worker pool was made: its workers hold the old ones; destroy it and create a new pool",
+        'ESTALE',
+      );
     // a worker's forward cannot record on this thread's gradient tape
-    if (currentTape()) throw new TypelensError('worker pools do not record gradients: inside withGrad, run the model on this thread (model.forward / runWithHooks)', 'EGRAD');
+    if (currentTape())
+      throw new TypelensError(
+        'worker pools do not record gradients: inside withGrad, run the model on this thread (model.forward / runWithHooks)',
+        'EGRAD',
+      );
     // hooks are closures on this thread: a worker's forward cannot run them, and silently leaving
     // them out would give other numbers than model.forward
-    if (this.model.hasHooks()) throw new TypelensError('the model has hooks attached (closures on the main thread), which worker forwards cannot run: remove them (resetHooks) or run on the main thread', 'EHOOK');
+    if (this.model.hasHooks())
+      throw new TypelensError(
+        'the model has hooks attached (closures on the main thread), which worker forwards cannot run: remove them (resetHooks) or run on the main thread',
+        'EHOOK',
+      );
     this.reclaim();
     try {
-      return await this.piscina.run({ kind: 'forward', ...task } as ForwardTask) as ForwardResult;
+      return (await this.piscina.run({ kind: 'forward', ...task } as ForwardTask)) as ForwardResult;
     } catch (e) {
       if (this.closed) throw new TypelensError('the worker pool was closed during the run', 'EDISPOSED');
       throw new TypelensError(`worker failed: ${(e as Error).message.split('\n')[0]}`, 'EWORKER');
@@ -79,15 +111,31 @@ export class ForwardPool {
   }
 
   /** Logits (and, with `cache`, an ActivationCache) for tokens [B, P], one forward per worker on a slice of the batch. */
-  async runBatch(tokens: Tensor, opts: { cache?: string[] | 'all'; lastPositionLogits?: boolean; attentionMask?: Tensor } = {}): Promise<{ logits: Tensor; cache?: ActivationCache }> {
+  async runBatch(
+    tokens: Tensor,
+    opts: { cache?: string[] | 'all'; lastPositionLogits?: boolean; attentionMask?: Tensor } = {},
+  ): Promise<{ logits: Tensor; cache?: ActivationCache }> {
     const t = tokens.ndim === 1 ? tokens.unsqueeze(0) : tokens;
-    const B = t.shape[0], parts = Math.min(this.threads, B);
+    const B = t.shape[0],
+      parts = Math.min(this.threads, B);
     const cut = evenCut(B, parts);
-    const results = await Promise.all(Array.from({ length: parts }, (_, i) => this.run({
-      tokens: toArr(t.slice(0, cut(i), cut(i + 1))), cache: opts.cache ?? null, lastPositionLogits: opts.lastPositionLogits,
-      attentionMask: opts.attentionMask ? toArr(opts.attentionMask.slice(0, cut(i), cut(i + 1))) : undefined,
-    })));
-    const logits = results.length === 1 ? fromArr(results[0].logits) : cat(results.map((r) => fromArr(r.logits)), 0);
+    const results = await Promise.all(
+      Array.from({ length: parts }, (_, i) =>
+        this.run({
+          tokens: toArr(t.slice(0, cut(i), cut(i + 1))),
+          cache: opts.cache ?? null,
+          lastPositionLogits: opts.lastPositionLogits,
+          attentionMask: opts.attentionMask ? toArr(opts.attentionMask.slice(0, cut(i), cut(i + 1))) : undefined,
+        }),
+      ),
+    );
+    const logits =
+      results.length === 1
+        ? fromArr(results[0].logits)
+        : cat(
+            results.map((r) => fromArr(r.logits)),
+            0,
+          );
     if (!opts.cache) return { logits };
     const store = new Map<string, Tensor>();
     for (const k of Object.keys(results[0].cache!)) {
@@ -98,7 +146,9 @@ export class ForwardPool {
   }
 
   /** Scratch regions held by live workers (for tests: a dead worker's region is freed). */
-  get slotsInUse(): number { return this.slots.filter((v) => v !== 0).length; }
+  get slotsInUse(): number {
+    return this.slots.filter((v) => v !== 0).length;
+  }
 
   async destroy(): Promise<void> {
     if (this.closed) return;

@@ -22,7 +22,10 @@ export interface ForwardTask {
   patch?: { hook: string; setter: SetterName; indices: number[][]; clean: Arr };
 }
 
-export interface ForwardResult { logits: Arr; cache?: Record<string, Arr> }
+export interface ForwardResult {
+  logits: Arr;
+  cache?: Record<string, Arr>;
+}
 
 /**
  * A tensor as a message payload: shared memory passes as is; an array that is its whole buffer

@@ -9,7 +9,11 @@ import { batchedPatch, repeatMask, setters } from '../patching/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { fromArr, toArr, type ForwardTask, type ForwardResult, type Arr } from './protocol.js';
 
-const { model: desc, slots: slotBuf, scratch } = workerData as { model: SharedModel; slots: SharedArrayBuffer; scratch: { ptrs: number[]; bytes: number } };
+const {
+  model: desc,
+  slots: slotBuf,
+  scratch,
+} = workerData as { model: SharedModel; slots: SharedArrayBuffer; scratch: { ptrs: number[]; bytes: number } };
 
 // claim a scratch region of the shared memory for this thread's matmuls
 const slots = new Int32Array(slotBuf);
@@ -18,7 +22,6 @@ let slot = -1;
 for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, threadId) === 0) slot = i;
 if (slot < 0) throw new Error('typelens worker: no free scratch region (too many worker restarts)');
 const model = fromShared(desc, sharedBackend(desc, { ptr: scratch.ptrs[slot], bytes: scratch.bytes }));
-
 
 export default function run(task: ForwardTask): ForwardResult {
   if (task.kind === 'die') process.exit(1); // fault injection (src/testing.ts): this thread ends abruptly
@@ -39,12 +42,20 @@ export default function run(task: ForwardTask): ForwardResult {
   if (task.cache) {
     // The cache goes back as transferred (moved) buffers. Writing it into SharedArrayBuffers
     // instead was measured: +200 MB peak RSS for a batch of 8 with the full cache, no faster.
-    const r = model.hooks(hooks, () => model.runWithCache(input, { ...opts, namesFilter: task.cache === 'all' ? undefined : task.cache as string[] }));
+    const r = model.hooks(hooks, () =>
+      model.runWithCache(input, { ...opts, namesFilter: task.cache === 'all' ? undefined : (task.cache as string[]) }),
+    );
     logits = r.logits;
     for (const k of r.cache.keys()) cache[k] = toArr(r.cache.get(k));
   } else logits = model.runWithHooks(input, { ...opts, fwdHooks: hooks });
   const value: ForwardResult = { logits: toArr(logits), cache: task.cache ? cache : undefined };
-  const transferList = [value.logits.data.buffer as ArrayBuffer, ...Object.values(cache).map((a) => a.data.buffer as ArrayBuffer)];
+  const transferList = [
+    value.logits.data.buffer as ArrayBuffer,
+    ...Object.values(cache).map((a) => a.data.buffer as ArrayBuffer),
+  ];
   // moved, not copied, back to the caller
-  return Piscina.move({ [Piscina.transferableSymbol]: transferList, [Piscina.valueSymbol]: value } as never) as unknown as ForwardResult;
+  return Piscina.move({
+    [Piscina.transferableSymbol]: transferList,
+    [Piscina.valueSymbol]: value,
+  } as never) as unknown as ForwardResult;
 }

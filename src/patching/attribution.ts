@@ -36,7 +36,13 @@ export interface AttributionOptions {
   /** Stop before this block: the metric then reads the residual stream [B, P, d_model] (probing). */
   stopAtLayer?: number;
 }
-export type AttributionPatch = (model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: GradMetric, opts?: AttributionOptions) => Tensor;
+export type AttributionPatch = (
+  model: HookedTransformer,
+  corruptedTokens: TokensInput,
+  cleanCache: ActivationCache,
+  metric: GradMetric,
+  opts?: AttributionOptions,
+) => Tensor;
 
 /** Which axes of the activation the patch index fixes, per setter (the others are summed over). */
 const KEPT_AXES: Record<SetterName, number[]> = {
@@ -52,20 +58,38 @@ const KEPT_AXES: Record<SetterName, number[]> = {
  * One corrupted forward + backward: a cache of the activations at `names` (every point when absent)
  * and their gradients `name + '_grad'`, of `metric` (a scalar Tensor of the logits, ag.* ops).
  */
-export function attributionGradCache(model: HookedTransformer, corruptedTokens: TokensInput, metric: GradMetric, names?: string[], opts: AttributionOptions = {}): ActivationCache {
+export function attributionGradCache(
+  model: HookedTransformer,
+  corruptedTokens: TokensInput,
+  metric: GradMetric,
+  names?: string[],
+  opts: AttributionOptions = {},
+): ActivationCache {
   const { toks } = sweepIndices(model, corruptedTokens, { indexDf: [] });
-  return model.runWithCache(toks, { inclBwd: true, metric, namesFilter: names, lastPositionLogits: opts.lastPositionLogits, stopAtLayer: opts.stopAtLayer }).cache;
+  return model.runWithCache(toks, {
+    inclBwd: true,
+    metric,
+    namesFilter: names,
+    lastPositionLogits: opts.lastPositionLogits,
+    stopAtLayer: opts.stopAtLayer,
+  }).cache;
 }
 
 /** sum over the non-kept axes of (clean − corrupted) · grad, shape = act.shape at the kept axes. */
 export function attributionReduce(clean: Tensor, corrupted: Tensor, grad: Tensor, kept: number[]): Tensor {
-  const shape = corrupted.shape, nd = shape.length;
-  const c = clean.f32(), x = corrupted.f32(), g = grad.f32();
+  const shape = corrupted.shape,
+    nd = shape.length;
+  const c = clean.f32(),
+    x = corrupted.f32(),
+    g = grad.f32();
   const outShape = kept.map((a) => shape[a]);
   // output stride of each activation axis (0 for summed axes)
   const ostr = new Array<number>(nd).fill(0);
   let s = 1;
-  for (let i = kept.length - 1; i >= 0; i--) { ostr[kept[i]] = s; s *= shape[kept[i]]; }
+  for (let i = kept.length - 1; i >= 0; i--) {
+    ostr[kept[i]] = s;
+    s *= shape[kept[i]];
+  }
   const out = new Float64Array(s);
   const idx = new Array<number>(nd).fill(0);
   let o = 0;
@@ -83,62 +107,126 @@ export function attributionReduce(clean: Tensor, corrupted: Tensor, grad: Tensor
 }
 
 /** TL-style generic function: attribution for `activationName` at every layer, one row per layer. */
-export function genericAttributionPatch(model: HookedTransformer, corruptedTokens: TokensInput, cleanCache: ActivationCache, metric: GradMetric,
-  setter: SetterName, activationName: string, opts: AttributionOptions = {}): Tensor {
+export function genericAttributionPatch(
+  model: HookedTransformer,
+  corruptedTokens: TokensInput,
+  cleanCache: ActivationCache,
+  metric: GradMetric,
+  setter: SetterName,
+  activationName: string,
+  opts: AttributionOptions = {},
+): Tensor {
   const L = model.cfg.n_layers;
   const names = Array.from({ length: L }, (_, l) => getActName(activationName, l));
   // blocks from stopAtLayer on do not run: patching them changes nothing (rows of zeros)
   const stop = opts.stopAtLayer == null ? L : opts.stopAtLayer < 0 ? opts.stopAtLayer + L : opts.stopAtLayer;
   const ran = (l: number) => l < stop;
-  const gc = opts.corruptedGradCache ?? attributionGradCache(model, corruptedTokens, metric, names.filter((_, l) => ran(l)), opts);
+  const gc =
+    opts.corruptedGradCache ??
+    attributionGradCache(
+      model,
+      corruptedTokens,
+      metric,
+      names.filter((_, l) => ran(l)),
+      opts,
+    );
   const kept = KEPT_AXES[setter];
   if (!kept) throw new TypelensError(`unknown patch setter "${setter}"`, 'EINPUT');
-  return stack(names.map((name, l) => {
-    const clean = cleanCache.get(name);
-    if (!ran(l)) return Tensor.zeros(kept.map((a) => clean.shape[a]));
-    const corrupted = gc.get(name);
-    checkClean(name, clean, corrupted);
-    // a point the backward never reached does not influence the metric: zero gradient
-    const grad = gc.has(name + '_grad') ? gc.get(name + '_grad') : Tensor.zeros(corrupted.shape);
-    return attributionReduce(clean, corrupted, grad, kept);
-  }));
+  return stack(
+    names.map((name, l) => {
+      const clean = cleanCache.get(name);
+      if (!ran(l)) return Tensor.zeros(kept.map((a) => clean.shape[a]));
+      const corrupted = gc.get(name);
+      checkClean(name, clean, corrupted);
+      // a point the backward never reached does not influence the metric: zero gradient
+      const grad = gc.has(name + '_grad') ? gc.get(name + '_grad') : Tensor.zeros(corrupted.shape);
+      return attributionReduce(clean, corrupted, grad, kept);
+    }),
+  );
 }
 
 /** getAttrPatchX for each ready-made getActPatchX. */
-export type AttributionName = ReadyMadeName extends infer N ? N extends `getActPatch${infer R}` ? `getAttrPatch${R}` : never : never;
+export type AttributionName = ReadyMadeName extends infer N
+  ? N extends `getActPatch${infer R}`
+    ? `getAttrPatch${R}`
+    : never
+  : never;
 
 /** The ready-made attribution functions: getAttrPatch* for every getActPatch* (same shapes). */
-export const attribution = Object.fromEntries(Object.entries(buildReadyMade((setter, act) =>
-  ((model, corrupted, clean, metric, opts = {}) => genericAttributionPatch(model, corrupted, clean, metric, setter, act, opts)) as AttributionPatch))
-  .map(([name, f]) => [name.replace(/^getActPatch/, 'getAttrPatch'), f])) as Record<AttributionName, AttributionPatch>;
+export const attribution = Object.fromEntries(
+  Object.entries(
+    buildReadyMade(
+      (setter, act) =>
+        ((model, corrupted, clean, metric, opts = {}) =>
+          genericAttributionPatch(model, corrupted, clean, metric, setter, act, opts)) as AttributionPatch,
+    ),
+  ).map(([name, f]) => [name.replace(/^getActPatch/, 'getAttrPatch'), f]),
+) as Record<AttributionName, AttributionPatch>;
 const fns = attribution;
 export const {
-  getAttrPatchResidPre, getAttrPatchResidMid, getAttrPatchAttnOut, getAttrPatchMlpOut, getAttrPatchAttnHeadOutByPos, getAttrPatchAttnHeadQByPos,
-  getAttrPatchAttnHeadKByPos, getAttrPatchAttnHeadVByPos, getAttrPatchAttnHeadPatternByPos, getAttrPatchAttnHeadPatternDestSrcPos,
-  getAttrPatchAttnHeadOutAllPos, getAttrPatchAttnHeadQAllPos, getAttrPatchAttnHeadKAllPos, getAttrPatchAttnHeadVAllPos, getAttrPatchAttnHeadPatternAllPos,
+  getAttrPatchResidPre,
+  getAttrPatchResidMid,
+  getAttrPatchAttnOut,
+  getAttrPatchMlpOut,
+  getAttrPatchAttnHeadOutByPos,
+  getAttrPatchAttnHeadQByPos,
+  getAttrPatchAttnHeadKByPos,
+  getAttrPatchAttnHeadVByPos,
+  getAttrPatchAttnHeadPatternByPos,
+  getAttrPatchAttnHeadPatternDestSrcPos,
+  getAttrPatchAttnHeadOutAllPos,
+  getAttrPatchAttnHeadQAllPos,
+  getAttrPatchAttnHeadKAllPos,
+  getAttrPatchAttnHeadVAllPos,
+  getAttrPatchAttnHeadPatternAllPos,
 } = fns;
 
 /** One gradient cache for several activations at every layer (the `Every` functions share it). */
-const sharedCache = (acts: string[]) => (model: HookedTransformer, corrupted: TokensInput, metric: GradMetric, opts: AttributionOptions): AttributionOptions =>
-  (opts.corruptedGradCache ? opts : {
-    ...opts,
-    corruptedGradCache: attributionGradCache(model, corrupted, metric, acts.flatMap((a) => Array.from({ length: model.cfg.n_layers }, (_, l) => getActName(a, l))), opts),
-  });
+const sharedCache =
+  (acts: string[]) =>
+  (
+    model: HookedTransformer,
+    corrupted: TokensInput,
+    metric: GradMetric,
+    opts: AttributionOptions,
+  ): AttributionOptions =>
+    opts.corruptedGradCache
+      ? opts
+      : {
+          ...opts,
+          corruptedGradCache: attributionGradCache(
+            model,
+            corrupted,
+            metric,
+            acts.flatMap((a) => Array.from({ length: model.cfg.n_layers }, (_, l) => getActName(a, l))),
+            opts,
+          ),
+        };
 const HEAD_ACTS = ['z', 'q', 'k', 'v', 'pattern'];
 
 /** [5, L, H]: output, q, k, v, pattern, each for all positions (one backward). */
 export const getAttrPatchAttnHeadAllPosEvery: AttributionPatch = (m, c, cc, f, o = {}) => {
   const opts = sharedCache(HEAD_ACTS)(m, c, f, o);
-  return stack([getAttrPatchAttnHeadOutAllPos, getAttrPatchAttnHeadQAllPos, getAttrPatchAttnHeadKAllPos, getAttrPatchAttnHeadVAllPos, getAttrPatchAttnHeadPatternAllPos]
-    .map((fn) => fn(m, c, cc, f, opts)));
+  return stack(
+    [
+      getAttrPatchAttnHeadOutAllPos,
+      getAttrPatchAttnHeadQAllPos,
+      getAttrPatchAttnHeadKAllPos,
+      getAttrPatchAttnHeadVAllPos,
+      getAttrPatchAttnHeadPatternAllPos,
+    ].map((fn) => fn(m, c, cc, f, opts)),
+  );
 };
 
 /** [5, L, P, H]: as above by position; the pattern result is moved from [L, H, P] to [L, P, H]. */
 export const getAttrPatchAttnHeadByPosEvery: AttributionPatch = (m, c, cc, f, o = {}) => {
   const opts = sharedCache(HEAD_ACTS)(m, c, f, o);
   return stack([
-    getAttrPatchAttnHeadOutByPos(m, c, cc, f, opts), getAttrPatchAttnHeadQByPos(m, c, cc, f, opts), getAttrPatchAttnHeadKByPos(m, c, cc, f, opts),
-    getAttrPatchAttnHeadVByPos(m, c, cc, f, opts), getAttrPatchAttnHeadPatternByPos(m, c, cc, f, opts).permute(0, 2, 1).contiguous(),
+    getAttrPatchAttnHeadOutByPos(m, c, cc, f, opts),
+    getAttrPatchAttnHeadQByPos(m, c, cc, f, opts),
+    getAttrPatchAttnHeadKByPos(m, c, cc, f, opts),
+    getAttrPatchAttnHeadVByPos(m, c, cc, f, opts),
+    getAttrPatchAttnHeadPatternByPos(m, c, cc, f, opts).permute(0, 2, 1).contiguous(),
   ]);
 };
 

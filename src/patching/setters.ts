@@ -12,7 +12,11 @@ export type PatchSetter = (act: Tensor, index: readonly number[], clean: Tensor)
 const slot = (t: Tensor, axis: number, i: number): Tensor => t.slice(axis, i, i + 1);
 
 function checkIndex(i: number, n: number, what: string, act: Tensor): void {
-  if (!Number.isInteger(i) || i < 0 || i >= n) throw new TypelensError(`patch index ${what} = ${i} is outside [0, ${n}) for an activation of shape [${act.shape.join(', ')}]`, 'EINDEX');
+  if (!Number.isInteger(i) || i < 0 || i >= n)
+    throw new TypelensError(
+      `patch index ${what} = ${i} is outside [0, ${n}) for an activation of shape [${act.shape.join(', ')}]`,
+      'EINDEX',
+    );
 }
 
 /**
@@ -21,7 +25,8 @@ function checkIndex(i: number, n: number, what: string, act: Tensor): void {
  */
 function setAt(...axes: [axis: number, what: string][]): PatchSetter {
   return (act, index, clean) => {
-    let a = act, c = clean;
+    let a = act,
+      c = clean;
     axes.forEach(([axis, what], i) => {
       checkIndex(index[i + 1], act.shape[axis], what, act);
       a = slot(a, axis, index[i + 1]);

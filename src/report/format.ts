@@ -5,7 +5,9 @@ export const torchSize = (shape: readonly number[]): string => `torch.Size([${sh
 
 /** Python's round(x, n) for printing: round half to even on the exact binary value. */
 export function pyRound(x: number, n: number): number {
-  const f = 10 ** n, y = x * f, r = Math.round(y);
+  const f = 10 ** n,
+    y = x * f,
+    r = Math.round(y);
   // Math.round rounds .5 up; Python rounds to even
   return (Math.abs(y - Math.trunc(y)) === 0.5 ? 2 * Math.round(y / 2) : r) / f;
 }
@@ -19,9 +21,11 @@ export function torchRepr(t: Tensor): string {
   const finite = vals.filter((v) => Number.isFinite(v));
   const nz = finite.filter((v) => v !== 0).map(Math.abs);
   let fmt: (v: number) => string;
-  if (finite.every((v) => Number.isInteger(v))) fmt = (v) => (Number.isFinite(v) ? `${v}.` : String(v).replace('Infinity', 'inf'));
+  if (finite.every((v) => Number.isInteger(v)))
+    fmt = (v) => (Number.isFinite(v) ? `${v}.` : String(v).replace('Infinity', 'inf'));
   else {
-    const mx = nz.length ? Math.max(...nz) : 0, mn = nz.length ? Math.min(...nz) : 0;
+    const mx = nz.length ? Math.max(...nz) : 0,
+      mn = nz.length ? Math.min(...nz) : 0;
     const sci = nz.length > 0 && (mx / mn > 1000 || mx > 1e8 || mn < 1e-4);
     fmt = (v) => {
       if (!Number.isFinite(v)) return Number.isNaN(v) ? 'nan' : v > 0 ? 'inf' : '-inf';

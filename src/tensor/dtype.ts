@@ -6,14 +6,16 @@ export type Storage = Float32Array | Uint16Array;
 
 export const bytesPerElement = (d: DType): number => (d === 'f32' ? 4 : 2);
 
-
 /** f32 -> bf16 bits, round to nearest even (what torch does); NaN stays NaN. */
 export function f32ToBf16(src: Float32Array): Uint16Array {
   const out = new Uint16Array(src.length);
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < src.length; i++) {
     const b = bits[i];
-    if ((b & 0x7fffffff) > 0x7f800000) { out[i] = (b >>> 16) | 0x40; continue; }
+    if ((b & 0x7fffffff) > 0x7f800000) {
+      out[i] = (b >>> 16) | 0x40;
+      continue;
+    }
     out[i] = (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
   }
   return out;
@@ -46,7 +48,10 @@ export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(
 
 export function decode(data: Storage, dtype: DType, out?: Float32Array): Float32Array {
   if (dtype === 'f32') {
-    if (out) { out.set(data as Float32Array); return out; }
+    if (out) {
+      out.set(data as Float32Array);
+      return out;
+    }
     return data as Float32Array;
   }
   return dtype === 'bf16' ? bf16ToF32(data as Uint16Array, out) : f16ToF32(data as Uint16Array, out);

@@ -13,7 +13,10 @@ import { numel, Shape, Tensor } from './tensor.js';
 export type FMIndex = number | null | readonly number[] | { start?: number; stop?: number; step?: number };
 
 /** Complex eigenvalues as two real tensors of the same shape. */
-export interface ComplexTensor { real: Tensor; imag: Tensor }
+export interface ComplexTensor {
+  real: Tensor;
+  imag: Tensor;
+}
 
 /**
  * A matrix kept as the product of two factors, `AB = A @ B`, with leading batch axes (e.g. the
@@ -40,10 +43,16 @@ export class FactoredMatrix {
   constructor(A: Tensor, B: Tensor) {
     check(A instanceof Tensor && B instanceof Tensor, 'FactoredMatrix needs two tensors');
     if (A.ndim < 2 || B.ndim < 2) {
-      throw new TypelensError(`FactoredMatrix factors must be at least 2-D, shapes were A: [${A.shape.join(', ')}], B: [${B.shape.join(', ')}]`, 'ESHAPE');
+      throw new TypelensError(
+        `FactoredMatrix factors must be at least 2-D, shapes were A: [${A.shape.join(', ')}], B: [${B.shape.join(', ')}]`,
+        'ESHAPE',
+      );
     }
     if (A.shape[A.ndim - 1] !== B.shape[B.ndim - 2]) {
-      throw new TypelensError(`FactoredMatrix factors must match on the inner dimension, shapes were A: [${A.shape.join(', ')}], B: [${B.shape.join(', ')}]`, 'ESHAPE');
+      throw new TypelensError(
+        `FactoredMatrix factors must match on the inner dimension, shapes were A: [${A.shape.join(', ')}], B: [${B.shape.join(', ')}]`,
+        'ESHAPE',
+      );
     }
     this.ldim = A.shape[A.ndim - 2];
     this.mdim = B.shape[B.ndim - 2];
@@ -53,28 +62,41 @@ export class FactoredMatrix {
     try {
       lead = broadcastShapes(A.shape.slice(0, -2), B.shape.slice(0, -2));
     } catch {
-      throw new TypelensError(`FactoredMatrix: cannot broadcast the leading dimensions of A [${A.shape.join(', ')}] and B [${B.shape.join(', ')}]`, 'ESHAPE');
+      throw new TypelensError(
+        `FactoredMatrix: cannot broadcast the leading dimensions of A [${A.shape.join(', ')}] and B [${B.shape.join(', ')}]`,
+        'ESHAPE',
+      );
     }
     this.shape = [...lead, this.ldim, this.rdim];
     this.A = sameShape(A.shape, [...lead, this.ldim, this.mdim]) ? A : A.expand([...lead, this.ldim, this.mdim]);
     this.B = sameShape(B.shape, [...lead, this.mdim, this.rdim]) ? B : B.expand([...lead, this.mdim, this.rdim]);
   }
 
-  get ndim(): number { return this.shape.length; }
+  get ndim(): number {
+    return this.shape.length;
+  }
   /** The leading (batch) axes: the shape without its last two entries. */
-  get leadingShape(): number[] { return this.shape.slice(0, -2); }
+  get leadingShape(): number[] {
+    return this.shape.slice(0, -2);
+  }
   /** [A, B] (TL's `pair`). */
-  get pair(): [Tensor, Tensor] { return [this.A, this.B]; }
+  get pair(): [Tensor, Tensor] {
+    return [this.A, this.B];
+  }
 
   /** The dense product A @ B [...lead, ldim, rdim]: can be large. */
-  get AB(): Tensor { return matmul(this.A, this.B); }
+  get AB(): Tensor {
+    return matmul(this.A, this.B);
+  }
   /** The reverse product B @ A [...lead, mdim, mdim]; needs ldim == rdim. */
   get BA(): Tensor {
     check(this.rdim === this.ldim, () => `BA needs ldim == rdim, the shape is [${this.shape.join(', ')}]`, 'ESHAPE');
     return matmul(this.B, this.A);
   }
   /** The transpose, (AB)^T = B^T A^T, still factored. */
-  get T(): FactoredMatrix { return new FactoredMatrix(this.B.transpose(-2, -1), this.A.transpose(-2, -1)); }
+  get T(): FactoredMatrix {
+    return new FactoredMatrix(this.B.transpose(-2, -1), this.A.transpose(-2, -1));
+  }
 
   /**
    * Thin SVD of AB from the factors, never forming AB (TL's FactoredMatrix.svd). TL takes the
@@ -90,19 +112,32 @@ export class FactoredMatrix {
       const parts = this.perMatrix(svdOfProduct);
       const k = Math.min(this.ldim, this.mdim, this.rdim);
       const tails = [[this.ldim, k], [k], [this.rdim, k]];
-      this.svdCache = [0, 1, 2].map((i) => this.restack(parts.map((p) => p[i]), tails[i])) as unknown as readonly [Tensor, Tensor, Tensor];
+      this.svdCache = [0, 1, 2].map((i) =>
+        this.restack(
+          parts.map((p) => p[i]),
+          tails[i],
+        ),
+      ) as unknown as readonly [Tensor, Tensor, Tensor];
     }
     return this.svdCache;
   }
-  get U(): Tensor { return this.svd()[0]; }
-  get S(): Tensor { return this.svd()[1]; }
+  get U(): Tensor {
+    return this.svd()[0];
+  }
+  get S(): Tensor {
+    return this.svd()[1];
+  }
   /** Right singular vectors, as columns: AB = U diag(S) V^T. */
-  get V(): Tensor { return this.svd()[2]; }
+  get V(): Tensor {
+    return this.svd()[2];
+  }
   /**
    * TL's `Vh`, which has always returned V (the right singular vectors as columns, not their
    * transpose): AB = U diag(S) Vh^T. Kept under TL's name and meaning; prefer `V`.
    */
-  get Vh(): Tensor { return this.svd()[2]; }
+  get Vh(): Tensor {
+    return this.svd()[2];
+  }
 
   /**
    * Eigenvalues of AB through BA (TL's FactoredMatrix.eigenvalues): the non-zero eigenvalues of
@@ -112,7 +147,8 @@ export class FactoredMatrix {
   get eigenvalues(): ComplexTensor {
     const ba = this.BA;
     const m = this.mdim;
-    const re: Tensor[] = [], im: Tensor[] = [];
+    const re: Tensor[] = [],
+      im: Tensor[] = [];
     for (const idx of leadingIndices(this.leadingShape)) {
       const d = at(ba, idx).f32();
       const mat = new Matrix(m, m);
@@ -125,7 +161,9 @@ export class FactoredMatrix {
   }
 
   /** Frobenius norm of AB per leading index: sqrt(sum S^2) (TL's norm). Shape [...lead]. */
-  norm(): Tensor { return map(sum(mul(this.S, this.S), -1), Math.sqrt); }
+  norm(): Tensor {
+    return map(sum(mul(this.S, this.S), -1), Math.sqrt);
+  }
 
   /**
    * The same matrix as (U sqrt(S)) (sqrt(S) V^T): each factor carries half of the singular values
@@ -136,9 +174,13 @@ export class FactoredMatrix {
     return new FactoredMatrix(mul(this.U, root.unsqueeze(-2)), mul(root.unsqueeze(-1), this.V.transpose(-2, -1)));
   }
   /** diag(S) V^T [...lead, k, rdim]: AB with its left orthogonal factor U removed (TL's collapse_l). */
-  collapseL(): Tensor { return mul(this.S.unsqueeze(-1), this.V.transpose(-2, -1)); }
+  collapseL(): Tensor {
+    return mul(this.S.unsqueeze(-1), this.V.transpose(-2, -1));
+  }
   /** U diag(S) [...lead, ldim, k]: AB with its right orthogonal factor removed (TL's collapse_r). */
-  collapseR(): Tensor { return mul(this.U, this.S.unsqueeze(-2)); }
+  collapseR(): Tensor {
+    return mul(this.U, this.S.unsqueeze(-2));
+  }
 
   /** The top-left k x ... x k corner of AB, every axis (leading ones too) cut to k (TL's get_corner). */
   getCorner(k = 3): Tensor {
@@ -151,7 +193,10 @@ export class FactoredMatrix {
   /** A new axis of size 1 at `k` in both factors (TL's unsqueeze). */
   unsqueeze(k: number): FactoredMatrix {
     const a = k < 0 ? k + this.A.ndim + 1 : k;
-    check(Number.isInteger(a) && a >= 0 && a <= this.A.ndim - 2, `unsqueeze: axis ${k} must be among the leading axes (0..${this.ndim - 2})`);
+    check(
+      Number.isInteger(a) && a >= 0 && a <= this.A.ndim - 2,
+      `unsqueeze: axis ${k} must be among the leading axes (0..${this.ndim - 2})`,
+    );
     return new FactoredMatrix(this.A.unsqueeze(a), this.B.unsqueeze(a));
   }
 
@@ -162,21 +207,28 @@ export class FactoredMatrix {
    * matrix.
    */
   get(idx: readonly FMIndex[]): FactoredMatrix {
-    const n = idx.length, lead = this.ndim - 2;
+    const n = idx.length,
+      lead = this.ndim - 2;
     if (n <= lead) return new FactoredMatrix(applyIndex(this.A, idx), applyIndex(this.B, idx));
     if (n === lead + 1) {
       const rows = keepAxis(idx[n - 1], this.ldim);
       return new FactoredMatrix(applyIndex(this.A, [...idx.slice(0, -1), rows]), applyIndex(this.B, idx.slice(0, -1)));
     }
     if (n === lead + 2) {
-      const rows = keepAxis(idx[n - 2], this.ldim), cols = keepAxis(idx[n - 1], this.rdim);
+      const rows = keepAxis(idx[n - 2], this.ldim),
+        cols = keepAxis(idx[n - 1], this.rdim);
       const pre = idx.slice(0, -2);
       return new FactoredMatrix(applyIndex(this.A, [...pre, rows]), applyIndex(this.B, [...pre, null, cols]));
     }
-    throw new TypelensError(`index of length ${n} is too long for a FactoredMatrix of shape [${this.shape.join(', ')}]`, 'EINDEX');
+    throw new TypelensError(
+      `index of length ${n} is too long for a FactoredMatrix of shape [${this.shape.join(', ')}]`,
+      'EINDEX',
+    );
   }
   /** `fm.index(i)` = `fm.get([i])`: one entry of the first leading axis (e.g. one layer). */
-  index(i: number): FactoredMatrix { return this.get([i]); }
+  index(i: number): FactoredMatrix {
+    return this.get([i]);
+  }
 
   /**
    * this @ other (TL's `__matmul__`). A FactoredMatrix gives (this @ other.A) @ other.B; a
@@ -187,14 +239,25 @@ export class FactoredMatrix {
   matmul(other: FactoredMatrix): FactoredMatrix;
   matmul(other: Tensor): FactoredMatrix | Tensor;
   matmul(other: Tensor | FactoredMatrix): FactoredMatrix | Tensor {
-    if (other instanceof FactoredMatrix) return (this.matmul(other.A) as FactoredMatrix).matmul(other.B) as FactoredMatrix;
+    if (other instanceof FactoredMatrix)
+      return (this.matmul(other.A) as FactoredMatrix).matmul(other.B) as FactoredMatrix;
     if (other.ndim < 2) {
-      check(other.shape[0] === this.rdim, () => `matmul: a vector of ${other.shape[0]} does not match rdim ${this.rdim}`, 'ESHAPE');
+      check(
+        other.shape[0] === this.rdim,
+        () => `matmul: a vector of ${other.shape[0]} does not match rdim ${this.rdim}`,
+        'ESHAPE',
+      );
       return matmul(this.A, matmul(this.B, other.unsqueeze(-1))).squeeze(-1);
     }
-    check(other.shape[other.ndim - 2] === this.rdim,
-      () => `matmul: the right matrix must match on the inner dimension, shapes were self: [${this.shape.join(', ')}], other: [${other.shape.join(', ')}]`, 'ESHAPE');
-    return this.rdim > this.mdim ? new FactoredMatrix(this.A, matmul(this.B, other)) : new FactoredMatrix(this.AB, other);
+    check(
+      other.shape[other.ndim - 2] === this.rdim,
+      () =>
+        `matmul: the right matrix must match on the inner dimension, shapes were self: [${this.shape.join(', ')}], other: [${other.shape.join(', ')}]`,
+      'ESHAPE',
+    );
+    return this.rdim > this.mdim
+      ? new FactoredMatrix(this.A, matmul(this.B, other))
+      : new FactoredMatrix(this.AB, other);
   }
 
   /**
@@ -205,21 +268,35 @@ export class FactoredMatrix {
   rmatmul(other: FactoredMatrix): FactoredMatrix;
   rmatmul(other: Tensor): FactoredMatrix | Tensor;
   rmatmul(other: Tensor | FactoredMatrix): FactoredMatrix | Tensor {
-    if (other instanceof FactoredMatrix) return (this.rmatmul(other.B) as FactoredMatrix).rmatmul(other.A) as FactoredMatrix;
-    check(other.shape[other.ndim - 1] === this.ldim,
-      () => `rmatmul: the left matrix must match on the inner dimension, shapes were self: [${this.shape.join(', ')}], other: [${other.shape.join(', ')}]`, 'ESHAPE');
+    if (other instanceof FactoredMatrix)
+      return (this.rmatmul(other.B) as FactoredMatrix).rmatmul(other.A) as FactoredMatrix;
+    check(
+      other.shape[other.ndim - 1] === this.ldim,
+      () =>
+        `rmatmul: the left matrix must match on the inner dimension, shapes were self: [${this.shape.join(', ')}], other: [${other.shape.join(', ')}]`,
+      'ESHAPE',
+    );
     if (other.ndim < 2) return matmul(matmul(other.unsqueeze(-2), this.A), this.B).squeeze(-2);
-    return this.ldim > this.mdim ? new FactoredMatrix(matmul(other, this.A), this.B) : new FactoredMatrix(other, this.AB);
+    return this.ldim > this.mdim
+      ? new FactoredMatrix(matmul(other, this.A), this.B)
+      : new FactoredMatrix(other, this.AB);
   }
 
   /** Scalar multiple (TL's `*`): the scalar goes into A. */
   mul(scalar: number | Tensor): FactoredMatrix {
-    if (scalar instanceof Tensor) check(scalar.size === 1, () => `mul needs a scalar, got shape [${scalar.shape.join(', ')}]; use matmul for products`, 'ESHAPE');
+    if (scalar instanceof Tensor)
+      check(
+        scalar.size === 1,
+        () => `mul needs a scalar, got shape [${scalar.shape.join(', ')}]; use matmul for products`,
+        'ESHAPE',
+      );
     const s = scalar instanceof Tensor ? scalar.item() : scalar;
     return new FactoredMatrix(mul(this.A, s), this.B);
   }
 
-  toString(): string { return `FactoredMatrix: Shape([${this.shape.join(', ')}]), Hidden Dim(${this.mdim})`; }
+  toString(): string {
+    return `FactoredMatrix: Shape([${this.shape.join(', ')}]), Hidden Dim(${this.mdim})`;
+  }
 
   /** Run f on each leading index's 2-D factors, in row-major order. */
   private perMatrix<R>(f: (a: Tensor, b: Tensor) => R): R[] {
@@ -239,14 +316,24 @@ const toTensor = (m: Mat64): Tensor => new Tensor(Float32Array.from(m.data), [m.
 
 /** SVD of a @ b for 2-D a [l, m], b [m, r] from QRs of the factors and the SVD of the small core. */
 function svdOfProduct(a: Tensor, b: Tensor): [Tensor, Tensor, Tensor] {
-  const A = toMat64(a), B = toMat64(b);
-  const l = A.rows, m = A.cols, r = B.cols;
-  let Qa: Mat64 | null = null, Ra = A; // A = Qa Ra
+  const A = toMat64(a),
+    B = toMat64(b);
+  const l = A.rows,
+    m = A.cols,
+    r = B.cols;
+  let Qa: Mat64 | null = null,
+    Ra = A; // A = Qa Ra
   if (l > m) ({ Q: Qa, R: Ra } = qr64(A));
-  let Qb: Mat64 | null = null, Rb = B; // B = Rb Qb^T
-  if (r > m) { const f = qr64(transpose64(B)); Qb = f.Q; Rb = transpose64(f.R); }
+  let Qb: Mat64 | null = null,
+    Rb = B; // B = Rb Qb^T
+  if (r > m) {
+    const f = qr64(transpose64(B));
+    Qb = f.Q;
+    Rb = transpose64(f.R);
+  }
   const core = svd64(matmul64(Ra, Rb)); // [min(l, m), min(m, r)]
-  const U = Qa ? matmul64(Qa, core.U) : core.U, V = Qb ? matmul64(Qb, core.V) : core.V;
+  const U = Qa ? matmul64(Qa, core.U) : core.U,
+    V = Qb ? matmul64(Qb, core.V) : core.V;
   return [toTensor(U), new Tensor(Float32Array.from(core.S), [core.S.length]), toTensor(V)];
 }
 
@@ -258,7 +345,10 @@ function leadingIndices(shape: Shape): number[][] {
   const n = numel(shape);
   for (let i = 0; i < n; i++) {
     const idx = new Array<number>(shape.length);
-    for (let d = shape.length - 1, r = i; d >= 0; d--) { idx[d] = r % shape[d]; r = Math.floor(r / shape[d]); }
+    for (let d = shape.length - 1, r = i; d >= 0; d--) {
+      idx[d] = r % shape[d];
+      r = Math.floor(r / shape[d]);
+    }
     out.push(idx);
   }
   return out;
@@ -280,9 +370,13 @@ function keepAxis(i: FMIndex, n: number): FMIndex {
 
 /** Apply index entries to the leading axes of t, left to right. */
 function applyIndex(t: Tensor, idx: readonly FMIndex[]): Tensor {
-  let r = t, axis = 0;
+  let r = t,
+    axis = 0;
   for (const i of idx) {
-    if (i === null) { axis++; continue; }
+    if (i === null) {
+      axis++;
+      continue;
+    }
     if (typeof i === 'number') {
       const n = r.shape[axis];
       check(Number.isInteger(i) && i >= -n && i < n, `index ${i} out of range for axis ${axis} of size ${n}`, 'EINDEX');
@@ -292,8 +386,17 @@ function applyIndex(t: Tensor, idx: readonly FMIndex[]): Tensor {
     if (Array.isArray(i)) {
       const n = r.shape[axis];
       const list = i as readonly number[];
-      for (const k of list) check(Number.isInteger(k) && k >= -n && k < n, `index ${k} out of range for axis ${axis} of size ${n}`, 'EINDEX');
-      r = indexSelect(r, axis, list.map((k) => (k < 0 ? k + n : k)));
+      for (const k of list)
+        check(
+          Number.isInteger(k) && k >= -n && k < n,
+          `index ${k} out of range for axis ${axis} of size ${n}`,
+          'EINDEX',
+        );
+      r = indexSelect(
+        r,
+        axis,
+        list.map((k) => (k < 0 ? k + n : k)),
+      );
     } else {
       const s = i as { start?: number; stop?: number; step?: number };
       r = r.slice(axis, s.start, s.stop, s.step ?? 1);

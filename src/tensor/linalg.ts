@@ -7,7 +7,11 @@ import { broadcastShapes } from './ops.js';
 import { numel, Tensor } from './tensor.js';
 
 /** A [K, N] matrix packed by a kernel (a backend's PackedWeight is one). */
-export interface PackedMatrix { readonly K: number; readonly N: number; release(): void }
+export interface PackedMatrix {
+  readonly K: number;
+  readonly N: number;
+  release(): void;
+}
 /** What matmul needs from a backend (src/kernels' Backend is one). */
 export interface MatmulKernel {
   pack(data: Float32Array, K: number, N: number, dtype: DType): PackedMatrix;
@@ -18,7 +22,14 @@ export interface MatmulKernel {
  * The reference product c[M, N] = a[M, K] @ w[K, N]: each product rounded to f32 before it is
  * added, k in order (what the non-FMA WASM kernel does, so the two agree bit for bit).
  */
-export function matmulRef(a: Float32Array, M: number, w: Float32Array, K: number, N: number, c: Float32Array = new Float32Array(M * N)): Float32Array {
+export function matmulRef(
+  a: Float32Array,
+  M: number,
+  w: Float32Array,
+  K: number,
+  N: number,
+  c: Float32Array = new Float32Array(M * N),
+): Float32Array {
   c.fill(0, 0, M * N);
   for (let i = 0; i < M; i++) {
     const ci = i * N;
@@ -32,19 +43,30 @@ export function matmulRef(a: Float32Array, M: number, w: Float32Array, K: number
 }
 
 class RefPacked implements PackedMatrix {
-  constructor(readonly w: Float32Array, readonly K: number, readonly N: number) {}
-  release(): void { /* garbage collected */ }
+  constructor(
+    readonly w: Float32Array,
+    readonly K: number,
+    readonly N: number,
+  ) {}
+  release(): void {
+    /* garbage collected */
+  }
 }
 const refKernel: MatmulKernel = {
   pack: (data, K, N) => new RefPacked(Float32Array.from(data), K, N),
-  matmul: (a, M, b, out) => { const w = b as RefPacked; return matmulRef(a, M, w.w, w.K, w.N, out); },
+  matmul: (a, M, b, out) => {
+    const w = b as RefPacked;
+    return matmulRef(a, M, w.w, w.K, w.N, out);
+  },
 };
 
 // tfjs-style registration: src/kernels/ installs the process's backend here when it loads, so
 // tensor/ never imports a backend (and works on its own with the reference kernel).
 let defaultKernel: () => MatmulKernel = () => refKernel;
 /** Install the kernel `matmul` uses when none is passed (src/kernels/index.ts does this). */
-export function setDefaultMatmulKernel(k: () => MatmulKernel): void { defaultKernel = k; }
+export function setDefaultMatmulKernel(k: () => MatmulKernel): void {
+  defaultKernel = k;
+}
 
 /**
  * a [..., M, K] @ b [..., K, N] with broadcasting over the leading axes. A 2-D b (a weight)
@@ -57,27 +79,45 @@ export function matmul(a: Tensor, b: Tensor | PackedMatrix, backend: MatmulKerne
     const M = a.size / Math.max(K, 1);
     return new Tensor(backend.matmul(a.f32(), K === 0 ? a.size : M, b), [...a.shape.slice(0, -1), b.N]);
   }
-  let A = a, B = b;
+  let A = a,
+    B = b;
   if (A.ndim === 1) A = A.unsqueeze(0);
   if (B.ndim === 1) B = B.unsqueeze(1);
-  const [M, K] = A.shape.slice(-2), [K2, N] = B.shape.slice(-2);
+  const [M, K] = A.shape.slice(-2),
+    [K2, N] = B.shape.slice(-2);
   check(K === K2, () => `matmul: inner dimensions differ ([${a.shape.join(', ')}] @ [${b.shape.join(', ')}])`);
   let out: Tensor;
   if (B.ndim === 2) {
     const pw = backend.pack(B.f32(), K, N, 'f32');
-    try { out = matmul(A, pw, backend); } finally { pw.release(); }
+    try {
+      out = matmul(A, pw, backend);
+    } finally {
+      pw.release();
+    }
   } else {
     const batch = broadcastShapes(A.shape.slice(0, -2), B.shape.slice(0, -2));
-    const Ab = A.expand([...batch, M, K]), Bb = B.expand([...batch, K, N]);
+    const Ab = A.expand([...batch, M, K]),
+      Bb = B.expand([...batch, K, N]);
     const nb = numel(batch);
     const res = new Float32Array(nb * M * N);
     const idx = new Array<number>(batch.length).fill(0);
     for (let i = 0; i < nb; i++) {
-      let ai = Ab, bi = Bb;
-      for (let d = batch.length - 1, r = i; d >= 0; d--) { idx[d] = r % batch[d]; r = Math.floor(r / batch[d]); }
-      for (const j of idx) { ai = ai.index(0, j); bi = bi.index(0, j); }
+      let ai = Ab,
+        bi = Bb;
+      for (let d = batch.length - 1, r = i; d >= 0; d--) {
+        idx[d] = r % batch[d];
+        r = Math.floor(r / batch[d]);
+      }
+      for (const j of idx) {
+        ai = ai.index(0, j);
+        bi = bi.index(0, j);
+      }
       const pw = backend.pack(bi.f32(), K, N, 'f32');
-      try { backend.matmul(ai.f32(), M, pw, res.subarray(i * M * N, (i + 1) * M * N)); } finally { pw.release(); }
+      try {
+        backend.matmul(ai.f32(), M, pw, res.subarray(i * M * N, (i + 1) * M * N));
+      } finally {
+        pw.release();
+      }
     }
     out = new Tensor(res, [...batch, M, N]);
   }
@@ -104,8 +144,12 @@ export function einsum(spec: string, ...ts: Tensor[]): Tensor {
   ins.forEach((axes, i) => {
     check(axes.length === ts[i].ndim, () => `einsum operand ${i} has rank ${ts[i].ndim}, spec says ${axes.length}`);
     axes.forEach((ax, d) => {
-      const n = ts[i].shape[d], prev = size.get(ax);
-      check(prev === undefined || prev === n || prev === 1 || n === 1, `einsum axis "${ax}" has sizes ${prev} and ${n}`);
+      const n = ts[i].shape[d],
+        prev = size.get(ax);
+      check(
+        prev === undefined || prev === n || prev === 1 || n === 1,
+        `einsum axis "${ax}" has sizes ${prev} and ${n}`,
+      );
       size.set(ax, Math.max(prev ?? 1, n));
     });
   });
@@ -115,7 +159,10 @@ export function einsum(spec: string, ...ts: Tensor[]): Tensor {
   const datas = ts.map((t) => t.f32());
   const strides = ins.map((axes, i) => {
     const cs = ts[i].shape.map((_, d) => numel(ts[i].shape.slice(d + 1)));
-    return all.map((k) => { const d = axes.indexOf(k); return d < 0 || ts[i].shape[d] === 1 ? 0 : cs[d]; });
+    return all.map((k) => {
+      const d = axes.indexOf(k);
+      return d < 0 || ts[i].shape[d] === 1 ? 0 : cs[d];
+    });
   });
   const nOut = numel(dims.slice(0, outAxes.length));
   const nRed = numel(dims.slice(outAxes.length));
@@ -125,7 +172,10 @@ export function einsum(spec: string, ...ts: Tensor[]): Tensor {
     let acc = 0;
     for (let r = 0; r < nRed; r++) {
       let flat = o * nRed + r;
-      for (let d = all.length - 1; d >= 0; d--) { idx[d] = flat % dims[d]; flat = Math.floor(flat / dims[d]); }
+      for (let d = all.length - 1; d >= 0; d--) {
+        idx[d] = flat % dims[d];
+        flat = Math.floor(flat / dims[d]);
+      }
       let p = 1;
       for (let t = 0; t < datas.length; t++) {
         let off = 0;
@@ -148,8 +198,11 @@ export function svd(m: Tensor): { U: Tensor; S: Tensor; V: Tensor } {
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) mat.set(i, j, data[i * c + j]);
   const s = new SingularValueDecomposition(mat, { autoTranspose: true });
   const k = Math.min(r, c);
-  const U = s.leftSingularVectors, V = s.rightSingularVectors, S = s.diagonal;
-  const u = new Float32Array(r * k), v = new Float32Array(c * k);
+  const U = s.leftSingularVectors,
+    V = s.rightSingularVectors,
+    S = s.diagonal;
+  const u = new Float32Array(r * k),
+    v = new Float32Array(c * k);
   for (let i = 0; i < r; i++) for (let j = 0; j < k; j++) u[i * k + j] = U.get(i, j);
   for (let i = 0; i < c; i++) for (let j = 0; j < k; j++) v[i * k + j] = V.get(i, j);
   return { U: new Tensor(u, [r, k]), S: Tensor.from(S.slice(0, k), [k]), V: new Tensor(v, [c, k]) };

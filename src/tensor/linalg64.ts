@@ -5,10 +5,17 @@
 // these work on contiguous float64 columns instead.
 
 /** A dense float64 matrix, row-major. */
-export interface Mat64 { rows: number; cols: number; data: Float64Array }
+export interface Mat64 {
+  rows: number;
+  cols: number;
+  data: Float64Array;
+}
 
-export const mat64 = (rows: number, cols: number, data: ArrayLike<number> = new Float64Array(rows * cols)): Mat64 =>
-  ({ rows, cols, data: data instanceof Float64Array ? data : Float64Array.from(data) });
+export const mat64 = (rows: number, cols: number, data: ArrayLike<number> = new Float64Array(rows * cols)): Mat64 => ({
+  rows,
+  cols,
+  data: data instanceof Float64Array ? data : Float64Array.from(data),
+});
 
 export function transpose64(a: Mat64): Mat64 {
   const o = new Float64Array(a.data.length);
@@ -18,7 +25,8 @@ export function transpose64(a: Mat64): Mat64 {
 
 export function matmul64(a: Mat64, b: Mat64): Mat64 {
   if (a.cols !== b.rows) throw new Error(`matmul64: ${a.rows}x${a.cols} @ ${b.rows}x${b.cols}`);
-  const n = b.cols, o = new Float64Array(a.rows * n);
+  const n = b.cols,
+    o = new Float64Array(a.rows * n);
   for (let i = 0; i < a.rows; i++) {
     const oi = i * n;
     for (let k = 0; k < a.cols; k++) {
@@ -36,10 +44,12 @@ export function matmul64(a: Mat64, b: Mat64): Mat64 {
  * columns, R [cols, cols] upper triangular.
  */
 export function qr64(a: Mat64): { Q: Mat64; R: Mat64 } {
-  const m = a.rows, n = a.cols;
+  const m = a.rows,
+    n = a.cols;
   if (m < n) throw new Error(`qr64 needs rows >= cols, got ${m}x${n}`);
   const c = transpose64(a).data; // column-major working copy: column j at c[j*m ..]
-  const vs = new Float64Array(m * n), taus = new Float64Array(n);
+  const vs = new Float64Array(m * n),
+    taus = new Float64Array(n);
   for (let j = 0; j < n; j++) {
     const cj = j * m;
     let norm = 0;
@@ -48,7 +58,11 @@ export function qr64(a: Mat64): { Q: Mat64; R: Mat64 } {
     if (norm === 0) continue; // zero column: H_j = I
     const alpha = c[cj + j] > 0 ? -norm : norm;
     let vv = 0;
-    for (let i = j; i < m; i++) { const v = i === j ? c[cj + i] - alpha : c[cj + i]; vs[cj + i] = v; vv += v * v; }
+    for (let i = j; i < m; i++) {
+      const v = i === j ? c[cj + i] - alpha : c[cj + i];
+      vs[cj + i] = v;
+      vv += v * v;
+    }
     const tau = 2 / vv;
     taus[j] = tau;
     c[cj + j] = alpha;
@@ -65,7 +79,8 @@ export function qr64(a: Mat64): { Q: Mat64; R: Mat64 } {
   const q = new Float64Array(m * n); // column-major
   for (let k = 0; k < n; k++) q[k * m + k] = 1;
   for (let j = n - 1; j >= 0; j--) {
-    const tau = taus[j], cj = j * m;
+    const tau = taus[j],
+      cj = j * m;
     if (tau === 0) continue;
     for (let k = j; k < n; k++) {
       const qk = k * m;
@@ -103,7 +118,8 @@ export function svd64(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
 
 /** One-sided Jacobi SVD of a square (or tall) matrix, rows >= cols. */
 function jacobi(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
-  const m = a.rows, n = a.cols;
+  const m = a.rows,
+    n = a.cols;
   const w = transpose64(a).data; // column-major: column j at w[j*m ..]
   const v = new Float64Array(n * n); // column-major
   for (let j = 0; j < n; j++) v[j * n + j] = 1;
@@ -111,18 +127,39 @@ function jacobi(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
   for (let sweep = 0; sweep < 80; sweep++) {
     let rotated = false;
     for (let p = 0; p < n - 1; p++) {
-      const wp = p * m, vp = p * n;
+      const wp = p * m,
+        vp = p * n;
       for (let q = p + 1; q < n; q++) {
-        const wq = q * m, vq = q * n;
-        let alpha = 0, beta = 0, gamma = 0;
-        for (let i = 0; i < m; i++) { const x = w[wp + i], y = w[wq + i]; alpha += x * x; beta += y * y; gamma += x * y; }
+        const wq = q * m,
+          vq = q * n;
+        let alpha = 0,
+          beta = 0,
+          gamma = 0;
+        for (let i = 0; i < m; i++) {
+          const x = w[wp + i],
+            y = w[wq + i];
+          alpha += x * x;
+          beta += y * y;
+          gamma += x * y;
+        }
         if (gamma === 0 || Math.abs(gamma) <= eps * Math.sqrt(alpha * beta)) continue;
         rotated = true;
         const zeta = (beta - alpha) / (2 * gamma);
         const t = (zeta >= 0 ? 1 : -1) / (Math.abs(zeta) + Math.sqrt(1 + zeta * zeta));
-        const c = 1 / Math.sqrt(1 + t * t), s = c * t;
-        for (let i = 0; i < m; i++) { const x = w[wp + i], y = w[wq + i]; w[wp + i] = c * x - s * y; w[wq + i] = s * x + c * y; }
-        for (let i = 0; i < n; i++) { const x = v[vp + i], y = v[vq + i]; v[vp + i] = c * x - s * y; v[vq + i] = s * x + c * y; }
+        const c = 1 / Math.sqrt(1 + t * t),
+          s = c * t;
+        for (let i = 0; i < m; i++) {
+          const x = w[wp + i],
+            y = w[wq + i];
+          w[wp + i] = c * x - s * y;
+          w[wq + i] = s * x + c * y;
+        }
+        for (let i = 0; i < n; i++) {
+          const x = v[vp + i],
+            y = v[vq + i];
+          v[vp + i] = c * x - s * y;
+          v[vq + i] = s * x + c * y;
+        }
       }
     }
     if (!rotated) break;
@@ -133,7 +170,9 @@ function jacobi(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
     return Math.sqrt(s);
   });
   const order = norms.map((_, j) => j).sort((x, y) => norms[y] - norms[x] || x - y);
-  const U = new Float64Array(m * n), V = new Float64Array(n * n), S = new Float64Array(n);
+  const U = new Float64Array(m * n),
+    V = new Float64Array(n * n),
+    S = new Float64Array(n);
   // A column at rounding level of the largest is numerically zero: its direction is noise (and
   // its normalisation loses orthogonality near underflow), so U gets a completed column there.
   const tiny = norms[order[0]] * Math.max(m, n) * 2.3e-16;
@@ -141,7 +180,10 @@ function jacobi(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
   order.forEach((j, k) => {
     S[k] = norms[j];
     for (let i = 0; i < n; i++) V[i * n + k] = v[j * n + i];
-    if (!(norms[j] > tiny)) { zero.push(k); return; }
+    if (!(norms[j] > tiny)) {
+      zero.push(k);
+      return;
+    }
     for (let i = 0; i < m; i++) U[i * n + k] = w[j * m + i] / norms[j];
   });
   if (zero.length) completeColumns(U, m, n, zero);
@@ -156,7 +198,8 @@ function completeColumns(u: Float64Array, m: number, n: number, cols: number[]):
     for (; e < m; e++) {
       const x = new Float64Array(m);
       x[e] = 1;
-      for (let pass = 0; pass < 2; pass++) { // Gram-Schmidt, twice for stability
+      for (let pass = 0; pass < 2; pass++) {
+        // Gram-Schmidt, twice for stability
         for (const j of filled) {
           let d = 0;
           for (let i = 0; i < m; i++) d += u[i * n + j] * x[i];

@@ -10,7 +10,8 @@ export function broadcastShapes(a: Shape, b: Shape): number[] {
   const n = Math.max(a.length, b.length);
   const out = new Array<number>(n);
   for (let i = 0; i < n; i++) {
-    const da = a[a.length - n + i] ?? 1, db = b[b.length - n + i] ?? 1;
+    const da = a[a.length - n + i] ?? 1,
+      db = b[b.length - n + i] ?? 1;
     if (da !== db && da !== 1 && db !== 1) {
       throw new TypelensError(`shapes [${a.join(', ')}] and [${b.join(', ')}] do not broadcast`, 'ESHAPE');
     }
@@ -21,17 +22,26 @@ export function broadcastShapes(a: Shape, b: Shape): number[] {
 
 type BinOp = 'add' | 'sub' | 'mul' | 'div';
 function binary(a: T, b: T, op: BinOp): Tensor {
-  const ta = asTensor(a), tb = asTensor(b);
+  const ta = asTensor(a),
+    tb = asTensor(b);
   const shape = broadcastShapes(ta.shape, tb.shape);
   const x = sameShape(ta.shape, shape) ? ta.f32() : ta.expand(shape).f32();
   const y = sameShape(tb.shape, shape) ? tb.f32() : tb.expand(shape).f32();
   const out = new Float32Array(numel(shape));
   const n = out.length;
   switch (op) {
-    case 'add': for (let i = 0; i < n; i++) out[i] = x[i] + y[i]; break;
-    case 'sub': for (let i = 0; i < n; i++) out[i] = x[i] - y[i]; break;
-    case 'mul': for (let i = 0; i < n; i++) out[i] = x[i] * y[i]; break;
-    case 'div': for (let i = 0; i < n; i++) out[i] = x[i] / y[i]; break;
+    case 'add':
+      for (let i = 0; i < n; i++) out[i] = x[i] + y[i];
+      break;
+    case 'sub':
+      for (let i = 0; i < n; i++) out[i] = x[i] - y[i];
+      break;
+    case 'mul':
+      for (let i = 0; i < n; i++) out[i] = x[i] * y[i];
+      break;
+    case 'div':
+      for (let i = 0; i < n; i++) out[i] = x[i] / y[i];
+      break;
   }
   return new Tensor(out, shape);
 }
@@ -55,21 +65,33 @@ function rows(x: Tensor, axis: number): { data: Float32Array; n: number; outShap
   const perm = [...x.shape.keys()].filter((d) => d !== a).concat(a);
   const data = x.permute(...perm).f32();
   const outShape = x.shape.filter((_, d) => d !== a);
-  const kept = [...x.shape]; kept[a] = 1;
+  const kept = [...x.shape];
+  kept[a] = 1;
   return { data, n: x.shape[a], outShape, kept };
 }
 
 function reduce(x: Tensor, axis: number | undefined, keepdim: boolean, kind: 'sum' | 'max' | 'min'): Tensor {
-  if (axis === undefined) return reduce(x.reshape([x.size]), 0, false, kind).reshape(keepdim ? x.shape.map(() => 1) : []);
+  if (axis === undefined)
+    return reduce(x.reshape([x.size]), 0, false, kind).reshape(keepdim ? x.shape.map(() => 1) : []);
   const { data, n, outShape, kept } = rows(x, axis);
   check(n > 0 || kind === 'sum', `cannot take the ${kind} of an empty axis`);
   const m = n === 0 ? numel(outShape) : data.length / n;
   const out = new Float32Array(m);
   for (let r = 0; r < m; r++) {
     const o = r * n;
-    if (kind === 'sum') { let s = 0; for (let i = 0; i < n; i++) s += data[o + i]; out[r] = s; }
-    else if (kind === 'max') { let s = -Infinity; for (let i = 0; i < n; i++) if (data[o + i] > s || Number.isNaN(data[o + i])) s = data[o + i]; out[r] = s; }
-    else { let s = Infinity; for (let i = 0; i < n; i++) if (data[o + i] < s || Number.isNaN(data[o + i])) s = data[o + i]; out[r] = s; }
+    if (kind === 'sum') {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += data[o + i];
+      out[r] = s;
+    } else if (kind === 'max') {
+      let s = -Infinity;
+      for (let i = 0; i < n; i++) if (data[o + i] > s || Number.isNaN(data[o + i])) s = data[o + i];
+      out[r] = s;
+    } else {
+      let s = Infinity;
+      for (let i = 0; i < n; i++) if (data[o + i] < s || Number.isNaN(data[o + i])) s = data[o + i];
+      out[r] = s;
+    }
   }
   return new Tensor(out, keepdim ? kept : outShape);
 }
@@ -101,12 +123,16 @@ export function topk(x: Tensor, k: number): { values: Tensor; indices: Tensor } 
   check(Number.isInteger(k) && k >= 0 && k <= n, `topk: k=${k} out of range for an axis of ${n}`);
   const data = x.f32();
   const m = n === 0 ? 0 : data.length / n;
-  const vals = new Float32Array(m * k), idx = new Float32Array(m * k);
+  const vals = new Float32Array(m * k),
+    idx = new Float32Array(m * k);
   for (let r = 0; r < m; r++) {
     const order = Array.from({ length: n }, (_, i) => i);
     const row = data.subarray(r * n, r * n + n);
-    order.sort((a, b) => (row[b] - row[a]) || (a - b));
-    for (let i = 0; i < k; i++) { vals[r * k + i] = row[order[i]]; idx[r * k + i] = order[i]; }
+    order.sort((a, b) => row[b] - row[a] || a - b);
+    for (let i = 0; i < k; i++) {
+      vals[r * k + i] = row[order[i]];
+      idx[r * k + i] = order[i];
+    }
   }
   const shape = [...x.shape.slice(0, -1), k];
   return { values: new Tensor(vals, shape), indices: new Tensor(idx, shape) };
@@ -118,14 +144,19 @@ export function centreAndScale(x: Tensor, eps: number): { centred: Float32Array;
   const d = x.shape[x.ndim - 1];
   const src = x.f32();
   const m = d === 0 ? 0 : src.length / d;
-  const scale = new Float32Array(m), centred = new Float32Array(src.length);
+  const scale = new Float32Array(m),
+    centred = new Float32Array(src.length);
   for (let r = 0; r < m; r++) {
     const o = r * d;
     let mu = 0;
     for (let i = 0; i < d; i++) mu += src[o + i];
     mu = Math.fround(mu / d);
     let v = 0;
-    for (let i = 0; i < d; i++) { const c = Math.fround(src[o + i] - mu); centred[o + i] = c; v += c * c; }
+    for (let i = 0; i < d; i++) {
+      const c = Math.fround(src[o + i] - mu);
+      centred[o + i] = c;
+      v += c * c;
+    }
     scale[r] = Math.sqrt(Math.fround(v / d) + eps);
   }
   return { centred, scale: new Tensor(scale, [...x.shape.slice(0, -1), 1]) };
@@ -139,7 +170,12 @@ export function divideRows(centred: Float32Array, scale: Float32Array, d: number
 
 /** Layer-norm statistics over the last axis, as TL computes them (population variance, eps
  * inside the square root). `normalized` = (x - mean)/scale; `out` applies w and b if given. */
-export function layerNorm(x: Tensor, eps: number, w?: Tensor, b?: Tensor): { scale: Tensor; normalized: Tensor; out: Tensor } {
+export function layerNorm(
+  x: Tensor,
+  eps: number,
+  w?: Tensor,
+  b?: Tensor,
+): { scale: Tensor; normalized: Tensor; out: Tensor } {
   const { centred, scale } = centreAndScale(x, eps);
   const norm = divideRows(centred, scale.f32(), x.shape[x.ndim - 1]);
   const normalized = new Tensor(norm, x.shape);
@@ -161,7 +197,11 @@ export function softmax(x: Tensor, axis = -1): Tensor {
     for (let i = 0; i < n; i++) if (src[o + i] > mx) mx = src[o + i];
     if (mx === -Infinity) continue;
     let s = 0;
-    for (let i = 0; i < n; i++) { const e = Math.exp(src[o + i] - mx); out[o + i] = e; s += e; }
+    for (let i = 0; i < n; i++) {
+      const e = Math.exp(src[o + i] - mx);
+      out[o + i] = e;
+      s += e;
+    }
     for (let i = 0; i < n; i++) out[o + i] = out[o + i] / s;
   }
   return new Tensor(out, x.shape);
@@ -194,19 +234,21 @@ export function maskCausal(scores: Tensor): Tensor {
 
 const GELU_C = Math.sqrt(2 / Math.PI);
 /** gelu_new, the tanh approximation GPT-2 uses. */
-export const geluNew = (x: Tensor): Tensor => map(x, (v) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v))));
+export const geluNew = (x: Tensor): Tensor =>
+  map(x, (v) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v))));
 
 /** Rows of `table` [V, M] for integer ids (any shape) -> [...ids.shape, M]. */
 export function embedding(table: Tensor, ids: Tensor | ArrayLike<number>, idsShape?: Shape, what = 'token id'): Tensor {
   check(table.ndim === 2, 'embedding table must be 2-D');
   const [V, M] = table.shape;
   const idv = ids instanceof Tensor ? ids.f32() : ids;
-  const shape = ids instanceof Tensor ? ids.shape : idsShape ?? [idv.length];
+  const shape = ids instanceof Tensor ? ids.shape : (idsShape ?? [idv.length]);
   const out = new Float32Array(idv.length * M);
   const tab = table.contiguous().f32();
   for (let i = 0; i < idv.length; i++) {
     const t = idv[i];
-    if (!Number.isInteger(t) || t < 0 || t >= V) throw new TypelensError(`${what} ${t} at index ${i} is outside the vocabulary [0, ${V})`, 'ETOKEN');
+    if (!Number.isInteger(t) || t < 0 || t >= V)
+      throw new TypelensError(`${what} ${t} at index ${i} is outside the vocabulary [0, ${V})`, 'ETOKEN');
     out.set(tab.subarray(t * M, t * M + M), i * M);
   }
   return new Tensor(out, [...shape, M]);
@@ -222,8 +264,11 @@ export function indexSelect(x: Tensor, axis: number, indices: ArrayLike<number>)
 export function cat(ts: Tensor[], axis = 0): Tensor {
   check(ts.length > 0, 'cat of no tensors');
   const a = normAxis(axis, ts[0].ndim);
-  for (const t of ts) check(t.ndim === ts[0].ndim && t.shape.every((d, i) => i === a || d === ts[0].shape[i]),
-    () => `cat: shapes [${ts[0].shape.join(', ')}] and [${t.shape.join(', ')}] differ off axis ${axis}`);
+  for (const t of ts)
+    check(
+      t.ndim === ts[0].ndim && t.shape.every((d, i) => i === a || d === ts[0].shape[i]),
+      () => `cat: shapes [${ts[0].shape.join(', ')}] and [${t.shape.join(', ')}] differ off axis ${axis}`,
+    );
   const shape = [...ts[0].shape];
   shape[a] = ts.reduce((s, t) => s + t.shape[a], 0);
   const outer = numel(shape.slice(0, a));
@@ -243,6 +288,8 @@ export function cat(ts: Tensor[], axis = 0): Tensor {
 export function stack(ts: Tensor[], axis = 0): Tensor {
   check(ts.length > 0, 'stack of no tensors');
   const a = normAxis(axis, ts[0].ndim + 1);
-  return cat(ts.map((t) => t.unsqueeze(a)), a);
+  return cat(
+    ts.map((t) => t.unsqueeze(a)),
+    a,
+  );
 }
-

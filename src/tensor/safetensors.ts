@@ -7,7 +7,12 @@ import { bf16ToF32, f16ToF32 } from './dtype.js';
 export type StDType = 'F32' | 'F16' | 'BF16' | 'F64';
 const DSIZE: Record<StDType, number> = { F32: 4, F16: 2, BF16: 2, F64: 8 };
 
-export interface StEntry { dtype: StDType; shape: number[]; begin: number; end: number }
+export interface StEntry {
+  dtype: StDType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
 export interface StFile {
   path: string;
   metadata: Record<string, string>;
@@ -18,7 +23,9 @@ export interface StFile {
 
 const MAX_HEADER = 100 * 1024 * 1024; // safetensors' own limit
 
-const fail = (path: string, msg: string): never => { throw new TypelensError(`${path}: ${msg}`, 'EFORMAT'); };
+const fail = (path: string, msg: string): never => {
+  throw new TypelensError(`${path}: ${msg}`, 'EFORMAT');
+};
 
 /**
  * Parse a safetensors buffer with strict validation: header inside the file, valid JSON,
@@ -31,7 +38,9 @@ export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): StFile {
   const n = headerLength(dv.getBigUint64(0, true), buf.length, path);
   const { metadata, entries, dataStart } = parseHeader(buf.subarray(8, 8 + n), buf.length, path);
   return {
-    path, metadata, entries,
+    path,
+    metadata,
+    entries,
     bytes(name: string) {
       const e = entries.get(name);
       if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
@@ -48,7 +57,11 @@ function headerLength(hlen: bigint, fileLen: number, path: string): number {
 }
 
 /** Parse and validate the JSON header of a file of `fileLen` bytes (the bytes after the 8-byte length). */
-function parseHeader(hbytes: Uint8Array, fileLen: number, path: string): { metadata: Record<string, string>; entries: Map<string, StEntry>; dataStart: number } {
+function parseHeader(
+  hbytes: Uint8Array,
+  fileLen: number,
+  path: string,
+): { metadata: Record<string, string>; entries: Map<string, StEntry>; dataStart: number } {
   const n = hbytes.length;
   let header: unknown;
   try {
@@ -64,27 +77,40 @@ function parseHeader(hbytes: Uint8Array, fileLen: number, path: string): { metad
   const entries = new Map<string, StEntry>();
   let metadata: Record<string, string> = {};
   for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
-    if (name === '__metadata__') { metadata = (v ?? {}) as Record<string, string>; continue; }
+    if (name === '__metadata__') {
+      metadata = (v ?? {}) as Record<string, string>;
+      continue;
+    }
     const e = v as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const where = `tensor "${name}"`;
     if (typeof e !== 'object' || e === null) fail(path, `${where}: entry is not an object`);
-    if (typeof e.dtype !== 'string' || !(e.dtype in DSIZE)) fail(path, `${where}: unsupported dtype ${JSON.stringify(e.dtype)} (F32, F16, BF16, F64 are read)`);
-    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) fail(path, `${where}: shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
+    if (typeof e.dtype !== 'string' || !(e.dtype in DSIZE))
+      fail(path, `${where}: unsupported dtype ${JSON.stringify(e.dtype)} (F32, F16, BF16, F64 are read)`);
+    if (!Array.isArray(e.shape) || !e.shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      fail(path, `${where}: shape ${JSON.stringify(e.shape)} is not a list of non-negative integers`);
     const off = e.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((d) => Number.isSafeInteger(d) && d >= 0) || off[0] > off[1]) {
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((d) => Number.isSafeInteger(d) && d >= 0) ||
+      off[0] > off[1]
+    ) {
       fail(path, `${where}: data_offsets ${JSON.stringify(off)} are not [begin, end] with 0 <= begin <= end`);
     }
     const [begin, end] = off as number[];
-    if (end > dataLen) fail(path, `${where}: data_offsets [${begin}, ${end}] run past the data area (${dataLen} bytes)`);
+    if (end > dataLen)
+      fail(path, `${where}: data_offsets [${begin}, ${end}] run past the data area (${dataLen} bytes)`);
     const dtype = e.dtype as StDType;
     const shape = e.shape as number[];
     const want = shape.reduce((a, b) => a * b, 1) * DSIZE[dtype];
-    if (end - begin !== want) fail(path, `${where}: ${end - begin} bytes but ${dtype}[${shape.join(', ')}] needs ${want}`);
+    if (end - begin !== want)
+      fail(path, `${where}: ${end - begin} bytes but ${dtype}[${shape.join(', ')}] needs ${want}`);
     entries.set(name, { dtype, shape, begin, end });
   }
   const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
   for (let i = 1; i < sorted.length; i++) {
-    if (sorted[i][1].begin < sorted[i - 1][1].end) fail(path, `tensors "${sorted[i - 1][0]}" and "${sorted[i][0]}" overlap`);
+    if (sorted[i][1].begin < sorted[i - 1][1].end)
+      fail(path, `tensors "${sorted[i - 1][0]}" and "${sorted[i][0]}" overlap`);
   }
   return { metadata, entries, dataStart };
 }
@@ -95,7 +121,13 @@ export interface StLazyFile extends StFile {
   close(): void;
 }
 
-const closeOnCollect = new FinalizationRegistry<number>((fd) => { try { closeSync(fd); } catch { /* already closed */ } });
+const closeOnCollect = new FinalizationRegistry<number>((fd) => {
+  try {
+    closeSync(fd);
+  } catch {
+    /* already closed */
+  }
+});
 
 /**
  * Open a safetensors file and read only its header (validated as parseSafetensors does); each
@@ -105,8 +137,13 @@ const closeOnCollect = new FinalizationRegistry<number>((fd) => { try { closeSyn
  */
 export function openSafetensors(path: string): StLazyFile {
   let fd: number;
-  try { fd = openSync(path, 'r'); } catch (e) {
-    throw new TypelensError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ENOENT');
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw new TypelensError(
+      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      'ENOENT',
+    );
   }
   let open = true;
   const token = {};
@@ -129,7 +166,9 @@ export function openSafetensors(path: string): StLazyFile {
     const { metadata, entries, dataStart } = parseHeader(read(n, 8), fileLen, path);
     closeOnCollect.register(token, fd, token);
     return {
-      path, metadata, entries,
+      path,
+      metadata,
+      entries,
       bytes(name: string) {
         const e = entries.get(name);
         if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
@@ -177,8 +216,13 @@ function duplicateTopLevelKey(json: string): string | null {
 
 export function readSafetensors(path: string): StFile {
   let buf: Buffer;
-  try { buf = readFileSync(path); } catch (e) {
-    throw new TypelensError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'ENOENT');
+  try {
+    buf = readFileSync(path);
+  } catch (e) {
+    throw new TypelensError(
+      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      'ENOENT',
+    );
   }
   return parseSafetensors(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), path);
 }
@@ -191,10 +235,14 @@ export function tensorF32(f: StFile, name: string): Float32Array {
   const n = raw.length / DSIZE[e.dtype];
   const copy = new Uint8Array(raw); // aligned copy
   switch (e.dtype) {
-    case 'F32': return new Float32Array(copy.buffer, 0, n);
-    case 'F64': return Float32Array.from(new Float64Array(copy.buffer, 0, n));
-    case 'BF16': return bf16ToF32(new Uint16Array(copy.buffer, 0, n));
-    case 'F16': return f16ToF32(new Uint16Array(copy.buffer, 0, n));
+    case 'F32':
+      return new Float32Array(copy.buffer, 0, n);
+    case 'F64':
+      return Float32Array.from(new Float64Array(copy.buffer, 0, n));
+    case 'BF16':
+      return bf16ToF32(new Uint16Array(copy.buffer, 0, n));
+    case 'F16':
+      return f16ToF32(new Uint16Array(copy.buffer, 0, n));
   }
 }
 
@@ -207,10 +255,17 @@ export function tensorF64(f: StFile, name: string): Float64Array {
   return new Float64Array(raw.buffer, 0, raw.length / 8);
 }
 
-export interface StTensorOut { dtype: StDType; shape: readonly number[]; data: Float32Array | Float64Array | Uint16Array }
+export interface StTensorOut {
+  dtype: StDType;
+  shape: readonly number[];
+  data: Float32Array | Float64Array | Uint16Array;
+}
 
 /** Serialise tensors to the safetensors byte layout (header padded so the data is 8-aligned). */
-export function serializeSafetensors(tensors: Record<string, StTensorOut>, metadata?: Record<string, string>): Uint8Array[] {
+export function serializeSafetensors(
+  tensors: Record<string, StTensorOut>,
+  metadata?: Record<string, string>,
+): Uint8Array[] {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let off = 0;
@@ -219,7 +274,11 @@ export function serializeSafetensors(tensors: Record<string, StTensorOut>, metad
     const t = tensors[name];
     const bytes = t.data.byteLength;
     const want = t.shape.reduce((a, b) => a * b, 1) * DSIZE[t.dtype];
-    if (bytes !== want) throw new TypelensError(`tensor "${name}": ${bytes} bytes do not match ${t.dtype}[${t.shape.join(', ')}]`, 'ESHAPE');
+    if (bytes !== want)
+      throw new TypelensError(
+        `tensor "${name}": ${bytes} bytes do not match ${t.dtype}[${t.shape.join(', ')}]`,
+        'ESHAPE',
+      );
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
     off += bytes;
   }
@@ -228,11 +287,22 @@ export function serializeSafetensors(tensors: Record<string, StTensorOut>, metad
   const hbuf = Buffer.from(json, 'utf8');
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(hbuf.length));
-  return [len, hbuf, ...names.map((n) => { const d = tensors[n].data; return new Uint8Array(d.buffer, d.byteOffset, d.byteLength); })];
+  return [
+    len,
+    hbuf,
+    ...names.map((n) => {
+      const d = tensors[n].data;
+      return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    }),
+  ];
 }
 
 /** Write a safetensors file atomically (temp file + rename): never a half-written file. */
-export function writeSafetensors(path: string, tensors: Record<string, StTensorOut>, metadata?: Record<string, string>): void {
+export function writeSafetensors(
+  path: string,
+  tensors: Record<string, StTensorOut>,
+  metadata?: Record<string, string>,
+): void {
   writeFileAtomic(path, serializeSafetensors(tensors, metadata), { createDir: false });
 }
 

@@ -12,7 +12,10 @@ export type Arr = { data: Float32Array; shape: number[] };
 export function contiguousStrides(shape: Shape): number[] {
   const s = new Array<number>(shape.length);
   let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) { s[i] = acc; acc *= shape[i]; }
+  for (let i = shape.length - 1; i >= 0; i--) {
+    s[i] = acc;
+    acc *= shape[i];
+  }
   return s;
 }
 
@@ -42,17 +45,30 @@ export class Tensor {
     dtype?: DType,
   ) {
     // half-precision bits say nothing about which format they are in (f16 or bf16): say it
-    check(dtype !== undefined || data instanceof Float32Array, 'a Tensor over Uint16Array data needs its dtype (f16 or bf16)');
+    check(
+      dtype !== undefined || data instanceof Float32Array,
+      'a Tensor over Uint16Array data needs its dtype (f16 or bf16)',
+    );
     this.dtype = dtype ?? 'f32';
     for (const d of shape) check(Number.isInteger(d) && d >= 0, `invalid shape [${shape.join(', ')}]`);
     this.shape = [...shape];
     this.strides = strides ? [...strides] : contiguousStrides(shape);
-    if (!strides) check(data.length >= offset + numel(shape), () => `storage of ${data.length} elements is too small for shape [${shape.join(', ')}]`);
+    if (!strides)
+      check(
+        data.length >= offset + numel(shape),
+        () => `storage of ${data.length} elements is too small for shape [${shape.join(', ')}]`,
+      );
   }
 
-  static zeros(shape: Shape): Tensor { return new Tensor(new Float32Array(numel(shape)), shape); }
-  static full(shape: Shape, v: number): Tensor { return new Tensor(new Float32Array(numel(shape)).fill(v), shape); }
-  static scalar(v: number): Tensor { return new Tensor(Float32Array.of(v), []); }
+  static zeros(shape: Shape): Tensor {
+    return new Tensor(new Float32Array(numel(shape)), shape);
+  }
+  static full(shape: Shape, v: number): Tensor {
+    return new Tensor(new Float32Array(numel(shape)).fill(v), shape);
+  }
+  static scalar(v: number): Tensor {
+    return new Tensor(Float32Array.of(v), []);
+  }
   /** From nested arrays or a flat array plus a shape. */
   static from(values: ArrayLike<number> | NestedArray, shape?: Shape): Tensor {
     if (shape) {
@@ -62,7 +78,10 @@ export class Tensor {
     }
     const inferred: number[] = [];
     let v: unknown = values;
-    while (Array.isArray(v)) { inferred.push(v.length); v = v[0]; }
+    while (Array.isArray(v)) {
+      inferred.push(v.length);
+      v = v[0];
+    }
     const flat = (values as unknown[]).flat(Infinity) as number[];
     return Tensor.from(flat, inferred);
   }
@@ -71,8 +90,12 @@ export class Tensor {
     return new Tensor(encode(data, dtype), shape, undefined, 0, dtype);
   }
 
-  get ndim(): number { return this.shape.length; }
-  get size(): number { return numel(this.shape); }
+  get ndim(): number {
+    return this.shape.length;
+  }
+  get size(): number {
+    return numel(this.shape);
+  }
 
   isContiguous(): boolean {
     let acc = 1;
@@ -98,7 +121,9 @@ export class Tensor {
     const half = src ? null : decode(this.data as Uint16Array, this.dtype, new Float32Array(this.data.length));
     const s = src ?? half!;
     let i = 0;
-    forEachOffset(this.shape, this.strides, this.offset, (o) => { out[i++] = s[o]; });
+    forEachOffset(this.shape, this.strides, this.offset, (o) => {
+      out[i++] = s[o];
+    });
     return out;
   }
 
@@ -107,21 +132,30 @@ export class Tensor {
     if (this.dtype === 'f32' && this.isContiguous() && this.offset === 0 && this.data.length === this.size) return this;
     return new Tensor(this.f32(), this.shape);
   }
-  clone(): Tensor { return new Tensor(Float32Array.from(this.f32()), this.shape); }
+  clone(): Tensor {
+    return new Tensor(Float32Array.from(this.f32()), this.shape);
+  }
   /**
    * In-place write through this view (PyTorch's `view[...] = src`): src must have this view's
    * shape. Only f32 storage is writable; patching hooks edit activations, which always are.
    */
   assign(src: Tensor): this {
     check(this.dtype === 'f32', `cannot assign into ${this.dtype} storage`);
-    check(sameShape(src.shape, this.shape),
-      () => `cannot assign a [${src.shape.join(', ')}] tensor into a [${this.shape.join(', ')}] view`);
-    const from = src.f32(), dst = this.data as Float32Array;
+    check(
+      sameShape(src.shape, this.shape),
+      () => `cannot assign a [${src.shape.join(', ')}] tensor into a [${this.shape.join(', ')}] view`,
+    );
+    const from = src.f32(),
+      dst = this.data as Float32Array;
     let i = 0;
-    forEachOffset(this.shape, this.strides, this.offset, (o) => { dst[o] = from[i++]; });
+    forEachOffset(this.shape, this.strides, this.offset, (o) => {
+      dst[o] = from[i++];
+    });
     return this;
   }
-  toArray(): number[] { return Array.from(this.f32()); }
+  toArray(): number[] {
+    return Array.from(this.f32());
+  }
   toNested(): NestedArray {
     const flat = this.f32();
     const build = (dim: number, off: number): NestedArray | number => {
@@ -160,8 +194,10 @@ export class Tensor {
     const s = [...shape];
     const neg = s.indexOf(-1);
     if (neg >= 0) s[neg] = this.size / numel(s.filter((_, i) => i !== neg));
-    check(numel(s) === this.size && s.every((d) => Number.isInteger(d) && d >= 0),
-      () => `cannot reshape [${this.shape.join(', ')}] to [${shape.join(', ')}]`);
+    check(
+      numel(s) === this.size && s.every((d) => Number.isInteger(d) && d >= 0),
+      () => `cannot reshape [${this.shape.join(', ')}] to [${shape.join(', ')}]`,
+    );
     if (this.isContiguous()) return new Tensor(this.data, s, contiguousStrides(s), this.offset, this.dtype);
     return this.contiguous().reshape(s);
   }
@@ -169,15 +205,24 @@ export class Tensor {
     check(axes.length === this.ndim, `permute needs ${this.ndim} axes, got ${axes.length}`);
     const ax = axes.map((a) => normAxis(a, this.ndim));
     check(new Set(ax).size === ax.length, `permute axes repeat: [${axes.join(', ')}]`);
-    return new Tensor(this.data, ax.map((a) => this.shape[a]), ax.map((a) => this.strides[a]), this.offset, this.dtype);
+    return new Tensor(
+      this.data,
+      ax.map((a) => this.shape[a]),
+      ax.map((a) => this.strides[a]),
+      this.offset,
+      this.dtype,
+    );
   }
   transpose(a = -2, b = -1): Tensor {
     const ax = [...Array(this.ndim).keys()];
-    const i = normAxis(a, this.ndim), j = normAxis(b, this.ndim);
+    const i = normAxis(a, this.ndim),
+      j = normAxis(b, this.ndim);
     [ax[i], ax[j]] = [ax[j], ax[i]];
     return this.permute(...ax);
   }
-  get T(): Tensor { return this.transpose(); }
+  get T(): Tensor {
+    return this.transpose();
+  }
   /** Python-style slice on one axis: negative start/end count from the end, step > 0. */
   slice(axis: number, start?: number, end?: number, step = 1): Tensor {
     const a = normAxis(axis, this.ndim);
@@ -187,8 +232,10 @@ export class Tensor {
     const s = start === undefined ? 0 : clamp(start);
     const e = end === undefined ? n : clamp(end);
     const len = Math.max(0, Math.ceil((e - s) / step));
-    const shape = [...this.shape]; shape[a] = len;
-    const strides = [...this.strides]; strides[a] *= step;
+    const shape = [...this.shape];
+    shape[a] = len;
+    const strides = [...this.strides];
+    strides[a] *= step;
     return new Tensor(this.data, shape, strides, this.offset + s * this.strides[a], this.dtype);
   }
   /** Select one index on an axis (negative allowed); the axis is removed. */
@@ -197,19 +244,33 @@ export class Tensor {
     const n = this.shape[a];
     const k = i < 0 ? i + n : i;
     check(Number.isInteger(k) && k >= 0 && k < n, `index ${i} out of range for axis ${axis} of size ${n}`);
-    return new Tensor(this.data, this.shape.filter((_, d) => d !== a), this.strides.filter((_, d) => d !== a),
-      this.offset + k * this.strides[a], this.dtype);
+    return new Tensor(
+      this.data,
+      this.shape.filter((_, d) => d !== a),
+      this.strides.filter((_, d) => d !== a),
+      this.offset + k * this.strides[a],
+      this.dtype,
+    );
   }
   unsqueeze(axis: number): Tensor {
     const a = normAxis(axis, this.ndim + 1);
-    const shape = [...this.shape]; shape.splice(a, 0, 1);
-    const strides = [...this.strides]; strides.splice(a, 0, 0);
+    const shape = [...this.shape];
+    shape.splice(a, 0, 1);
+    const strides = [...this.strides];
+    strides.splice(a, 0, 0);
     return new Tensor(this.data, shape, strides, this.offset, this.dtype);
   }
   squeeze(axis?: number): Tensor {
-    const keep = (d: number) => (axis === undefined ? this.shape[d] !== 1 : d !== normAxis(axis, this.ndim) || this.shape[d] !== 1);
+    const keep = (d: number) =>
+      axis === undefined ? this.shape[d] !== 1 : d !== normAxis(axis, this.ndim) || this.shape[d] !== 1;
     const dims = [...this.shape.keys()].filter(keep);
-    return new Tensor(this.data, dims.map((d) => this.shape[d]), dims.map((d) => this.strides[d]), this.offset, this.dtype);
+    return new Tensor(
+      this.data,
+      dims.map((d) => this.shape[d]),
+      dims.map((d) => this.strides[d]),
+      this.offset,
+      this.dtype,
+    );
   }
   /** Broadcast to a larger shape with zero strides (numpy rules). */
   expand(shape: Shape): Tensor {
@@ -224,7 +285,9 @@ export class Tensor {
     return new Tensor(this.data, shape, strides, this.offset, this.dtype);
   }
 
-  toString(): string { return `Tensor(${this.dtype}, [${this.shape.join(', ')}])`; }
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}])`;
+  }
 }
 
 export type NestedArray = (number | NestedArray)[];
@@ -233,9 +296,14 @@ export type NestedArray = (number | NestedArray)[];
 export function forEachOffset(shape: Shape, strides: readonly number[], offset: number, fn: (o: number) => void): void {
   const nd = shape.length;
   if (numel(shape) === 0) return;
-  if (nd === 0) { fn(offset); return; }
+  if (nd === 0) {
+    fn(offset);
+    return;
+  }
   const idx = new Array<number>(nd).fill(0);
-  const last = nd - 1, lastN = shape[last], lastS = strides[last];
+  const last = nd - 1,
+    lastN = shape[last],
+    lastS = strides[last];
   let o = offset;
   for (;;) {
     for (let i = 0, p = o; i < lastN; i++, p += lastS) fn(p);
@@ -253,6 +321,9 @@ export function forEachOffset(shape: Shape, strides: readonly number[], offset: 
 
 export function assertShape(t: Tensor, shape: Shape, what: string): void {
   if (t.ndim !== shape.length || t.shape.some((d, i) => shape[i] >= 0 && d !== shape[i])) {
-    throw new TypelensError(`${what}: expected shape [${shape.map((d) => (d < 0 ? '*' : d)).join(', ')}], got [${t.shape.join(', ')}]`, 'ESHAPE');
+    throw new TypelensError(
+      `${what}: expected shape [${shape.map((d) => (d < 0 ? '*' : d)).join(', ')}], got [${t.shape.join(', ')}]`,
+      'ESHAPE',
+    );
   }
 }

@@ -17,18 +17,24 @@ export interface TokenGenerator {
 }
 
 const intIn = (r: { uniform(): number }, n: number) => Math.min(n - 1, Math.floor(r.uniform() * n));
-const posInt = (k: string, v: number) => { if (!Number.isInteger(v) || v <= 0) throw new TypelensError(`${k} must be a positive integer, got ${v}`, 'EINPUT'); };
+const posInt = (k: string, v: number) => {
+  if (!Number.isInteger(v) || v <= 0) throw new TypelensError(`${k} must be a positive integer, got ${v}`, 'EINPUT');
+};
 
 /**
  * `n` random digits from [0, alphabet), a separator (id `alphabet`), then the same digits
  * reversed (`reverse`) or in order (`copy`): length 2n + 1, vocab alphabet + 1.
  */
 function seqTask(kind: 'reverse' | 'copy', o: { n?: number; alphabet?: number; seed?: number }): TokenGenerator {
-  const n = o.n ?? 6, A = o.alphabet ?? 10;
-  posInt('n', n); posInt('alphabet', A);
+  const n = o.n ?? 6,
+    A = o.alphabet ?? 10;
+  posInt('n', n);
+  posInt('alphabet', A);
   const r = rng(o.seed ?? 0);
   return {
-    seqLen: 2 * n + 1, vocab: A + 1, description: `${kind}(n=${n}, alphabet=${A})`,
+    seqLen: 2 * n + 1,
+    vocab: A + 1,
+    description: `${kind}(n=${n}, alphabet=${A})`,
     answerPositions: Array.from({ length: n }, (_, i) => n + 1 + i),
     next() {
       const d = Array.from({ length: n }, () => intIn(r, A));
@@ -41,13 +47,20 @@ export const copyTask = (o: { n?: number; alphabet?: number; seed?: number } = {
 
 /** Repeated random tokens (the induction-head task): `len` random ids from [0, vocab), then the same again. */
 export function repeatedTokens(o: { len?: number; vocab?: number; seed?: number } = {}): TokenGenerator {
-  const len = o.len ?? 8, V = o.vocab ?? 20;
-  posInt('len', len); posInt('vocab', V);
+  const len = o.len ?? 8,
+    V = o.vocab ?? 20;
+  posInt('len', len);
+  posInt('vocab', V);
   const r = rng(o.seed ?? 0);
   return {
-    seqLen: 2 * len, vocab: V, description: `repeatedTokens(len=${len}, vocab=${V})`,
+    seqLen: 2 * len,
+    vocab: V,
+    description: `repeatedTokens(len=${len}, vocab=${V})`,
     answerPositions: Array.from({ length: len - 1 }, (_, i) => len + 1 + i),
-    next() { const d = Array.from({ length: len }, () => intIn(r, V)); return [...d, ...d]; },
+    next() {
+      const d = Array.from({ length: len }, () => intIn(r, V));
+      return [...d, ...d];
+    },
   };
 }
 

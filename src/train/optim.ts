@@ -28,41 +28,61 @@ export function makeOptimizer(name: OptimizerName, o: OptimizerOptions): Optimiz
   const wdDefault = name === 'AdamW' ? 0.01 : 0;
   const wd = o.weightDecay ?? wdDefault;
   const [b1, b2] = o.betas ?? [0.9, 0.999];
-  const eps = o.eps ?? 1e-8, mom = o.momentum ?? 0;
+  const eps = o.eps ?? 1e-8,
+    mom = o.momentum ?? 0;
   if (!(o.lr >= 0)) throw new TypelensError(`lr must be >= 0, got ${o.lr}`, 'EINPUT');
   if (!(wd >= 0)) throw new TypelensError(`weightDecay must be >= 0, got ${wd}`, 'EINPUT');
-  if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1)) throw new TypelensError(`betas must be in [0, 1), got [${b1}, ${b2}]`, 'EINPUT');
+  if (!(b1 >= 0 && b1 < 1 && b2 >= 0 && b2 < 1))
+    throw new TypelensError(`betas must be in [0, 1), got [${b1}, ${b2}]`, 'EINPUT');
   if (!(mom >= 0)) throw new TypelensError(`momentum must be >= 0, got ${mom}`, 'EINPUT');
   const state = new Map<string, Float32Array[]>();
   let t = 0;
   const buf = (key: string, n: number, count: number) => {
     let s = state.get(key);
-    if (!s) state.set(key, s = Array.from({ length: count }, () => new Float32Array(n)));
+    if (!s) state.set(key, (s = Array.from({ length: count }, () => new Float32Array(n))));
     return s;
   };
   if (name === 'SGD') {
     return {
-      name, get stepCount() { return t; }, beginStep() { t++; },
+      name,
+      get stepCount() {
+        return t;
+      },
+      beginStep() {
+        t++;
+      },
       update(key, p, g, lr) {
         // torch.optim.SGD: d = g + wd·p; buf = d (first step) or μ·buf + d; p -= lr·buf
         const first = !state.has(key);
         const m = mom ? buf(key, p.length, 1)[0] : null;
         for (let i = 0; i < p.length; i++) {
           let d = g[i] + wd * p[i];
-          if (m) { d = first ? d : mom * m[i] + d; m[i] = d; }
+          if (m) {
+            d = first ? d : mom * m[i] + d;
+            m[i] = d;
+          }
           p[i] -= lr * d;
         }
       },
     };
   }
-  if (name !== 'Adam' && name !== 'AdamW') throw new TypelensError(`unknown optimizer ${JSON.stringify(name)} (Adam, AdamW or SGD)`, 'EINPUT');
+  if (name !== 'Adam' && name !== 'AdamW')
+    throw new TypelensError(`unknown optimizer ${JSON.stringify(name)} (Adam, AdamW or SGD)`, 'EINPUT');
   const decoupled = name === 'AdamW';
   return {
-    name, get stepCount() { return t; }, beginStep() { t++; },
+    name,
+    get stepCount() {
+      return t;
+    },
+    beginStep() {
+      t++;
+    },
     update(key, p, g, lr) {
       // torch.optim.Adam(W): m̂ = m/(1-β1^t); denom = sqrt(v)/sqrt(1-β2^t) + eps; p -= lr/(1-β1^t) · m/denom
       const [m, v] = buf(key, p.length, 2);
-      const bc1 = 1 - b1 ** t, bc2s = Math.sqrt(1 - b2 ** t), step = lr / bc1;
+      const bc1 = 1 - b1 ** t,
+        bc2s = Math.sqrt(1 - b2 ** t),
+        step = lr / bc1;
       const decay = decoupled ? 1 - lr * wd : 1;
       for (let i = 0; i < p.length; i++) {
         let gi = g[i];
@@ -70,7 +90,7 @@ export function makeOptimizer(name: OptimizerName, o: OptimizerOptions): Optimiz
         else if (decoupled) p[i] *= decay;
         m[i] = b1 * m[i] + (1 - b1) * gi;
         v[i] = b2 * v[i] + (1 - b2) * gi * gi;
-        p[i] -= step * m[i] / (Math.sqrt(v[i]) / bc2s + eps);
+        p[i] -= (step * m[i]) / (Math.sqrt(v[i]) / bc2s + eps);
       }
     },
   };
@@ -84,7 +104,8 @@ export function clipGradNorm(grads: Iterable<Float32Array>, maxNorm: number): nu
   const gs = [...grads];
   let s = 0;
   for (const g of gs) for (let i = 0; i < g.length; i++) s += g[i] * g[i];
-  const norm = Math.sqrt(s), coef = maxNorm / (norm + 1e-6);
+  const norm = Math.sqrt(s),
+    coef = maxNorm / (norm + 1e-6);
   if (coef < 1) for (const g of gs) for (let i = 0; i < g.length; i++) g[i] *= coef;
   return norm;
 }

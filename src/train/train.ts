@@ -58,10 +58,22 @@ export interface TrainConfig {
   threads?: number;
 }
 
-export interface StepInfo { step: number; epoch: number; loss: number; lr: number; gradNorm?: number }
+export interface StepInfo {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  gradNorm?: number;
+}
 
 /** Milliseconds per step, by phase. */
-export interface StepTiming { forward: number; backward: number; update: number; repack: number; total: number }
+export interface StepTiming {
+  forward: number;
+  backward: number;
+  update: number;
+  repack: number;
+  total: number;
+}
 
 export interface TrainResult {
   /** Loss of every step (before its update). */
@@ -82,34 +94,49 @@ const isGen = (d: Dataset): d is TokenGenerator => !(d instanceof Tensor) && !Ar
 export function train(model: HookedTransformer, dataset: Dataset, config: TrainConfig): TrainResult {
   const c = config;
   const B = c.batchSize;
-  if (!Number.isInteger(B) || B < 1) throw new TypelensError(`batchSize must be a positive integer, got ${B}`, 'EINPUT');
+  if (!Number.isInteger(B) || B < 1)
+    throw new TypelensError(`batchSize must be a positive integer, got ${B}`, 'EINPUT');
   if (model.cfg.normalization_type !== 'LN' || (model.processing && Object.values(model.processing).some(Boolean))) {
-    throw new TypelensError('train: the model\'s weights are processed (folded LN / centred / value biases folded): train an unprocessed model ' +
-      '(HookedTransformer.fromConfig, or a loader with NO_PROCESSING), as TL trains before processing', 'EPROCESSED');
+    throw new TypelensError(
+      "train: the model's weights are processed (folded LN / centred / value biases folded): train an unprocessed model " +
+        '(HookedTransformer.fromConfig, or a loader with NO_PROCESSING), as TL trains before processing',
+      'EPROCESSED',
+    );
   }
-  if (model.dtype !== 'f32') throw new TypelensError(`train: the model stores its weights as ${model.dtype}; training needs f32`, 'EDTYPE');
+  if (model.dtype !== 'f32')
+    throw new TypelensError(`train: the model stores its weights as ${model.dtype}; training needs f32`, 'EDTYPE');
   // ---- batches
   let rows: number[][] | null = null;
   if (dataset instanceof Tensor) {
-    if (dataset.ndim !== 2) throw new TypelensError(`train: a token tensor must be [N, P], got [${dataset.shape.join(', ')}]`, 'ESHAPE');
-    const d = dataset.f32(), P = dataset.shape[1];
+    if (dataset.ndim !== 2)
+      throw new TypelensError(`train: a token tensor must be [N, P], got [${dataset.shape.join(', ')}]`, 'ESHAPE');
+    const d = dataset.f32(),
+      P = dataset.shape[1];
     rows = Array.from({ length: dataset.shape[0] }, (_, i) => Array.from(d.subarray(i * P, (i + 1) * P)));
   } else if (!isGen(dataset)) rows = dataset;
   const gen = isGen(dataset) ? dataset : null;
   if (rows && !rows.length) throw new TypelensError('train: empty dataset', 'EINPUT');
   const P = gen ? gen.seqLen : rows![0].length;
-  if (P < 2 || P > model.cfg.n_ctx) throw new TypelensError(`train: sequences of ${P} tokens (need 2..n_ctx=${model.cfg.n_ctx})`, 'EINPUT');
+  if (P < 2 || P > model.cfg.n_ctx)
+    throw new TypelensError(`train: sequences of ${P} tokens (need 2..n_ctx=${model.cfg.n_ctx})`, 'EINPUT');
   const V = model.cfg.d_vocab;
   const perEpoch = rows ? Math.ceil(rows.length / B) : Infinity;
   let total: number;
   if (c.steps !== undefined) {
-    if (!Number.isInteger(c.steps) || c.steps < 1) throw new TypelensError(`steps must be a positive integer, got ${c.steps}`, 'EINPUT');
+    if (!Number.isInteger(c.steps) || c.steps < 1)
+      throw new TypelensError(`steps must be a positive integer, got ${c.steps}`, 'EINPUT');
     total = rows ? Math.min(c.steps, perEpoch * (c.numEpochs ?? Infinity)) : c.steps;
   } else if (rows) total = perEpoch * (c.numEpochs ?? 1);
   else throw new TypelensError('train: a generator dataset needs `steps`', 'EINPUT');
   const r = rng(c.seed ?? 0);
   let order: number[] = [];
-  const shuffle = () => { order = rows!.map((_, i) => i); for (let i = order.length - 1; i > 0; i--) { const j = Math.floor(r.uniform() * (i + 1)); [order[i], order[j]] = [order[j], order[i]]; } };
+  const shuffle = () => {
+    order = rows!.map((_, i) => i);
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(r.uniform() * (i + 1));
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+  };
   const batchAt = (step: number): Tensor => {
     let seqs: number[][];
     if (gen) seqs = Array.from({ length: B }, () => gen.next());
@@ -120,62 +147,117 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
     }
     const flat = new Float32Array(seqs.length * P);
     seqs.forEach((s, i) => {
-      if (s.length !== P) throw new TypelensError(`train: sequences must all have ${P} tokens, got one of ${s.length}`, 'ESHAPE');
+      if (s.length !== P)
+        throw new TypelensError(`train: sequences must all have ${P} tokens, got one of ${s.length}`, 'ESHAPE');
       for (let j = 0; j < P; j++) {
         const v = s[j];
-        if (!Number.isInteger(v) || v < 0 || v >= V) throw new TypelensError(`train: token ${v} outside the vocabulary [0, ${V})`, 'EINPUT');
+        if (!Number.isInteger(v) || v < 0 || v >= V)
+          throw new TypelensError(`train: token ${v} outside the vocabulary [0, ${V})`, 'EINPUT');
         flat[i * P + j] = v;
       }
     });
     return new Tensor(flat, [seqs.length, P]);
   };
   // ---- optimizer, threads
-  const opt = makeOptimizer(c.optimizer ?? 'Adam', { lr: c.lr ?? 1e-3, weightDecay: c.weightDecay, momentum: c.momentum, betas: c.betas, eps: c.eps });
+  const opt = makeOptimizer(c.optimizer ?? 'Adam', {
+    lr: c.lr ?? 1e-3,
+    weightDecay: c.weightDecay,
+    momentum: c.momentum,
+    betas: c.betas,
+    eps: c.eps,
+  });
   const be = model.backend as { threads?: number; setThreads?: (n: number) => void };
   const prevThreads = be.threads;
   if (c.threads !== undefined) {
-    if (!be.setThreads) throw new TypelensError(`train: the ${model.backend.name} backend has no intra-op threads`, 'EINPUT');
+    if (!be.setThreads)
+      throw new TypelensError(`train: the ${model.backend.name} backend has no intra-op threads`, 'EINPUT');
     be.setThreads(c.threads);
   }
-  const bar = c.progress === false ? undefined : c.progress ?? defaultBar();
-  const losses: number[] = [], saved: string[] = [];
+  const bar = c.progress === false ? undefined : (c.progress ?? defaultBar());
+  const losses: number[] = [],
+    saved: string[] = [];
   const t: StepTiming = { forward: 0, backward: 0, update: 0, repack: 0, total: 0 };
-  const all = [...namedParameters(model).keys()], freeze = c.freeze ?? ['unembed.b_U'];
-  for (const f of freeze) if (!all.includes(f)) throw new TypelensError(`train: freeze names "${f}", which is no parameter of this model (TL names, e.g. ${all.slice(0, 3).join(', ')})`, 'EINPUT');
-  if (c.saveEvery && c.saveDir && !freeze.includes('unembed.b_U')) throw new TypelensError('train: checkpoints are GPT-2 checkpoints, whose head has no bias: keep unembed.b_U frozen (the default) when saving', 'EINPUT');
-  const baseLr = c.lr ?? 1e-3, names = all.filter((n) => !freeze.includes(n));
+  const all = [...namedParameters(model).keys()],
+    freeze = c.freeze ?? ['unembed.b_U'];
+  for (const f of freeze)
+    if (!all.includes(f))
+      throw new TypelensError(
+        `train: freeze names "${f}", which is no parameter of this model (TL names, e.g. ${all.slice(0, 3).join(', ')})`,
+        'EINPUT',
+      );
+  if (c.saveEvery && c.saveDir && !freeze.includes('unembed.b_U'))
+    throw new TypelensError(
+      'train: checkpoints are GPT-2 checkpoints, whose head has no bias: keep unembed.b_U frozen (the default) when saving',
+      'EINPUT',
+    );
+  const baseLr = c.lr ?? 1e-3,
+    names = all.filter((n) => !freeze.includes(n));
   const t0 = performance.now();
   try {
     for (let step = 0; step < total; step++) {
       const tokens = batchAt(step);
       const s0 = performance.now();
       let s1 = 0;
-      const res = gpt2Grad(model, tokens, (logits) => { s1 = performance.now(); return ag.lmCrossEntropyLoss(logits, tokens); }, { hooks: false, views: true });
+      const res = gpt2Grad(
+        model,
+        tokens,
+        (logits) => {
+          s1 = performance.now();
+          return ag.lmCrossEntropyLoss(logits, tokens);
+        },
+        { hooks: false, views: true },
+      );
       const s2 = performance.now();
       const grads = res.params;
-      const gradNorm = c.maxGradNorm !== undefined ? clipGradNorm([...grads.values()].map((g) => g.f32()), c.maxGradNorm) : undefined;
+      const gradNorm =
+        c.maxGradNorm !== undefined
+          ? clipGradNorm(
+              [...grads.values()].map((g) => g.f32()),
+              c.maxGradNorm,
+            )
+          : undefined;
       const lr = baseLr * warmupFactor(step, c.warmupSteps ?? 0);
       opt.beginStep();
       let inFn = 0;
-      model.updateWeights(names, (name, data) => { const u = performance.now(); opt.update(name, data, grads.get(name)!.f32(), lr); inFn += performance.now() - u; });
+      model.updateWeights(names, (name, data) => {
+        const u = performance.now();
+        opt.update(name, data, grads.get(name)!.f32(), lr);
+        inFn += performance.now() - u;
+      });
       const s3 = performance.now();
-      t.forward += s1 - s0; t.backward += s2 - s1; t.update += inFn; t.repack += s3 - s2 - inFn;
+      t.forward += s1 - s0;
+      t.backward += s2 - s1;
+      t.update += inFn;
+      t.repack += s3 - s2 - inFn;
       losses.push(res.value);
       const epoch = rows ? Math.floor(step / perEpoch) : 0;
       bar?.(step + 1, total, res.value);
-      if (c.printEvery && (step + 1) % c.printEvery === 0) (c.log ?? console.log)(`step ${step + 1}/${total} epoch ${epoch} loss ${res.value.toFixed(4)} lr ${lr.toExponential(2)}`);
+      if (c.printEvery && (step + 1) % c.printEvery === 0)
+        (c.log ?? console.log)(
+          `step ${step + 1}/${total} epoch ${epoch} loss ${res.value.toFixed(4)} lr ${lr.toExponential(2)}`,
+        );
       if (c.saveEvery && c.saveDir && (step + 1) % c.saveEvery === 0) {
         const dir = `${c.saveDir}/step-${step + 1}`;
         saveCheckpoint(model, dir, { step: String(step + 1), loss: String(res.value) });
         saved.push(dir);
       }
-      if (c.onStep?.({ step, epoch, loss: res.value, lr, gradNorm }) === false) { total = step + 1; break; }
+      if (c.onStep?.({ step, epoch, loss: res.value, lr, gradNorm }) === false) {
+        total = step + 1;
+        break;
+      }
     }
   } finally {
     if (c.threads !== undefined && prevThreads !== undefined) be.setThreads!(prevThreads);
   }
-  const n = losses.length, wall = performance.now() - t0;
-  const timing: StepTiming = { forward: t.forward / n, backward: t.backward / n, update: t.update / n, repack: t.repack / n, total: wall / n };
+  const n = losses.length,
+    wall = performance.now() - t0;
+  const timing: StepTiming = {
+    forward: t.forward / n,
+    backward: t.backward / n,
+    update: t.update / n,
+    repack: t.repack / n,
+    total: wall / n,
+  };
   return { losses, steps: n, timing, stepsPerSecond: n / (wall / 1000), saved };
 }
 
@@ -187,7 +269,10 @@ function defaultBar(): ((done: number, total: number, loss: number) => void) | u
     const now = Date.now();
     if (done < total && now - last < 100) return;
     last = now;
-    const w = 30, f = Math.round((done / total) * w);
-    process.stderr.write(`\rtrain [${'█'.repeat(f)}${'░'.repeat(w - f)}] ${done}/${total} loss ${loss.toFixed(4)}${done >= total ? '\n' : ''}`);
+    const w = 30,
+      f = Math.round((done / total) * w);
+    process.stderr.write(
+      `\rtrain [${'█'.repeat(f)}${'░'.repeat(w - f)}] ${done}/${total} loss ${loss.toFixed(4)}${done >= total ? '\n' : ''}`,
+    );
   };
 }

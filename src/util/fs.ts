@@ -7,7 +7,11 @@ import { TypelensError } from '../errors.js';
  * come in chunks (large files are written without concatenating them first). The folder is
  * created unless `createDir` is false.
  */
-export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[], opts: { createDir?: boolean } = {}): void {
+export function writeFileAtomic(
+  path: string,
+  data: string | Uint8Array | readonly Uint8Array[],
+  opts: { createDir?: boolean } = {},
+): void {
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
   let fd: number | null = null;
   try {
@@ -19,7 +23,12 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
     fd = null;
     renameSync(tmp, path);
   } catch (e) {
-    if (fd !== null) try { closeSync(fd); } catch { /* already closed */ }
+    if (fd !== null)
+      try {
+        closeSync(fd);
+      } catch {
+        /* already closed */
+      }
     rmSync(tmp, { force: true });
     throw new TypelensError(`cannot write ${path}: ${(e as Error).message}`, 'EIO');
   }

@@ -2,8 +2,14 @@
 export function erf(x: number): number {
   const t = Math.abs(x);
   if (t < 2.5) {
-    let sum = t, term = t;
-    for (let n = 1; n < 60; n++) { term *= -t * t / n; const add = term / (2 * n + 1); sum += add; if (Math.abs(add) < 1e-17) break; }
+    let sum = t,
+      term = t;
+    for (let n = 1; n < 60; n++) {
+      term *= (-t * t) / n;
+      const add = term / (2 * n + 1);
+      sum += add;
+      if (Math.abs(add) < 1e-17) break;
+    }
     return Math.sign(x) * (2 / Math.sqrt(Math.PI)) * sum;
   }
   // erfc continued fraction for large |x|

@@ -9,9 +9,17 @@ export function typelensVersion(): string {
     // src/util/ and dist/src/util/ are two and three folders below the package root
     for (const up of ['../../package.json', '../../../package.json']) {
       try {
-        const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as { name?: string; version?: string };
-        if (pkg.name === 'typelens' && typeof pkg.version === 'string') { cached = pkg.version; break; }
-      } catch { /* not there */ }
+        const pkg = JSON.parse(readFileSync(new URL(up, import.meta.url), 'utf8')) as {
+          name?: string;
+          version?: string;
+        };
+        if (pkg.name === 'typelens' && typeof pkg.version === 'string') {
+          cached = pkg.version;
+          break;
+        }
+      } catch {
+        /* not there */
+      }
     }
   }
   return cached;

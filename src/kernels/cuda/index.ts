@@ -11,16 +11,21 @@ import { cudaLayerOps } from './ops.js';
 
 export type { CudaAddon } from './addon.js';
 
-const addonPath = () => runtimeConfig().cudaAddon ?? fileURLToPath(new URL('../../../../native/build/Release/typelens_cuda.node', import.meta.url));
+const addonPath = () =>
+  runtimeConfig().cudaAddon ??
+  fileURLToPath(new URL('../../../../native/build/Release/typelens_cuda.node', import.meta.url));
 let probe: { addon: CudaAddon | null; reason: string } | undefined;
 
 /** Load the addon once: null with the reason when it is not built, fails to load, or sees no GPU. */
 export function cudaStatus(): { addon: CudaAddon | null; reason: string } {
   if (probe) return probe;
   const ADDON = addonPath();
-  if (!existsSync(ADDON)) return (probe = { addon: null, reason: `CUDA addon not built (${ADDON} is missing; run npm run build:cuda)` });
+  if (!existsSync(ADDON))
+    return (probe = { addon: null, reason: `CUDA addon not built (${ADDON} is missing; run npm run build:cuda)` });
   let addon: CudaAddon;
-  try { addon = createRequire(import.meta.url)(ADDON) as CudaAddon; } catch (e) {
+  try {
+    addon = createRequire(import.meta.url)(ADDON) as CudaAddon;
+  } catch (e) {
     return (probe = { addon: null, reason: `CUDA addon failed to load: ${(e as Error).message.split('\n')[0]}` });
   }
   const n = addon.deviceCount();
@@ -30,10 +35,15 @@ export function cudaStatus(): { addon: CudaAddon | null; reason: string } {
 
 /** A device buffer that grows on demand and is reused between calls (scratch for activations). */
 class Scratch {
-  id = 0; n = 0;
+  id = 0;
+  n = 0;
   constructor(private cu: CudaAddon) {}
   get(n: number): number {
-    if (n > this.n) { if (this.id) this.cu.free(this.id); this.id = this.cu.alloc(n); this.n = n; }
+    if (n > this.n) {
+      if (this.id) this.cu.free(this.id);
+      this.id = this.cu.alloc(n);
+      this.n = n;
+    }
     return this.id;
   }
 }
@@ -56,13 +66,27 @@ export class CudaBackend implements Backend {
   }
 
   pack(data: Float32Array | Uint16Array, K: number, N: number, dtype: DType): PackedWeight {
-    if (data.length !== K * N) throw new TypelensError(`cannot pack ${data.length} values as a [${K}, ${N}] weight`, 'ESHAPE');
+    if (data.length !== K * N)
+      throw new TypelensError(`cannot pack ${data.length} values as a [${K}, ${N}] weight`, 'ESHAPE');
     const f32 = data instanceof Float32Array ? data : decode(data, dtype, new Float32Array(K * N));
     const cu = this.cu;
     const id = cu.alloc(K * N);
     cu.upload(id, f32);
     let live = true;
-    return { K, N, dtype, backend: 'cuda', bytes: K * N * 4, id, release() { if (live) { cu.free(id); live = false; } } } as PackedWeight & { id: number };
+    return {
+      K,
+      N,
+      dtype,
+      backend: 'cuda',
+      bytes: K * N * 4,
+      id,
+      release() {
+        if (live) {
+          cu.free(id);
+          live = false;
+        }
+      },
+    } as PackedWeight & { id: number };
   }
 
   /** Capability: GPT-2's layer operations on device buffers (see ./ops.ts). */
@@ -72,14 +96,17 @@ export class CudaBackend implements Backend {
 
   weightId(b: PackedWeight): number {
     const w = b as PackedWeight & { id?: number };
-    if (w.backend !== 'cuda' || w.id === undefined) throw new TypelensError(`weight packed for ${b.backend}, not cuda`, 'ENOKERNEL');
+    if (w.backend !== 'cuda' || w.id === undefined)
+      throw new TypelensError(`weight packed for ${b.backend}, not cuda`, 'ENOKERNEL');
     return w.id;
   }
 
   matmul(a: Float32Array, M: number, b: PackedWeight, out = new Float32Array(M * b.N)): Float32Array {
     const id = this.weightId(b);
-    if (a.length !== M * b.K) throw new TypelensError(`matmul: a has ${a.length} values, expected [${M}, ${b.K}]`, 'ESHAPE');
-    const A = this.dev('matmul_a', M * b.K), C = this.dev('matmul_c', M * b.N);
+    if (a.length !== M * b.K)
+      throw new TypelensError(`matmul: a has ${a.length} values, expected [${M}, ${b.K}]`, 'ESHAPE');
+    const A = this.dev('matmul_a', M * b.K),
+      C = this.dev('matmul_c', M * b.N);
     this.cu.upload(A, a);
     this.cu.matmul(A, id, C, M, b.K, b.N);
     this.cu.download(C, out);
@@ -87,45 +114,86 @@ export class CudaBackend implements Backend {
   }
 
   /** TL's layer norm on rows of d: centred / sqrt(mean sq + eps), then w, b when given. */
-  layerNorm(x: Float32Array, d: number, eps: number, w?: Float32Array, b?: Float32Array): { out: Float32Array; scale: Float32Array } {
-    const rows = x.length / d, cu = this.cu;
-    const X = this.dev('ln_x', x.length), O = this.dev('ln_out', x.length), S = this.dev('ln_scale', rows);
+  layerNorm(
+    x: Float32Array,
+    d: number,
+    eps: number,
+    w?: Float32Array,
+    b?: Float32Array,
+  ): { out: Float32Array; scale: Float32Array } {
+    const rows = x.length / d,
+      cu = this.cu;
+    const X = this.dev('ln_x', x.length),
+      O = this.dev('ln_out', x.length),
+      S = this.dev('ln_scale', rows);
     cu.upload(X, x);
-    let W: number | null = null, Bb: number | null = null;
-    if (w && b) { W = this.dev('ln_w', d); Bb = this.dev('ln_b', d); cu.upload(W, w); cu.upload(Bb, b); }
+    let W: number | null = null,
+      Bb: number | null = null;
+    if (w && b) {
+      W = this.dev('ln_w', d);
+      Bb = this.dev('ln_b', d);
+      cu.upload(W, w);
+      cu.upload(Bb, b);
+    }
     cu.layerNorm(X, O, S, W, Bb, rows, d, eps);
-    const out = new Float32Array(x.length), scale = new Float32Array(rows);
-    cu.download(O, out); cu.download(S, scale);
+    const out = new Float32Array(x.length),
+      scale = new Float32Array(rows);
+    cu.download(O, out);
+    cu.download(S, scale);
     return { out, scale };
   }
 
   /** Causal attention from q, k, v [B, P, H, D]: pattern [B, H, P, P] and z [B, P, H, D]. */
-  attention(q: Float32Array, k: Float32Array, v: Float32Array, B: number, P: number, H: number, D: number, attnScale: number): { pattern: Float32Array; z: Float32Array } {
-    const n = B * P * H * D, cu = this.cu;
-    const [Q, K, V, PT, Z] = ['att_q', 'att_k', 'att_v', 'att_pattern', 'att_z'].map((r) => this.dev(r, r === 'att_pattern' ? B * H * P * P : n));
-    cu.upload(Q, q); cu.upload(K, k); cu.upload(V, v);
+  attention(
+    q: Float32Array,
+    k: Float32Array,
+    v: Float32Array,
+    B: number,
+    P: number,
+    H: number,
+    D: number,
+    attnScale: number,
+  ): { pattern: Float32Array; z: Float32Array } {
+    const n = B * P * H * D,
+      cu = this.cu;
+    const [Q, K, V, PT, Z] = ['att_q', 'att_k', 'att_v', 'att_pattern', 'att_z'].map((r) =>
+      this.dev(r, r === 'att_pattern' ? B * H * P * P : n),
+    );
+    cu.upload(Q, q);
+    cu.upload(K, k);
+    cu.upload(V, v);
     cu.attention(Q, K, V, PT, Z, B, P, H, D, 1 / attnScale);
-    const pattern = new Float32Array(B * H * P * P), z = new Float32Array(n);
-    cu.download(PT, pattern); cu.download(Z, z);
+    const pattern = new Float32Array(B * H * P * P),
+      z = new Float32Array(n);
+    cu.download(PT, pattern);
+    cu.download(Z, z);
     return { pattern, z };
   }
 
   /** A device buffer for one role in a forward pass ("resid", "q", ...), grown on demand and reused. */
   dev(role: string, n: number): number {
     let s = this.named.get(role);
-    if (!s) { s = new Scratch(this.cu); this.named.set(role, s); }
+    if (!s) {
+      s = new Scratch(this.cu);
+      this.named.set(role, s);
+    }
     return s.get(n);
   }
 
   /** Upload a small host array once (biases, LN weights) and keep it on the device. */
   resident(data: Float32Array): number {
     let id = this.uploaded.get(data);
-    if (id === undefined) { id = this.cu.alloc(data.length); this.cu.upload(id, data); this.uploaded.set(data, id); }
+    if (id === undefined) {
+      id = this.cu.alloc(data.length);
+      this.cu.upload(id, data);
+      this.uploaded.set(data, id);
+    }
     return id;
   }
 
   gelu(x: Float32Array): Float32Array {
-    const X = this.dev('gelu_x', x.length), O = this.dev('gelu_out', x.length);
+    const X = this.dev('gelu_x', x.length),
+      O = this.dev('gelu_out', x.length);
     this.cu.upload(X, x);
     this.cu.gelu(X, O, x.length);
     const out = new Float32Array(x.length);

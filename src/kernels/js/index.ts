@@ -5,9 +5,18 @@ import type { Backend, PackedWeight } from '../backend.js';
 
 class JsWeight implements PackedWeight {
   readonly backend = 'js';
-  constructor(readonly w: Float32Array, readonly K: number, readonly N: number, readonly dtype: DType) {}
-  get bytes(): number { return this.w.byteLength; }
-  release(): void { /* garbage collected */ }
+  constructor(
+    readonly w: Float32Array,
+    readonly K: number,
+    readonly N: number,
+    readonly dtype: DType,
+  ) {}
+  get bytes(): number {
+    return this.w.byteLength;
+  }
+  release(): void {
+    /* garbage collected */
+  }
 }
 
 /**
@@ -19,7 +28,10 @@ export const jsBackend: Backend = {
   name: 'js',
   pack(data, K, N, dtype) {
     check(data.length === K * N, `weight of ${data.length} elements is not [${K}, ${N}]`);
-    const w = dtype === 'f32' ? Float32Array.from(data as Float32Array) : decode(data as Uint16Array, dtype, new Float32Array(K * N));
+    const w =
+      dtype === 'f32'
+        ? Float32Array.from(data as Float32Array)
+        : decode(data as Uint16Array, dtype, new Float32Array(K * N));
     return new JsWeight(w, K, N, dtype);
   },
   matmul(a, M, b, out) {

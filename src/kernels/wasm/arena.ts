@@ -21,7 +21,11 @@ export class Arena {
     if (i >= 0) {
       const b = this.free[i];
       ptr = b.ptr;
-      if (b.size === size) this.free.splice(i, 1); else { b.ptr += size; b.size -= size; }
+      if (b.size === size) this.free.splice(i, 1);
+      else {
+        b.ptr += size;
+        b.size -= size;
+      }
     } else {
       ptr = this.top;
       const need = ptr + size;
@@ -30,8 +34,11 @@ export class Arena {
         try {
           this.memory.grow(Math.ceil((need - have) / PAGE));
         } catch {
-          throw new TypelensError(`WebAssembly memory exhausted: cannot allocate ${(size / 2 ** 20).toFixed(1)} MiB ` +
-            `(${(have / 2 ** 20).toFixed(0)} MiB in use of the 4 GiB a wasm32 memory can address)`, 'ENOMEM');
+          throw new TypelensError(
+            `WebAssembly memory exhausted: cannot allocate ${(size / 2 ** 20).toFixed(1)} MiB ` +
+              `(${(have / 2 ** 20).toFixed(0)} MiB in use of the 4 GiB a wasm32 memory can address)`,
+            'ENOMEM',
+          );
         }
       }
       this.top = need;
@@ -49,13 +56,21 @@ export class Arena {
     const merged: { ptr: number; size: number }[] = [];
     for (const b of this.free) {
       const last = merged[merged.length - 1];
-      if (last && last.ptr + last.size === b.ptr) last.size += b.size; else merged.push({ ...b });
+      if (last && last.ptr + last.size === b.ptr) last.size += b.size;
+      else merged.push({ ...b });
     }
     // a free block at the top goes back to the bump pointer
     const last = merged[merged.length - 1];
-    if (last && last.ptr + last.size === this.top) { this.top = last.ptr; merged.pop(); }
+    if (last && last.ptr + last.size === this.top) {
+      this.top = last.ptr;
+      merged.pop();
+    }
     this.free = merged;
   }
 
-  get bytesInUse(): number { let s = 0; for (const v of this.sizes.values()) s += v; return s; }
+  get bytesInUse(): number {
+    let s = 0;
+    for (const v of this.sizes.values()) s += v;
+    return s;
+  }
 }

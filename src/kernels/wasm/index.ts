@@ -15,19 +15,38 @@ const wasmPath = (name: string) => fileURLToPath(new URL(`../../../wasm/${name}.
 function compile(bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module | null {
   if (!WebAssembly.validate(bytes)) return null;
   setFlagsFromString('--no-liftoff');
-  try { return new WebAssembly.Module(bytes); } finally { setFlagsFromString('--liftoff'); }
+  try {
+    return new WebAssembly.Module(bytes);
+  } finally {
+    setFlagsFromString('--liftoff');
+  }
 }
 
 class WasmWeight implements PackedWeight {
   private live = true;
   readonly npad: number;
-  constructor(private readonly owner: WasmBackend, readonly ptr: number, readonly bytes: number,
-    readonly K: number, readonly N: number, readonly dtype: DType) {
+  constructor(
+    private readonly owner: WasmBackend,
+    readonly ptr: number,
+    readonly bytes: number,
+    readonly K: number,
+    readonly N: number,
+    readonly dtype: DType,
+  ) {
     this.npad = Math.ceil(N / owner.nr) * owner.nr;
   }
-  get backend(): string { return this.owner.name; }
-  assertLive(): void { check(this.live, 'this packed weight was released (model disposed?)'); }
-  release(): void { if (this.live) { this.live = false; this.owner.arena.release(this.ptr); } }
+  get backend(): string {
+    return this.owner.name;
+  }
+  assertLive(): void {
+    check(this.live, 'this packed weight was released (model disposed?)');
+  }
+  release(): void {
+    if (this.live) {
+      this.live = false;
+      this.owner.arena.release(this.ptr);
+    }
+  }
 }
 
 /**
@@ -54,8 +73,16 @@ export class WasmBackend implements Backend {
   /** A fixed scratch region (worker replicas: the memory's allocator belongs to the main thread). */
   private fixedScratch: { ptr: number; bytes: number } | null = null;
 
-  constructor(opts: { fma?: boolean; memory?: WebAssembly.Memory; module?: WebAssembly.Module; fmaModule?: boolean; scratch?: { ptr: number; bytes: number };
-    parallelMinMacs?: number } = {}) {
+  constructor(
+    opts: {
+      fma?: boolean;
+      memory?: WebAssembly.Memory;
+      module?: WebAssembly.Module;
+      fmaModule?: boolean;
+      scratch?: { ptr: number; bytes: number };
+      parallelMinMacs?: number;
+    } = {},
+  ) {
     this.parallelMinMacs = opts.parallelMinMacs ?? 1 << 20;
     this.memory = opts.memory ?? new WebAssembly.Memory({ initial: 64, maximum: 65536, shared: true });
     this.arena = new Arena(this.memory);
@@ -63,13 +90,21 @@ export class WasmBackend implements Backend {
     let fma = opts.module ? !!opts.fmaModule : false;
     if (!mod && opts.fma !== false) {
       // Relaxed SIMD (a real FMA) is off by default on Node 20; this flag turns it on.
-      try { setFlagsFromString('--experimental-wasm-relaxed-simd'); } catch { /* not fatal */ }
+      try {
+        setFlagsFromString('--experimental-wasm-relaxed-simd');
+      } catch {
+        /* not fatal */
+      }
       const p = wasmPath('matmul-relaxed');
-      if (existsSync(p)) { mod = compile(readFileSync(p)); fma = mod !== null; }
+      if (existsSync(p)) {
+        mod = compile(readFileSync(p));
+        fma = mod !== null;
+      }
     }
     if (!mod) {
       const p = wasmPath('matmul');
-      if (!existsSync(p)) throw new TypelensError(`WASM kernels not built (${p} missing): run \`npm run build:wasm\``, 'ENOKERNEL');
+      if (!existsSync(p))
+        throw new TypelensError(`WASM kernels not built (${p} missing): run \`npm run build:wasm\``, 'ENOKERNEL');
       mod = compile(readFileSync(p));
       if (!mod) throw new TypelensError('this runtime does not support WebAssembly SIMD128', 'ENOKERNEL');
     }
@@ -87,7 +122,9 @@ export class WasmBackend implements Backend {
   /** Capability: the memory and kernel module worker replicas share (see src/model/replica.ts). */
   get sharedMemory(): SharedMemory {
     return {
-      memory: this.memory, module: this.module, fma: this.fma,
+      memory: this.memory,
+      module: this.module,
+      fma: this.fma,
       alloc: (bytes) => this.arena.alloc(bytes),
       release: (ptr) => this.arena.release(ptr),
       describe: (w) => {
@@ -105,16 +142,27 @@ export class WasmBackend implements Backend {
   setThreads(n: number): void {
     check(Number.isInteger(n) && n >= 1, `threads must be a positive integer, got ${n}`);
     this.helpers?.terminate();
-    this.helpers = n > 1 ? new MatmulHelpers(this.module, this.memory, n - 1, { alloc: () => this.arena.alloc(this.kc * this.nr * 4), free: (p) => this.arena.release(p) }) : null;
+    this.helpers =
+      n > 1
+        ? new MatmulHelpers(this.module, this.memory, n - 1, {
+            alloc: () => this.arena.alloc(this.kc * this.nr * 4),
+            free: (p) => this.arena.release(p),
+          })
+        : null;
   }
-  get threads(): number { return (this.helpers?.count ?? 0) + 1; }
+  get threads(): number {
+    return (this.helpers?.count ?? 0) + 1;
+  }
   /** Block until the helper threads have started (they otherwise join as they become ready). */
   async whenReady(timeoutMs = 5000): Promise<void> {
     const t0 = Date.now();
-    while (this.helpers && this.helpers.ready() < this.helpers.count && Date.now() - t0 < timeoutMs) await new Promise((r) => setTimeout(r, 5));
+    while (this.helpers && this.helpers.ready() < this.helpers.count && Date.now() - t0 < timeoutMs)
+      await new Promise((r) => setTimeout(r, 5));
   }
 
-  private f32view(): Float32Array { return new Float32Array(this.memory.buffer); }
+  private f32view(): Float32Array {
+    return new Float32Array(this.memory.buffer);
+  }
 
   pack(data: Float32Array | Uint16Array, K: number, N: number, dtype: DType): PackedWeight {
     check(data.length === K * N, `weight of ${data.length} elements is not [${K}, ${N}]`);
@@ -123,12 +171,14 @@ export class WasmBackend implements Backend {
     const npanels = Math.ceil(N / NR);
     const bytes = npanels * K * NR * bytesPerElement(dtype);
     const ptr = this.arena.alloc(bytes);
-    const dst = dtype === 'f32'
-      ? new Float32Array(this.memory.buffer, ptr, bytes / 4)
-      : new Uint16Array(this.memory.buffer, ptr, bytes / 2);
+    const dst =
+      dtype === 'f32'
+        ? new Float32Array(this.memory.buffer, ptr, bytes / 4)
+        : new Uint16Array(this.memory.buffer, ptr, bytes / 2);
     // [K, N] row-major -> [N/8 panels][K][8], zero padded on the right.
     for (let p = 0; p < npanels; p++) {
-      const c0 = p * NR, w = Math.min(NR, N - c0);
+      const c0 = p * NR,
+        w = Math.min(NR, N - c0);
       let d = p * K * NR;
       for (let k = 0; k < K; k++, d += NR) {
         const s = k * N + c0;
@@ -146,7 +196,10 @@ export class WasmBackend implements Backend {
 
   private scratchFor(bytes: number): number {
     if (this.fixedScratch) {
-      check(bytes <= this.fixedScratch.bytes, `matmul needs ${bytes} bytes of scratch, the fixed region has ${this.fixedScratch.bytes}`);
+      check(
+        bytes <= this.fixedScratch.bytes,
+        `matmul needs ${bytes} bytes of scratch, the fixed region has ${this.fixedScratch.bytes}`,
+      );
       return this.fixedScratch.ptr;
     }
     if (this.scratch.bytes < bytes) {
@@ -165,11 +218,18 @@ export class WasmBackend implements Backend {
     check(a.length >= M * K, `matmul: A has ${a.length} elements, needs ${M}x${K}`);
     const c = out ?? new Float32Array(M * N);
     if (M === 0 || N === 0) return c;
-    if (K === 0) { c.fill(0, 0, M * N); return c; }
+    if (K === 0) {
+      c.fill(0, 0, M * N);
+      return c;
+    }
     const MR = this.mr;
-    const nrb = Math.ceil(M / MR), mpad = nrb * MR, npad = w.npad;
+    const nrb = Math.ceil(M / MR),
+      mpad = nrb * MR,
+      npad = w.npad;
     const NR = this.nr;
-    const aBytes = mpad * K * 4, cBytes = mpad * npad * 4, tBytes = this.kc * NR * 4;
+    const aBytes = mpad * K * 4,
+      cBytes = mpad * npad * 4,
+      tBytes = this.kc * NR * 4;
     if (this.fixedScratch && aBytes + cBytes + tBytes > this.fixedScratch.bytes) {
       // a fixed scratch region: run the rows in chunks that fit (rows are independent)
       const rows = Math.floor((this.fixedScratch.bytes - tBytes) / ((K + npad) * 4) / MR) * MR;
@@ -181,7 +241,9 @@ export class WasmBackend implements Backend {
       return c;
     }
     const base = this.scratchFor(aBytes + cBytes + tBytes);
-    const aPtr = base, cPtr = base + aBytes, tPtr = cPtr + cBytes;
+    const aPtr = base,
+      cPtr = base + aBytes,
+      tPtr = cPtr + cBytes;
     const mem = this.f32view();
     // pack A into row blocks: [M/MR][K][MR], zero rows past M
     let d = aPtr >> 2;
@@ -196,7 +258,9 @@ export class WasmBackend implements Backend {
     const kind = w.dtype === 'f32' ? 0 : w.dtype === 'bf16' ? 1 : 2;
     const np = npad / NR;
     if (this.helpers && np >= 2 && M * K * N >= this.parallelMinMacs && this.helpers.ready() > 0) {
-      this.helpers.run({ a: aPtr, b: w.ptr, c: cPtr, nrb, K, npad, kind }, np, (p0, p1) => this.kernel(aPtr, w.ptr, cPtr, nrb, K, p0, p1, npad, kind, tPtr));
+      this.helpers.run({ a: aPtr, b: w.ptr, c: cPtr, nrb, K, npad, kind }, np, (p0, p1) =>
+        this.kernel(aPtr, w.ptr, cPtr, nrb, K, p0, p1, npad, kind, tPtr),
+      );
     } else this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, np, npad, kind, tPtr);
     const c0 = cPtr >> 2;
     if (npad === N) c.set(mem.subarray(c0, c0 + M * N));

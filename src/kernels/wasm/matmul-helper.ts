@@ -4,7 +4,11 @@
 import { workerData } from 'node:worker_threads';
 import { CTRL, CtrlState, type MatmulFn } from './control.js';
 
-const { module, memory, ctrl: sab } = workerData as { module: WebAssembly.Module; memory: WebAssembly.Memory; ctrl: SharedArrayBuffer };
+const {
+  module,
+  memory,
+  ctrl: sab,
+} = workerData as { module: WebAssembly.Module; memory: WebAssembly.Memory; ctrl: SharedArrayBuffer };
 const ctrl = new Int32Array(sab);
 const kernel = new WebAssembly.Instance(module, { env: { memory } }).exports.matmul as MatmulFn;
 
@@ -18,7 +22,18 @@ for (;;) {
   if (s === CtrlState.exit) break;
   if (s !== CtrlState.job) continue;
   try {
-    kernel(ctrl[CTRL.a], ctrl[CTRL.b], ctrl[CTRL.c], ctrl[CTRL.nrb], ctrl[CTRL.K], ctrl[CTRL.p0], ctrl[CTRL.p1], ctrl[CTRL.npad], ctrl[CTRL.kind], ctrl[CTRL.tmp]);
+    kernel(
+      ctrl[CTRL.a],
+      ctrl[CTRL.b],
+      ctrl[CTRL.c],
+      ctrl[CTRL.nrb],
+      ctrl[CTRL.K],
+      ctrl[CTRL.p0],
+      ctrl[CTRL.p1],
+      ctrl[CTRL.npad],
+      ctrl[CTRL.kind],
+      ctrl[CTRL.tmp],
+    );
     Atomics.store(ctrl, CTRL.state, CtrlState.done);
   } catch {
     Atomics.store(ctrl, CTRL.state, CtrlState.failed);

@@ -24,14 +24,20 @@ export function matmulWat({ fma, MR }) {
   for (let r = 0; r < MR; r++) for (let h = 0; h < 2; h++) accs.push(`$c${r}${h}`);
   const decl = accs.map((c) => `(local ${c} v128)`).join(' ');
   // load C (continuing a K block) or start at zero (first K block)
-  const init = accs.map((c, i) => {
-    const r = Math.floor(i / 2), h = i % 2;
-    return `(local.set ${c} (select (v128.const i32x4 0 0 0 0) (v128.load offset=${h * 16} (i32.add (local.get $cp) (i32.mul (local.get $crow) (i32.const ${r})))) (i32.eqz (local.get $kb))))`;
-  }).join('\n          ');
-  const store = accs.map((c, i) => {
-    const r = Math.floor(i / 2), h = i % 2;
-    return `(v128.store offset=${h * 16} (i32.add (local.get $cp) (i32.mul (local.get $crow) (i32.const ${r}))) (local.get ${c}))`;
-  }).join('\n          ');
+  const init = accs
+    .map((c, i) => {
+      const r = Math.floor(i / 2),
+        h = i % 2;
+      return `(local.set ${c} (select (v128.const i32x4 0 0 0 0) (v128.load offset=${h * 16} (i32.add (local.get $cp) (i32.mul (local.get $crow) (i32.const ${r})))) (i32.eqz (local.get $kb))))`;
+    })
+    .join('\n          ');
+  const store = accs
+    .map((c, i) => {
+      const r = Math.floor(i / 2),
+        h = i % 2;
+      return `(v128.store offset=${h * 16} (i32.add (local.get $cp) (i32.mul (local.get $crow) (i32.const ${r}))) (local.get ${c}))`;
+    })
+    .join('\n          ');
   const body = [];
   for (let r = 0; r < MR; r++) {
     body.push(`(local.set $av (v128.load32_splat offset=${r * 4} (local.get $ap)))`);

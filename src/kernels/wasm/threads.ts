@@ -12,32 +12,56 @@ export class MatmulHelpers {
   private helpers: { worker: Worker; ctrl: Int32Array; tmp: number }[] = [];
 
   /** `tmp` hands out and takes back each helper's widening buffer in the shared memory. */
-  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, private tmp: { alloc: () => number; free: (ptr: number) => void }) {
+  constructor(
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    count: number,
+    private tmp: { alloc: () => number; free: (ptr: number) => void },
+  ) {
     for (let i = 0; i < count; i++) {
       const sab = new SharedArrayBuffer(CTRL.size * 4);
-      const worker = new Worker(new URL('./matmul-helper.js', import.meta.url), { workerData: { module, memory, ctrl: sab } });
+      const worker = new Worker(new URL('./matmul-helper.js', import.meta.url), {
+        workerData: { module, memory, ctrl: sab },
+      });
       worker.unref(); // never keeps the process alive
-      worker.on('error', () => { /* a dead helper is simply not ready: its share runs on the caller */ });
+      worker.on('error', () => {
+        /* a dead helper is simply not ready: its share runs on the caller */
+      });
       this.helpers.push({ worker, ctrl: new Int32Array(sab), tmp: tmp.alloc() });
     }
   }
 
   /** Helpers that have started (a helper still booting is skipped, never waited for). */
-  ready(): number { return this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1).length; }
+  ready(): number {
+    return this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1).length;
+  }
 
   /**
    * Run kernel panels [0, np) split between the caller (`own`) and the ready helpers; a helper
    * that fails or dies has its range redone by the caller.
    */
-  run(job: { a: number; b: number; c: number; nrb: number; K: number; npad: number; kind: number }, np: number,
-    own: (p0: number, p1: number) => void): void {
-    const ready = this.helpers.filter((h) => Atomics.load(h.ctrl, CTRL.ready) === 1 && Atomics.load(h.ctrl, CTRL.state) === CtrlState.idle);
+  run(
+    job: { a: number; b: number; c: number; nrb: number; K: number; npad: number; kind: number },
+    np: number,
+    own: (p0: number, p1: number) => void,
+  ): void {
+    const ready = this.helpers.filter(
+      (h) => Atomics.load(h.ctrl, CTRL.ready) === 1 && Atomics.load(h.ctrl, CTRL.state) === CtrlState.idle,
+    );
     const parts = ready.length + 1;
     const cut = evenCut(np, parts);
     ready.forEach((h, i) => {
       const c = h.ctrl;
-      c[CTRL.a] = job.a; c[CTRL.b] = job.b; c[CTRL.c] = job.c; c[CTRL.nrb] = job.nrb; c[CTRL.K] = job.K;
-      c[CTRL.p0] = cut(i + 1); c[CTRL.p1] = cut(i + 2); c[CTRL.npad] = job.npad; c[CTRL.kind] = job.kind; c[CTRL.tmp] = h.tmp;
+      c[CTRL.a] = job.a;
+      c[CTRL.b] = job.b;
+      c[CTRL.c] = job.c;
+      c[CTRL.nrb] = job.nrb;
+      c[CTRL.K] = job.K;
+      c[CTRL.p0] = cut(i + 1);
+      c[CTRL.p1] = cut(i + 2);
+      c[CTRL.npad] = job.npad;
+      c[CTRL.kind] = job.kind;
+      c[CTRL.tmp] = h.tmp;
       Atomics.store(c, CTRL.state, CtrlState.job);
       Atomics.notify(c, CTRL.state);
     });
@@ -46,11 +70,16 @@ export class MatmulHelpers {
       // A helper that died mid-job never answers: after the deadline its range runs here and the
       // helper is retired. (Both writing the same values into C is harmless.)
       const deadline = Date.now() + 2000;
-      let s: number, spins = 0;
+      let s: number,
+        spins = 0;
       while ((s = Atomics.load(h.ctrl, CTRL.state)) === CtrlState.job && (++spins < 200_000 || Date.now() < deadline)) {
         if (spins >= 200_000) Atomics.wait(h.ctrl, CTRL.state, CtrlState.job, 20); // spin first: the helper is usually close behind
       }
-      if (s === CtrlState.job) { this.retire(h); own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]); continue; }
+      if (s === CtrlState.job) {
+        this.retire(h);
+        own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]);
+        continue;
+      }
       Atomics.store(h.ctrl, CTRL.state, CtrlState.idle);
       if (s !== CtrlState.done) own(h.ctrl[CTRL.p0], h.ctrl[CTRL.p1]);
     }
@@ -63,10 +92,14 @@ export class MatmulHelpers {
     // a dead thread may still be unwinding inside the kernel: its buffer is not handed out again
   }
 
-  get count(): number { return this.helpers.length; }
+  get count(): number {
+    return this.helpers.length;
+  }
 
   /** End one helper thread abruptly, as a crash would (fault injection: src/testing.ts). */
-  async killOne(): Promise<void> { await this.helpers[0]?.worker.terminate(); }
+  async killOne(): Promise<void> {
+    await this.helpers[0]?.worker.terminate();
+  }
 
   terminate(): void {
     for (const h of this.helpers) {
