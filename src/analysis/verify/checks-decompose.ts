@@ -1,3 +1,4 @@
+/** Checks: the cache's residual decompositions sum to what they decompose. */
 import { sum } from '../../tensor/index.js';
 import type { Where } from './types.js';
 import { absT, newTally, outcome, tally, whereAt } from './where.js';

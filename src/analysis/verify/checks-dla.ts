@@ -1,3 +1,4 @@
+/** Checks: direct logit attributions sum to the logit difference. */
 import { sum } from '../../tensor/index.js';
 import type { VerifyContext, Where } from './types.js';
 import { fullDecomposition } from './decomposition.js';

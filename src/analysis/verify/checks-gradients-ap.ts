@@ -1,3 +1,4 @@
+/** Check: attribution patching is exact for metrics linear in the patched activation. */
 import { ag } from '../../autograd/index.js';
 import { rng } from '../../model/make-weights.js';
 import { matmul, Tensor } from '../../tensor/index.js';

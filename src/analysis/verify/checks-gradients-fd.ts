@@ -1,3 +1,4 @@
+/** Check: gradients agree with finite differences. */
 import type { FwdHook } from '../../model/hooked-transformer.js';
 import { rng } from '../../model/make-weights.js';
 import { Tensor } from '../../tensor/index.js';

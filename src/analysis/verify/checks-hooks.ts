@@ -1,3 +1,4 @@
+/** Checks: hooks that return their input change nothing, bit for bit. */
 import type { FwdHook } from '../../model/hooked-transformer.js';
 import { Tensor } from '../../tensor/index.js';
 import type { CheckOutcome } from './types.js';

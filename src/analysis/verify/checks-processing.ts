@@ -1,3 +1,4 @@
+/** Checks: each weight-processing step preserves the centred logits (tolerance from a condition probe). */
 import { HookedTransformer } from '../../model/hooked-transformer.js';
 import { NO_PROCESSING } from '../../model/process.js';
 import type { ProcessingOptions } from '../../model/process.js';

@@ -1,3 +1,4 @@
+/** The full residual decomposition at one position, shared by the decomposition and DLA checks. */
 import { Tensor } from '../../tensor/index.js';
 import type { VerifyContext } from './types.js';
 

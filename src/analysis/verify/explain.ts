@@ -1,3 +1,4 @@
+/** Which head or neuron a discrepancy vector points along (named in a failure's location). */
 import { HookedTransformer } from '../../model/hooked-transformer.js';
 
 /**

@@ -1,3 +1,4 @@
+/** Faults to inject, for testing that a CI gate on `verify` fails. */
 import { HookedTransformer } from '../../model/hooked-transformer.js';
 import type { ProcessingOptions } from '../../model/process.js';
 import { map, Tensor } from '../../tensor/index.js';

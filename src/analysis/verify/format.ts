@@ -1,3 +1,4 @@
+/** The report as a fixed-width table. */
 import type { VerifyReport } from './types.js';
 import { fmt } from './where.js';
 

@@ -1,3 +1,4 @@
+/** Gradient-mode helpers shared by the gradient checks: the logit-difference metric, one recorded backward, sampling. */
 import { TypelensError } from '../../errors.js';
 import { HookedTransformer } from '../../model/hooked-transformer.js';
 import type { BwdHook, GradMetric } from '../../model/hooked-transformer.js';

@@ -1,3 +1,4 @@
+/** The check registry: `verify` runs the registered checks in registration order. */
 import type { VerifyCheck } from './types.js';
 
 // ---------------------------------------------------------------- the registry

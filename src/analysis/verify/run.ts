@@ -1,3 +1,4 @@
+/** `verify()` itself, and the loaders the processing checks need. */
 import './checks.js'; // registers the built-in checks, in the order they run
 import { TypelensError } from '../../errors.js';
 import { HookedTransformer } from '../../model/hooked-transformer.js';

@@ -1,3 +1,4 @@
+/** Precision and tolerances: unit roundoff per dtype, the condition probe's size, the residual-stream bounds. */
 import { matmul } from '../../tensor/index.js';
 import type { DType } from '../../tensor/dtype.js';
 import type { VerifyContext } from './types.js';

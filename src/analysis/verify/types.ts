@@ -1,3 +1,4 @@
+/** The types of `verify`: options, report, results, the context a check runs in, the check itself. */
 import { HookedTransformer } from '../../model/hooked-transformer.js';
 import type { BwdHook, FwdHook } from '../../model/hooked-transformer.js';
 import type { ProcessingOptions } from '../../model/process.js';

@@ -1,3 +1,4 @@
+/** Where a discrepancy is (layer, head, batch, position, ...), its formatting, and the got-vs-want tally. */
 import { map, Tensor } from '../../tensor/index.js';
 import type { CheckOutcome, Where } from './types.js';
 
