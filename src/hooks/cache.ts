@@ -1,34 +1,13 @@
 import { TypelensError } from '../errors.js';
-import { cat, div, matmul, mean, mul, sameShape, stack, sub, sum, Tensor } from '../tensor/index.js';
-import type { MatmulKernel } from '../tensor/linalg.js';
+import { Tensor } from '../tensor/index.js';
+import * as d from './cache-decompose.js';
+import type { CacheKey, CacheModel, Labelled, LnOpts } from './cache-decompose.js';
 import { bytesPerElement } from '../tensor/dtype.js';
 import { inferDims, LazyTensorMap, openCacheFile, writeCacheFile } from './cache-file.js';
 import { getActName } from './names.js';
 import { Slice, SliceInput } from './slice.js';
 
-export type CacheKey = string | [string, (number | null)?, (string | null)?];
-export type Labelled = [Tensor, string[]];
-
-/**
- * What an ActivationCache needs from its model (TL's cache holds the model for the same few
- * things): sizes, the W_O / W_out it decomposes through, the biases and unembedding directions,
- * and the kernels to multiply with.
- */
-export interface CacheModel {
-  readonly cfg: { readonly n_layers: number; readonly n_heads: number; readonly d_mlp: number };
-  readonly backend: MatmulKernel;
-  readonly weights: { readonly blocks: readonly { readonly W_O: Tensor; readonly W_out: Tensor }[] };
-  accumulatedBias(layer: number, mlpInput?: boolean, includeMlpBiases?: boolean): Tensor;
-  tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor;
-}
-
-export interface LnOpts {
-  layer?: number | null;
-  mlpInput?: boolean;
-  posSlice?: SliceInput;
-  batchSlice?: SliceInput;
-  hasBatchDim?: boolean;
-}
+export type { CacheKey, CacheModel, CacheLike, Labelled, LnOpts } from './cache-decompose.js';
 
 /**
  * TransformerLens's ActivationCache (activation_cache.py): a name -> activation map in firing order, plus
@@ -168,8 +147,8 @@ export class ActivationCache {
     this.file?.close();
   }
 
-  /** Refuse a model-needing method on a cache loaded without its model, naming what to pass. */
-  private requireModel(method: string, what: string): void {
+  /** Refuse a model-needing method on a cache loaded without its model, naming what to pass. @internal */
+  requireModel(method: string, what: string): void {
     if (this.detachedFrom) {
       throw new TypelensError(
         `${method} needs the model's ${what}, and this cache was loaded from ${this.detachedFrom} without a model: ` +
@@ -228,32 +207,9 @@ export class ActivationCache {
     return this;
   }
 
-  /** null / -1 -> n_layers; other negatives are an error, as in TL. */
-  private finalLayer(layer: number | null | undefined, what: string): number {
-    const L = this.model.cfg.n_layers;
-    if (layer == null || layer === -1) return L;
-    if (!Number.isInteger(layer) || layer < 0 || layer > L)
-      throw new TypelensError(
-        `${what}: layer ${layer} out of range (use 0..${L}, -1 or null for the final LN)`,
-        'EKEY',
-      );
-    return layer;
-  }
-
+  /** Divide a residual stack by the LayerNorm scale of `layer` (-1 / null: ln_final), after centring. */
   applyLnToStack(residualStack: Tensor, opts: LnOpts = {}): Tensor {
-    const layer = this.finalLayer(opts.layer, 'applyLnToStack');
-    const hasBatch = opts.hasBatchDim ?? true;
-    let x = residualStack;
-    if (hasBatch && opts.batchSlice != null) x = new Slice(opts.batchSlice).apply(x, 1);
-    x = sub(x, mean(x, -1, true));
-    const L = this.model.cfg.n_layers;
-    let scale =
-      layer === L
-        ? this.get('ln_final.hook_scale')
-        : this.get(`blocks.${layer}.${opts.mlpInput ? 'ln2' : 'ln1'}.hook_scale`);
-    scale = new Slice(opts.posSlice).apply(scale, -2);
-    if (this.hasBatchDim && opts.batchSlice != null) scale = new Slice(opts.batchSlice).apply(scale, 0);
-    return div(x, scale);
+    return d.applyLnToStack(this, residualStack, opts);
   }
 
   accumulatedResid(opts: {
@@ -282,27 +238,7 @@ export class ActivationCache {
       returnLabels?: boolean;
     } = {},
   ): Tensor | Labelled {
-    const layer = this.finalLayer(opts.layer, 'accumulatedResid');
-    const L = this.model.cfg.n_layers;
-    const parts: Tensor[] = [],
-      labels: string[] = [];
-    const ps = new Slice(opts.posSlice);
-    for (let l = 0; l <= layer; l++) {
-      if (l === L) {
-        parts.push(this.get(`blocks.${L - 1}.hook_resid_post`));
-        labels.push('final_post');
-        continue;
-      }
-      parts.push(this.get(`blocks.${l}.hook_resid_pre`));
-      labels.push(`${l}_pre`);
-      if ((opts.inclMid && l < layer) || (opts.mlpInput && l === layer)) {
-        parts.push(this.get(`blocks.${l}.hook_resid_mid`));
-        labels.push(`${l}_mid`);
-      }
-    }
-    let st = stack(parts.map((p) => ps.apply(p, -2)));
-    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
-    return opts.returnLabels ? [st, labels] : st;
+    return d.accumulatedResid(this, opts);
   }
 
   decomposeResid(opts: {
@@ -334,66 +270,12 @@ export class ActivationCache {
       returnLabels?: boolean;
     } = {},
   ): Tensor | Labelled {
-    const layer = this.finalLayer(opts.layer, 'decomposeResid');
-    const mode = opts.mode ?? 'all';
-    const ps = new Slice(opts.posSlice);
-    const parts: Tensor[] = [],
-      labels: string[] = [];
-    if (opts.inclEmbeds ?? true) {
-      if (this.hasEmbed) {
-        parts.push(this.get('hook_embed'));
-        labels.push('embed');
-      }
-      if (this.hasPosEmbed) {
-        parts.push(this.get('hook_pos_embed'));
-        labels.push('pos_embed');
-      }
-    }
-    for (let l = 0; l < layer; l++) {
-      if (mode !== 'mlp') {
-        parts.push(this.get(`blocks.${l}.hook_attn_out`));
-        labels.push(`${l}_attn_out`);
-      }
-      if (mode !== 'attn') {
-        parts.push(this.get(`blocks.${l}.hook_mlp_out`));
-        labels.push(`${l}_mlp_out`);
-      }
-    }
-    if (opts.mlpInput && mode !== 'mlp') {
-      parts.push(this.get(`blocks.${layer}.hook_attn_out`));
-      labels.push(`${layer}_attn_out`);
-    }
-    let st = parts.length ? stack(parts.map((p) => ps.apply(p, -2))) : this.emptyLike(ps);
-    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
-    return opts.returnLabels ? [st, labels] : st;
-  }
-
-  /** Append resid_post(layer - 1) minus the summed components (TL's "remainder" row, -1 wrapping included). */
-  private withRemainder(st: Tensor, layer: number, ps: Slice, labels: string[]): Tensor {
-    const resid = ps.apply(this.get(['resid_post', layer - 1]), -2);
-    labels.push('remainder');
-    return cat([st, sub(resid, sum(st, 0)).unsqueeze(0)], 0);
-  }
-
-  private emptyLike(ps: Slice): Tensor {
-    const e = ps.apply(this.get('hook_embed'), -2);
-    return Tensor.zeros([0, ...e.shape]);
+    return d.decomposeResid(this, opts);
   }
 
   /** result[..., h, :] = z[..., h, :] @ W_O[h] for every layer (no b_O), stored as attn.hook_result. */
   computeHeadResults(): void {
-    const { n_layers: L, n_heads: H } = this.model.cfg;
-    if (this.cacheDict.has('blocks.0.attn.hook_result')) {
-      console.warn('Tried to compute head results when they were already cached');
-      return;
-    }
-    this.requireModel('computeHeadResults', 'W_O');
-    for (let l = 0; l < L; l++) {
-      const z = this.get(`blocks.${l}.attn.hook_z`);
-      const WO = this.model.weights.blocks[l].W_O;
-      const heads = Array.from({ length: H }, (_, h) => matmul(z.index(-2, h), WO.index(0, h), this.model.backend));
-      this.cacheDict.set(`blocks.${l}.attn.hook_result`, stack(heads, -2));
-    }
+    d.computeHeadResults(this);
   }
 
   stackHeadResults(opts: {
@@ -419,38 +301,12 @@ export class ActivationCache {
       applyLn?: boolean;
     } = {},
   ): Tensor | Labelled {
-    const layer = this.finalLayer(opts.layer, 'stackHeadResults');
-    const H = this.model.cfg.n_heads;
-    if (!this.cacheDict.has('blocks.0.attn.hook_result')) {
-      this.requireModel('stackHeadResults', 'W_O (to compute the head results, which are not cached)');
-      this.log("Tried to stack head results when they weren't cached. Computing head results now");
-      this.computeHeadResults();
-    }
-    const ps = new Slice(opts.posSlice);
-    const labels: string[] = [];
-    const per: Tensor[] = [];
-    for (let l = 0; l < layer; l++) {
-      per.push(ps.apply(this.get(`blocks.${l}.attn.hook_result`), -3));
-      for (let h = 0; h < H; h++) labels.push(`L${l}H${h}`);
-    }
-    let st: Tensor;
-    if (per.length) {
-      st = toFront(cat(per, -2), -2).contiguous(); // [..., layer*H, M] -> [layer*H, ..., M]
-    } else st = this.emptyLike(ps);
-    if (opts.inclRemainder) st = this.withRemainder(st, layer, ps, labels);
-    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice });
-    return opts.returnLabels ? [st, labels] : st;
+    return d.stackHeadResults(this, opts);
   }
 
   /** post[..., n] * W_out[n, :] -> [B, (P), F', M] (no b_out). */
   getNeuronResults(layer: number, neuronSlice?: SliceInput, posSlice?: SliceInput): Tensor {
-    this.requireModel('getNeuronResults', 'W_out');
-    const post = new Slice(neuronSlice).apply(
-      new Slice(posSlice).apply(this.get(`blocks.${layer}.mlp.hook_post`), -2),
-      -1,
-    );
-    const Wout = new Slice(neuronSlice).apply(this.model.weights.blocks[layer].W_out, 0);
-    return mul(post.unsqueeze(-1), Wout);
+    return d.getNeuronResults(this, layer, neuronSlice, posSlice);
   }
 
   stackNeuronResults(
@@ -463,25 +319,11 @@ export class ActivationCache {
       applyLn?: boolean;
     } = {},
   ): Tensor | Labelled {
-    const lyr = this.finalLayer(layer, 'stackNeuronResults');
-    const ps = new Slice(opts.posSlice);
-    const per: Tensor[] = [],
-      labels: string[] = [];
-    const idx = new Slice(opts.neuronSlice).indices(this.model.cfg.d_mlp);
-    for (let l = 0; l < lyr; l++) {
-      const r = this.getNeuronResults(l, opts.neuronSlice, opts.posSlice);
-      per.push(toFront(r, -2));
-      for (const n of idx) labels.push(`L${l}N${n}`);
-    }
-    let st = per.length ? cat(per, 0) : this.emptyLike(ps);
-    if (opts.inclRemainder) st = this.withRemainder(st, lyr, ps, labels);
-    if (opts.applyLn) st = this.applyLnToStack(st, { layer: lyr, posSlice: opts.posSlice });
-    return opts.returnLabels ? [st, labels] : st;
+    return d.stackNeuronResults(this, layer, opts);
   }
 
   stackActivation(name: string, layer: number | null = -1, sublayerType?: string): Tensor {
-    const lyr = this.finalLayer(layer, 'stackActivation');
-    return stack(Array.from({ length: lyr }, (_, l) => this.get([name, l, sublayerType ?? null])));
+    return d.stackActivation(this, name, layer, sublayerType);
   }
 
   getFullResidDecomposition(
@@ -494,37 +336,7 @@ export class ActivationCache {
       returnLabels?: boolean;
     } = {},
   ): Tensor | Labelled {
-    const layer = this.finalLayer(opts.layer, 'getFullResidDecomposition');
-    this.requireModel('getFullResidDecomposition', 'W_O, W_out and biases');
-    const ps = new Slice(opts.posSlice);
-    const expand = opts.expandNeurons ?? true;
-    const [heads, hl] = this.stackHeadResults({
-      layer: layer + (opts.mlpInput ? 1 : 0),
-      posSlice: opts.posSlice,
-      returnLabels: true,
-    });
-    const parts = [heads],
-      labels = [...hl];
-    if (layer > 0) {
-      const [mlp, ml] = expand
-        ? (this.stackNeuronResults(layer, { posSlice: opts.posSlice, returnLabels: true }) as Labelled)
-        : this.decomposeResid({ layer, mode: 'mlp', inclEmbeds: false, posSlice: opts.posSlice, returnLabels: true });
-      parts.push(mlp);
-      labels.push(...ml);
-    }
-    const embed = ps.apply(this.get('hook_embed'), -2),
-      pos = ps.apply(this.get('hook_pos_embed'), -2);
-    parts.push(embed.unsqueeze(0), pos.unsqueeze(0));
-    labels.push('embed', 'pos_embed');
-    const bias = this.model.accumulatedBias(layer, opts.mlpInput, expand).expand(embed.shape).unsqueeze(0);
-    parts.push(bias);
-    labels.push('bias');
-    let st = cat(
-      parts.map((p) => p.contiguous()),
-      0,
-    );
-    if (opts.applyLn) st = this.applyLnToStack(st, { layer, posSlice: opts.posSlice, mlpInput: opts.mlpInput });
-    return opts.returnLabels ? [st, labels] : st;
+    return d.getFullResidDecomposition(this, opts);
   }
 
   /** Direct logit attribution of each component: (LN-scaled stack) . (W_U[:, tok] - W_U[:, wrong]). No b_U. */
@@ -538,25 +350,7 @@ export class ActivationCache {
       hasBatchDim?: boolean;
     } = {},
   ): Tensor {
-    this.requireModel('logitAttrs', 'unembedding W_U');
-    let dirs = this.model.tokensToResidualDirections(tokens);
-    if (opts.incorrectTokens !== undefined) {
-      const wrong = this.model.tokensToResidualDirections(opts.incorrectTokens);
-      if (!sameShape(wrong.shape, dirs.shape)) {
-        throw new TypelensError(
-          `tokens and incorrectTokens have different shapes ([${dirs.shape.slice(0, -1).join(', ')}] vs [${wrong.shape.slice(0, -1).join(', ')}])`,
-          'ESHAPE',
-        );
-      }
-      dirs = sub(dirs, wrong);
-    }
-    const scaled = this.applyLnToStack(residualStack, {
-      layer: -1,
-      posSlice: opts.posSlice,
-      batchSlice: opts.batchSlice,
-      hasBatchDim: opts.hasBatchDim,
-    });
-    return sum(mul(scaled, dirs), -1);
+    return d.logitAttrs(this, residualStack, tokens, opts);
   }
 }
 
@@ -582,10 +376,4 @@ function detachedModel(cfg: CacheModel['cfg'], path: string): CacheModel {
     accumulatedBias: () => need('biases'),
     tokensToResidualDirections: () => need('unembedding W_U'),
   };
-}
-
-/** Move one axis to the front (a view). */
-function toFront(t: Tensor, axis: number): Tensor {
-  const a = axis < 0 ? axis + t.ndim : axis;
-  return t.permute(a, ...[...Array(t.ndim).keys()].filter((d) => d !== a));
 }

@@ -1,11 +1,10 @@
 import * as ag from '../autograd/ops.js';
-import { currentTape } from '../autograd/tape.js';
 import { TypelensError } from '../errors.js';
-import { AttnOptions, Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
-import { cat, DType, embedding, stack, Tensor } from '../tensor/index.js';
+import { Backend, BackendName, getBackend, LayerOps } from '../kernels/index.js';
+import { cat, DType, Tensor } from '../tensor/index.js';
 import { ActivationCache } from '../hooks/cache.js';
 import { GradMetric, HookedRootModule } from '../hooks/registry.js';
-import { attnScaleOf, type ModelConfig } from './config.js';
+import type { ModelConfig } from './config.js';
 import { generate, GenerateOptions } from './generate.js';
 import {
   backward,
@@ -15,13 +14,12 @@ import {
   gradPackCache,
   namedParameters,
 } from './gradients.js';
-import { lmCrossEntropyLoss } from './loss.js';
-import { getAttentionMask, maskData, PaddingSide, positionIds } from './padding.js';
+import { forwardPass } from './forward.js';
+import type { PaddingSide } from './padding.js';
 import type { FactoredMatrix } from '../tensor/factored-matrix.js';
 import { allCompositionScores, ovCircuit, qkCircuit } from './circuits.js';
 import { hostOps } from './host-ops.js';
 import type { CacheOptions, RunOptions } from './run-options.js';
-import { embed, transformerBlock, unembed, type UseFlags } from './layers.js';
 import { UseSwitches } from './use-switches.js';
 import { loadDir, loadHFTensors, LoadOptions, pretrainedDir } from './load.js';
 import { PackedModel, packWeights, releasePacked, shareEmbeddings } from './packed.js';
@@ -39,9 +37,10 @@ import {
   StateDict,
   updateWeights,
 } from './editing.js';
-import { paramSlots, WeightGuard, weightStorage } from './params.js';
+import { paramSlots, WeightGuard } from './params.js';
 import { DEFAULT_PROCESSING, ProcessingOptions } from './process.js';
 import { initWeights, InitOptions } from './init.js';
+import * as wv from './weight-views.js';
 
 export type { LoadOptions } from './load.js';
 export type { TokensInput } from './tokens-input.js';
@@ -63,8 +62,6 @@ export interface ModelOptions {
   packed?: PackedModel;
 }
 
-/** An unguarded view of a parameter (reading it does not mark it exposed: copies are made from it). */
-const raw = (t: Tensor): Tensor => new Tensor(weightStorage(t), t.shape, undefined, 0, t.dtype);
 const processingOf = (o: ProcessingOptions): Required<ProcessingOptions> => {
   const r = { ...DEFAULT_PROCESSING };
   for (const k of Object.keys(r) as (keyof ProcessingOptions)[]) if (o[k] !== undefined) r[k] = !!o[k];
@@ -282,12 +279,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   }
   /** Columns of W_U for tokens: one id -> [M]; [N] -> [N, M]; [B, 2] -> [B, 2, M]. */
   tokensToResidualDirections(tokens: number | string | Tensor | number[]): Tensor {
-    const WU = raw(this.weights.W_U); // read-only use: does not mark W_U exposed (params.ts)
-    if (typeof tokens === 'string') tokens = this.toSingleToken(tokens);
-    if (typeof tokens === 'number') return embedding(WU.T, [tokens], [], 'token').reshape([this.cfg.d_model]);
-    const t = tokens instanceof Tensor ? tokens : Tensor.from(tokens, [tokens.length]);
-    if (t.size === 1) return embedding(WU.T, t.f32(), [], 'token').reshape([this.cfg.d_model]);
-    return embedding(WU.T, t);
+    return wv.tokensToResidualDirections(this.cfg, this.weights, tokens);
   }
 
   // ---------- forward ----------
@@ -298,165 +290,18 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
   override forward(input: TokensInput, opts: RunOptions = {}): Tensor | { logits: Tensor; loss: Tensor } | null {
     if (this.disposed) throw new TypelensError('this model was disposed', 'EDISPOSED');
     this.weightGuard.check();
-    const { d_model: M, n_layers: L } = this.cfg;
-    const rt = opts.returnType === undefined ? 'logits' : opts.returnType;
-    if (rt !== null && !['logits', 'loss', 'both'].includes(rt))
-      throw new TypelensError(
-        `returnType must be 'logits', 'loss', 'both' or null, got ${JSON.stringify(rt)}`,
-        'EINPUT',
-      );
-    const tape = currentTape();
-    let resid: Tensor,
-      start = 0,
-      tokens: Tensor | null = null;
-    /** Key mask over past + new positions [B, Pk], and the new positions' part [B, P]. */
-    let keyMask: Float32Array | undefined, newMask: Float32Array | undefined;
-    const kv = opts.pastKvCache;
-    if (opts.startAtLayer == null) {
-      tokens = tokensOf(input, this.cfg, opts.prependBos, opts.paddingSide);
-      const [B, P] = tokens.shape,
-        past = kv ? kv.length : 0;
-      if (kv && kv.batchSize !== B)
-        throw new TypelensError(
-          `pastKvCache holds a batch of ${kv.batchSize}, the tokens are a batch of ${B}`,
-          'ESHAPE',
-        );
-      if (past + P > this.cfg.n_ctx)
-        throw new TypelensError(`${past} cached + ${P} new tokens is more than n_ctx = ${this.cfg.n_ctx}`, 'ETOKEN');
-      // TL's HookedTransformer.input_to_embed: an explicit mask; else one from the pad ids when
-      // padding is on the left or a KV cache is used (later cached steps: the new tokens are real)
-      if (opts.attentionMask != null) newMask = maskData(opts.attentionMask, B, P);
-      else if (opts.paddingSide === 'left' || kv) {
-        newMask =
-          kv && past > 0
-            ? new Float32Array(B * P).fill(1)
-            : getAttentionMask(tokens, {
-                padTokenId: this.cfg.bos_token_id,
-                paddingSide: opts.paddingSide ?? 'right',
-                prependBos: opts.prependBos ?? true,
-              }).f32();
-      }
-      if (newMask)
-        keyMask = kv
-          ? kv
-              .appendAttentionMask(new Tensor(newMask, [B, P]))
-              .contiguous()
-              .f32()
-          : newMask;
-      const positions = keyMask ? positionIds(keyMask, B, past + P, P) : undefined;
-      if (!tape) resid = embed((n, t) => this.fire(n, t), this.weights, tokens, positions);
-      else {
-        // gradient mode: the embeddings are the graph's roots (watched unless W_E / W_pos already
-        // are), so that every hook point has a gradient whatever the caller watched
-        const cache = this.gradPackCache;
-        resid = embed(
-          (n, t) => this.fire(n, tape.isTracked(t) ? t : tape.watch(t)),
-          this.weights,
-          tokens,
-          positions,
-          (W, ids) => ag.embedding(W, ids, cache),
-        );
-      }
-    } else {
-      if (kv) throw new TypelensError('pastKvCache cannot be combined with startAtLayer', 'EINPUT');
-      start = opts.startAtLayer < 0 ? opts.startAtLayer + L : opts.startAtLayer;
-      if (!Number.isInteger(start) || start < 0 || start > L)
-        throw new TypelensError(`startAtLayer ${opts.startAtLayer} is outside [0, ${L}]`, 'EINPUT');
-      if (!(input instanceof Tensor) || input.ndim !== 3 || input.shape[2] !== M || input.shape[1] > this.cfg.n_ctx) {
-        const got = input instanceof Tensor ? `[${input.shape.join(', ')}]` : typeof input;
-        throw new TypelensError(
-          `with startAtLayer the input must be the residual stream [batch, pos <= ${this.cfg.n_ctx}, ${M}], got ${got}`,
-          'ESHAPE',
-        );
-      }
-      resid = ag.copy(input); // hooks may edit the residual in place: never the caller's tensor
-      if (tape && !tape.isTracked(resid)) tape.watch(resid);
-      if (opts.attentionMask != null) keyMask = newMask = maskData(opts.attentionMask, input.shape[0], input.shape[1]);
-    }
-    if (rt === 'loss' || rt === 'both') {
-      if (!tokens)
-        throw new TypelensError(`returnType '${rt}' needs tokens: it cannot be combined with startAtLayer`, 'EINPUT');
-      if (opts.stopAtLayer != null || opts.lastPositionLogits)
-        throw new TypelensError(
-          `returnType '${rt}' needs the logits of every position (no stopAtLayer, no lastPositionLogits)`,
-          'EINPUT',
-        );
-    }
-    let stop = opts.stopAtLayer ?? L;
-    if (stop < 0) stop += L;
-    // With nothing asking for an activation, a backend with a device path keeps the whole pass
-    // there. Masks, KV caches and per-layer score scaling run on the host only.
-    const flags = this.use.flags;
-    if (tape && (keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags)) {
-      // the recording ops (grad-ops.ts) implement plain causal attention only: refuse rather than differentiate the wrong forward
-      throw new TypelensError(
-        'gradient mode does not support attention masks, KV caches, use_* switches or scale_attn_by_inverse_layer_idx yet: run unpadded prompts without them',
-        'EGRAD',
-      );
-    }
-    if (tape) return this.finish(rt, this.run(this.gradLayerOps(), resid, start, stop, opts), tokens, newMask, opts);
-    const hostOnly = this.hasHooks() || keyMask || kv || this.cfg.scale_attn_by_inverse_layer_idx || flags;
-    const device = hostOnly
-      ? undefined
-      : this.backend.deviceOps?.({
-          eps: this.cfg.eps,
-          attnScale: this.cfg.attn_scale,
-          nHeads: this.cfg.n_heads,
-          dHead: this.cfg.d_head,
-          actFn: this.cfg.act_fn,
-        });
-    const attnOpts = hostOnly
-      ? (l: number): AttnOptions => ({ scale: attnScaleOf(this.cfg, l), keyMask, cache: kv?.entries[l] })
-      : undefined;
-    const out = device
-      ? this.run(device, resid, start, stop, opts)
-      : this.run(this.host, resid, start, stop, opts, attnOpts, flags);
-    return this.finish(rt, out, tokens, newMask, opts);
-  }
-
-  /** The forward's return value for returnType (TL's forward: loss_fn(logits, tokens, attention_mask, per_token)). */
-  private finish(
-    rt: 'logits' | 'loss' | 'both' | null,
-    out: Tensor,
-    tokens: Tensor | null,
-    newMask: Float32Array | undefined,
-    opts: RunOptions,
-  ): Tensor | { logits: Tensor; loss: Tensor } | null {
-    if (rt === 'logits') return out;
-    if (rt === null) return null;
-    const loss = lmCrossEntropyLoss(out, tokens!, { attentionMask: newMask, perToken: opts.lossPerToken });
-    return rt === 'loss' ? loss : { logits: out, loss };
-  }
-
-  /** GPT-2's layer sequence over `ops` (host tensors or device buffers), blocks [start, stop). */
-  private run<X>(
-    ops: LayerOps<X>,
-    resid: Tensor,
-    start: number,
-    stop: number,
-    opts: RunOptions,
-    attnOpts?: (l: number) => AttnOptions,
-    flags?: UseFlags,
-  ): Tensor {
-    const L = this.cfg.n_layers,
-      [B, P] = resid.shape;
-    let x = ops.fromHost(resid);
-    for (let l = start; l < Math.min(stop, L); l++)
-      x = transformerBlock(
-        ops,
-        this.cfg,
-        l,
-        this.weights.blocks[l],
-        this.packed.blocks[l],
-        x,
-        B,
-        P,
-        attnOpts?.(l),
-        flags,
-      );
-    // TL's forward: `if stop_at_layer is not None: return residual` (whatever its value)
-    if (opts.stopAtLayer != null) return ops.toHost(x);
-    return ops.toHost(unembed(ops, this.cfg, this.weights, this.packed.WU, x, B, P, opts.lastPositionLogits));
+    return forwardPass(
+      this,
+      {
+        fire: (n, t) => this.fire(n, t),
+        host: this.host,
+        gradOps: () => this.gradLayerOps(),
+        hasHooks: () => this.hasHooks(),
+        flags: this.use.flags,
+      },
+      input,
+      opts,
+    );
   }
 
   // ---------- weights as TL names them ----------
@@ -473,7 +318,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     return this.weights.b_U;
   }
   private stacked(k: keyof Weights['blocks'][number]): Tensor {
-    return stack(this.weights.blocks.map((b) => raw(b[k] as Tensor)));
+    return wv.stackedWeight(this.weights, k);
   }
   get W_Q(): Tensor {
     return this.stacked('W_Q');
@@ -526,17 +371,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
 
   /** Sum of the biases written into the residual stream before `layer` (TL's accumulated_bias). */
   accumulatedBias(layer: number, mlpInput = false, includeMlpBiases = true): Tensor {
-    const out = new Float32Array(this.cfg.d_model);
-    for (let i = 0; i < layer; i++) {
-      const bO = this.weights.blocks[i].b_O.f32(),
-        bOut = this.weights.blocks[i].b_out.f32();
-      for (let m = 0; m < out.length; m++) out[m] += bO[m] + (includeMlpBiases ? bOut[m] : 0);
-    }
-    if (mlpInput) {
-      const bO = this.weights.blocks[layer].b_O.f32();
-      for (let m = 0; m < out.length; m++) out[m] += bO[m];
-    }
-    return new Tensor(out, [this.cfg.d_model]);
+    return wv.accumulatedBias(this.cfg, this.weights, layer, mlpInput, includeMlpBiases);
   }
 
   // ---------- editing weights (TL's state-dict API; see editing.ts and params.ts) ----------
@@ -625,10 +460,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
 
   /** TL's all_head_labels: "L{l}H{h}", layer-major. */
   get allHeadLabels(): string[] {
-    return Array.from(
-      { length: this.cfg.n_layers * this.cfg.n_heads },
-      (_, i) => `L${Math.floor(i / this.cfg.n_heads)}H${i % this.cfg.n_heads}`,
-    );
+    return wv.allHeadLabels(this.cfg);
   }
   /** TL's W_E_pos: W_E and W_pos stacked along the first axis [d_vocab + n_ctx, d_model]. */
   get W_E_pos(): Tensor {
