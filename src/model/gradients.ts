@@ -12,6 +12,7 @@ import { BwdHook, checkScalarMetric, FwdHook, GradMetric } from '../hooks/regist
 import type { ModelConfig } from './config.js';
 import { gradOps } from './grad-ops.js';
 import type { PackedModel } from './packed.js';
+import { BLOCK_KEYS } from './params.js';
 import type { RunOptions } from './run-options.js';
 import type { TokensInput } from './tokens-input.js';
 import type { Weights } from './weights.js';
@@ -50,25 +51,6 @@ export interface GradModel {
   runWithHooks(input: TokensInput, opts: RunOptions & { fwdHooks?: FwdHook[]; bwdHooks?: BwdHook[] }): Tensor;
 }
 
-const LN_PARAM_NAMES = [
-  ['ln1_w', 'ln1.w'],
-  ['ln1_b', 'ln1.b'],
-  ['W_Q', 'attn.W_Q'],
-  ['W_K', 'attn.W_K'],
-  ['W_V', 'attn.W_V'],
-  ['W_O', 'attn.W_O'],
-  ['b_Q', 'attn.b_Q'],
-  ['b_K', 'attn.b_K'],
-  ['b_V', 'attn.b_V'],
-  ['b_O', 'attn.b_O'],
-  ['ln2_w', 'ln2.w'],
-  ['ln2_b', 'ln2.b'],
-  ['W_in', 'mlp.W_in'],
-  ['b_in', 'mlp.b_in'],
-  ['W_out', 'mlp.W_out'],
-  ['b_out', 'mlp.b_out'],
-] as const;
-
 /**
  * Every parameter in TL's names and layouts (`embed.W_E`, `blocks.0.attn.W_Q` [H, M, D], ...;
  * LayerNorm weights only while the model has them, i.e. not after fold_ln), the tensors
@@ -79,7 +61,7 @@ export function namedParameters(W: Weights): Map<string, Tensor> {
   out.set('embed.W_E', W.W_E);
   out.set('pos_embed.W_pos', W.W_pos);
   W.blocks.forEach((blk, l) => {
-    for (const [k, n] of LN_PARAM_NAMES) {
+    for (const [k, n] of BLOCK_KEYS) {
       const t = blk[k];
       if (t) out.set(`blocks.${l}.${n}`, t);
     }

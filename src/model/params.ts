@@ -41,7 +41,8 @@ export interface ParamSlot {
   pack?: { block: PackedBlock | null; key: keyof PackedBlock | 'WU'; kind: PackKind; K: number; N: number };
 }
 
-const BLOCK_KEYS: [keyof BlockWeights, string][] = [
+/** Block weights' keys and their TL parameter names (`blocks.L.` + name). */
+export const BLOCK_KEYS: [keyof BlockWeights, string][] = [
   ['ln1_w', 'ln1.w'],
   ['ln1_b', 'ln1.b'],
   ['W_Q', 'attn.W_Q'],
