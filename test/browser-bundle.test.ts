@@ -1,7 +1,7 @@
 // The browser build in a real browser: headless Chromium (./browser.ts) opens a test page
 // (test/browser-page/) served by a small static server inside this test, once cross-origin
 // isolated (COOP/COEP headers) and once not. The page loads dist/browser/index.js, a fixture
-// checkpoint from bytes, and runs a forward with a hook and a cache; its logits and cached
+// checkpoint from bytes (and from its URL), and runs a forward with a hook and a cache; its logits and cached
 // activation must equal this Node process's, bit for bit, for the same model and tokens. Isolated,
 // the kernels must run on >= 2 threads (as the library reports), otherwise on 1, said once.
 import t from 'tap';
@@ -117,6 +117,7 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         resid: number[];
         hookSeen: number[] | null;
         pool: { threads?: number; logits?: number[]; error?: string };
+        urlLogits: number[];
       };
       await page.close();
       t.equal(got.error, undefined, 'the page ran without throwing');
@@ -132,6 +133,8 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         0,
         `cached blocks.0.hook_resid_post equals Node's bit for bit (first difference at ${dr.first})`,
       );
+      const du = diff(got.urlLogits, want.logits);
+      t.equal(du.count, 0, `loaded by fromUrl: logits equal Node's bit for bit (first difference at ${du.first})`);
       t.same(got.hookSeen, [2, 6, 20, 20], 'the hook on blocks.1.attn.hook_pattern saw [batch, head, q, k]');
       if (isolated) {
         t.ok(got.before.threads >= 2, `kernels on ${got.before.threads} threads (asked for ${THREADS})`);

@@ -13,22 +13,24 @@ const bits = (f32) => Array.from(new Uint32Array(Float32Array.from(f32).buffer))
 
 async function main() {
   const before = await tl.init({ threads });
+  // the checkpoint's files as bytes (what a page holds after a fetch, a drop or a file picker)
   const [config, bytes] = await Promise.all([
-    fetch(`/fixtures/${fixture}/config.json`).then((r) => r.json()),
+    fetch(`/fixtures/${fixture}/config.json`).then((r) => r.text()),
     fetch(`/fixtures/${fixture}/model.safetensors`).then((r) => r.arrayBuffer()),
   ]);
-  const model = tl.HookedTransformer.fromHFTensors(
-    config,
-    tl.parseSafetensors(new Uint8Array(bytes), 'model.safetensors'),
-  );
+  const model = tl.HookedTransformer.fromSources({ 'config.json': config, 'model.safetensors': bytes });
   let hookSeen = null;
   const { logits, cache } = model.hooks([['blocks.1.attn.hook_pattern', (p) => ((hookSeen = p.shape), p)]], () =>
     model.runWithCache(tokens, { namesFilter: ['blocks.0.hook_resid_post', 'blocks.1.attn.hook_pattern'] }),
   );
   const after = tl.runtimeInfo();
+  // the same checkpoint streamed from its URL
+  const byUrl = await tl.HookedTransformer.fromUrl(`/fixtures/${fixture}/`);
+  const urlLogits = bits(byUrl.forward(tokens).f32());
+  byUrl.dispose();
   // the same forward on a worker pool (Web Workers over the shared memory): refused, with a
   // reason, where the page is not isolated
-  let pool = null;
+  let pool;
   try {
     const p = await tl.ForwardPool.create(model, { threads: 2 });
     const r = await p.runBatch(new tl.Tensor(Float32Array.from(tokens.flat()), [tokens.length, tokens[0].length]));
@@ -46,6 +48,7 @@ async function main() {
     resid: bits(cache.get('blocks.0.hook_resid_post').f32()),
     hookSeen,
     pool,
+    urlLogits,
   };
   document.getElementById('status').textContent = 'done';
 }
