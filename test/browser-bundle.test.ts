@@ -116,12 +116,25 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         logits: number[];
         resid: number[];
         hookSeen: number[] | null;
-        pool: { threads?: number; logits?: number[]; error?: string };
+        pool: {
+          threads?: number;
+          logits?: number[];
+          error?: string;
+          sweepShape?: number[];
+          sweepSerial?: number[];
+          sweepPool?: number[];
+        };
         urlLogits: number[];
+        early?: string;
       };
       await page.close();
       t.equal(got.error, undefined, 'the page ran without throwing');
       if (got.error) return;
+      t.match(
+        got.early ?? '',
+        /^ENOKERNEL: .*await init\(\)/,
+        'before init(), asking for a backend says to await init()',
+      );
       t.equal(got.isolated, isolated, `the page is ${isolated ? '' : 'not '}cross-origin isolated`);
       t.match(got.after.backend, /^wasm-simd/, 'the page runs the WASM SIMD kernels');
       t.same(got.shape, want.shape, 'logits shape as in Node');
@@ -143,6 +156,13 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         t.equal(got.pool.threads, 2, 'the pool has the 2 workers asked for');
         const dp = diff(got.pool.logits ?? [], want.logits);
         t.equal(dp.count, 0, `the pool's logits equal Node's bit for bit (first difference at ${dp.first})`);
+        t.same(got.pool.sweepShape, [3, 20], 'the resid_pre patching sweep is [layer + 1, pos]');
+        const ds = diff(got.pool.sweepPool ?? [], got.pool.sweepSerial ?? [1]);
+        t.equal(
+          ds.count,
+          0,
+          `the sweep on the workers equals the serial one bit for bit (first difference at ${ds.first})`,
+        );
       } else {
         t.equal(got.before.threads, 1, 'kernels on one thread');
         t.equal(got.after.parallelMatmuls, 0, 'no matmul ran on helper threads');

@@ -12,6 +12,13 @@ const threads = Number(params.get('threads'));
 const bits = (f32) => Array.from(new Uint32Array(Float32Array.from(f32).buffer));
 
 async function main() {
+  // before init() the kernels are not there: a model cannot be made (no silent plain-JS fallback)
+  let early;
+  try {
+    tl.getBackend();
+  } catch (e) {
+    early = `${e.code}: ${e.message}`;
+  }
   const before = await tl.init({ threads });
   // the checkpoint's files as bytes (what a page holds after a fetch, a drop or a file picker)
   const [config, bytes] = await Promise.all([
@@ -34,7 +41,20 @@ async function main() {
   try {
     const p = await tl.ForwardPool.create(model, { threads: 2 });
     const r = await p.runBatch(new tl.Tensor(Float32Array.from(tokens.flat()), [tokens.length, tokens[0].length]));
-    pool = { threads: p.threads, logits: bits(r.logits.f32()) };
+    // a patching sweep on the workers equals the serial one (the page's thread)
+    const clean = [tokens[0]],
+      corrupted = [tokens[1]];
+    const { cache: cleanCache } = model.runWithCache(clean);
+    const metric = (l) => l.f32()[l.size - 1] - l.f32()[l.size - 2];
+    const serial = tl.patching.getActPatchResidPre(model, corrupted, cleanCache, metric);
+    const onPool = await tl.patching.parallel.getActPatchResidPre(p, corrupted, cleanCache, metric);
+    pool = {
+      threads: p.threads,
+      logits: bits(r.logits.f32()),
+      sweepShape: onPool.shape,
+      sweepSerial: bits(serial.f32()),
+      sweepPool: bits(onPool.f32()),
+    };
     await p.destroy();
   } catch (e) {
     pool = { error: `${e.code}: ${e.message}` };
@@ -49,6 +69,7 @@ async function main() {
     hookSeen,
     pool,
     urlLogits,
+    early,
   };
   document.getElementById('status').textContent = 'done';
 }
