@@ -1,4 +1,5 @@
 import { TypelensError } from '../errors.js';
+import { transposed } from '../tensor/factored-svd.js';
 import { sameShape, Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import { StFile, tensorF32 } from './safetensors.js';
@@ -134,7 +135,7 @@ export function convertGPT2(st: StFile, cfg: ModelConfig, opts: { allowNonFinite
     blocks,
     ln_final_w: T(get('ln_f.weight', [M]), [M]),
     ln_final_b: T(get('ln_f.bias', [M]), [M]),
-    W_U: T(unembedRows(), [V, M]).T.contiguous(),
+    W_U: transposed(T(unembedRows(), [V, M])), // [M, V]
     b_U: Tensor.zeros([V]),
   };
 }
