@@ -6,8 +6,29 @@ import { matmul } from './linalg.js';
 import { mat64, Mat64, svd64 } from './linalg64.js';
 import { Tensor } from './tensor.js';
 
-/** Upper R with R^T R = G (G [m, m] symmetric), or null when R's diagonal spread says cond > 1e3 or G is singular. */
-function choleskyOf(g: Float32Array, m: number): Float64Array | null {
+/**
+ * X^T X in float64 (X [n, m] f32), upper triangle, by rank-one updates row by row. Float64 because
+ * the Gram route's loss of orthogonality is eps * cond^2: f32 Grams gave |W_O W_O^T - I| > 1e-4
+ * on small random heads.
+ */
+function gram64(X: Tensor): Float64Array {
+  const [n, m] = X.shape,
+    x = X.f32(),
+    g = new Float64Array(m * m);
+  for (let i = 0; i < n; i++) {
+    const o = i * m;
+    for (let a = 0; a < m; a++) {
+      const xa = x[o + a];
+      if (xa === 0) continue;
+      const ga = a * m;
+      for (let b = a; b < m; b++) g[ga + b] += xa * x[o + b];
+    }
+  }
+  return g;
+}
+
+/** Upper R with R^T R = G (upper triangle of G [m, m] used), or null when R's diagonal spread says cond > 1e4 or G is singular. */
+function choleskyOf(g: Float64Array, m: number): Float64Array | null {
   const r = new Float64Array(m * m);
   let dmax = 0,
     dmin = Infinity;
@@ -25,7 +46,7 @@ function choleskyOf(g: Float32Array, m: number): Float64Array | null {
       r[j * m + c] = s / rjj;
     }
   }
-  return dmax / dmin > 1e3 ? null : r;
+  return dmax / dmin > 1e4 ? null : r;
 }
 
 /** R1 R2^T for upper-triangular [m, m] R1, R2. */
@@ -59,10 +80,11 @@ function solveUpper(r: Float64Array, Y: Mat64): Mat64 {
  * The balanced factors TL's refactor wants from A B (A [n, m] tall, B = Bt^T, Bt [r, m]), as f32:
  * U diag(fu(S)) [n, m] and V diag(fv(S)) [r, m], with U S V^T = A B the thin SVD. The m x m
  * work (Gram, Cholesky, core SVD, triangular solves) is float64; the two [n, m] x [m, m]
- * products and the Grams run through the backend's f32 matmul (the bulk of the flops). Whatever
+ * products run through the backend's f32 matmul (the bulk of the flops). Whatever
  * the rounding of the R factors, U S V^T = A Ra^-1 (Ra Rb^T) Rb^-T B^T... = A B: only the
  * orthogonality of U and V (not the product the model computes) depends on it. Ill-conditioned
- * or rank-deficient factors take FactoredMatrix's Householder route in float64 instead.
+ * (cond > 1e4 by R's diagonal) or rank-deficient factors take FactoredMatrix's Householder route
+ * in float64 instead.
  */
 export function balancedFactors(
   A: Tensor,
@@ -72,8 +94,8 @@ export function balancedFactors(
 ): { U: Float32Array; V: Float32Array } {
   const [n, m] = A.shape,
     r = Bt.shape[0];
-  const Ra = n >= m ? choleskyOf(matmul(transposed(A), A).f32(), m) : null,
-    Rb = Ra && r >= m ? choleskyOf(matmul(transposed(Bt), Bt).f32(), m) : null;
+  const Ra = n >= m ? choleskyOf(gram64(A), m) : null,
+    Rb = Ra && r >= m ? choleskyOf(gram64(Bt), m) : null;
   if (!Ra || !Rb) {
     const B = Bt.T.contiguous();
     const { U, S, V } = svdOfProduct64(mat64(n, m, A.f32()), mat64(m, r, B.f32()));
@@ -85,7 +107,8 @@ export function balancedFactors(
     };
     return { U: scale(U, fu, n), V: scale(V, fv, r) };
   }
-  const { U: Uc, S, V: Vc } = svd64(matmulABt(Ra, Rb, m));
+  // the factors are stored as f32: columns orthogonal to 1e-10 are orthogonal to storage precision
+  const { U: Uc, S, V: Vc } = svd64(matmulABt(Ra, Rb, m), 1e-10);
   const Ta = scaleCols(solveUpper(Ra, Uc), S, fu),
     Tb = scaleCols(solveUpper(Rb, Vc), S, fv);
   return { U: matmul(A, Ta).f32(), V: matmul(Bt, Tb).f32() };
