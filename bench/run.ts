@@ -18,6 +18,7 @@ import { HookedTransformer } from '../src/model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../src/model/make-weights.js';
 import { NO_PROCESSING } from '../src/model/process.js';
 import type { DType } from '../src/tensor/dtype.js';
+import { benchLoad, loadOne } from './load.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const benchDir = join(root, 'bench');
@@ -477,7 +478,11 @@ function writeJson(name: string, data: unknown): void {
 
 const [what = 'all', ...rest] = process.argv.slice(2);
 if (what === 'forward-one') forwardOne(rest[0], rest[1] as DType, Number(rest[2]));
-else if (what === 'parallel-one') await parallelOne(rest[0], Number(rest[1]));
+else if (what === 'load-one') loadOne(rest[0], rest[1] as DType, rest[2] as 'none', rest[3] === '1');
+else if (what === 'load') {
+  const i = rest.indexOf('--presets');
+  writeJson('load.json', benchLoad(root, i >= 0 ? rest[i + 1].split(',') : []));
+} else if (what === 'parallel-one') await parallelOne(rest[0], Number(rest[1]));
 else {
   if (what === 'matmul' || what === 'all') benchMatmul();
   if (what === 'forward' || what === 'all') benchForward();

@@ -24,7 +24,7 @@ commands:
   test-prompt --model DIR [--no-prepend-bos] "PROMPT" " ANSWER"
   generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--seed S]
       [--top-k K] [--top-p P] [--no-kv-cache] [--no-stop-at-eos]
-  make-weights --preset tiny|gpt2-small [--seed N] --out DIR
+  make-weights --preset tiny|gpt2-small|gpt2-medium|gpt2-large|gpt2-xl [--seed N] [--dtype f32|bf16] --out DIR
   demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N] [--weight-space]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]
 ${VERIFY_USAGE}`;
@@ -92,13 +92,20 @@ async function cmdTestPrompt(argv: string[]): Promise<number> {
 }
 
 async function cmdMakeWeights(argv: string[]): Promise<number> {
-  const { values: v } = parse(argv, { preset: { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' } });
-  const preset = need(v.preset, '--preset tiny|gpt2-small');
+  const { values: v } = parse(argv, {
+    preset: { type: 'string' },
+    seed: { type: 'string' },
+    out: { type: 'string' },
+    dtype: { type: 'string' },
+  });
+  const preset = need(v.preset, `--preset ${Object.keys(PRESETS).join('|')}`);
+  const dtype = String(v.dtype ?? 'f32').toUpperCase();
+  if (dtype !== 'F32' && dtype !== 'BF16') throw new UsageError(`--dtype must be f32 or bf16, got "${v.dtype}"`);
   const shape = PRESETS[preset];
   if (!shape) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got "${preset}"`);
   const out = need(v.out, '--out DIR');
   const seed = int(v.seed, '--seed', 0);
-  makeWeights(resolve(out), shape, seed, progress(`generating ${preset} (seed ${seed})`));
+  makeWeights(resolve(out), shape, seed, progress(`generating ${preset} (seed ${seed})`), dtype);
   console.log(`wrote ${out}/config.json and ${out}/model.safetensors (${preset}, seed ${seed})`);
   return 0;
 }

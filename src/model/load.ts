@@ -8,6 +8,7 @@ import { runtimeConfig } from '../platform/env.js';
 import { fileExists, fileSource, joinPath, resolvePath } from '../platform/files.js';
 import type { DType } from '../tensor/index.js';
 import { configFromHF, ModelConfig } from './config.js';
+import { checkFitsBackend } from './memory-plan.js';
 import { DEFAULT_PROCESSING, processWeights, ProcessingOptions } from './process.js';
 import { openSafetensorsSource, safetensorsFromTensors, StFile, StLazyFile, StTensorOut } from './safetensors.js';
 import { openShardedSafetensors, SHARD_INDEX } from '../tensor/safetensors-sharded.js';
@@ -138,6 +139,7 @@ export function loadCheckpoint(
 ): { cfg: ModelConfig; weights: Weights; onProgress?: (done: number, total: number) => void } {
   const { hf, path } = readHFConfig(files);
   const cfg = configFromHF(hf, path, (hf._name_or_path as string) ?? files.where);
+  checkFitsBackend(cfg, opts.dtype ?? 'f32', opts.backend, files.where);
   const L = cfg.n_layers,
     total = 2 * L + 2,
     tick = opts.onProgress;

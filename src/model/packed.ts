@@ -32,7 +32,7 @@ export function packWeights(
   const { d_model: M, n_heads: H, d_head: D, d_mlp: F, d_vocab: V } = cfg;
   const store = (t: Tensor) => (dtype === 'f32' ? t : Tensor.encode(t.f32(), t.shape, dtype));
   const pack = (t: Tensor, K: number, N: number) => backend.pack(dtype === 'f32' ? t.f32() : t.data, K, N, dtype);
-  const heads = (t: Tensor) => pack(Tensor.encode(t.permute(1, 0, 2).f32(), [M, H * D], dtype), M, H * D);
+  const heads = (t: Tensor) => pack(Tensor.encode(headsToColumns(t.f32(), H, M, D), [M, H * D], dtype), M, H * D);
   for (const blk of weights.blocks) {
     for (const k of ['W_Q', 'W_K', 'W_V', 'W_O', 'W_in', 'W_out'] as const) blk[k] = store(blk[k]);
   }
@@ -54,6 +54,18 @@ export function packWeights(
   const WU = pack(weights.W_U, M, V);
   onProgress?.(L + 1, L + 1);
   return { blocks, WU };
+}
+
+/** [H, M, D] -> [M, H*D] (head h's D columns at h*D): a plain loop, the generic permute copy is slow at load. */
+function headsToColumns(w: Float32Array, H: number, M: number, D: number): Float32Array {
+  const out = new Float32Array(H * M * D);
+  for (let h = 0; h < H; h++)
+    for (let m = 0; m < M; m++) {
+      const src = (h * M + m) * D,
+        dst = m * H * D + h * D;
+      for (let d = 0; d < D; d++) out[dst + d] = w[src + d];
+    }
+  return out;
 }
 
 export function releasePacked(p: PackedModel): void {

@@ -1,5 +1,5 @@
+import { balancedFactors, transposed } from '../tensor/factored-svd.js';
 import { Tensor } from '../tensor/index.js';
-import { svd } from '../tensor/linalg.js';
 import type { ModelConfig } from './config.js';
 import type { BlockWeights, Weights } from './weights.js';
 
@@ -60,14 +60,23 @@ function foldInto(
   M: number,
   cols: number,
 ): void {
+  const acc = new Float64Array(cols);
   for (let k = 0; k < n; k++) {
     const o = k * M * cols;
-    for (let c = 0; c < cols; c++) {
-      let s = 0;
-      for (let m = 0; m < M; m++) s += beta[m] * W[o + m * cols + c];
-      b[k * cols + c] += s; // biases first, with the unscaled weights
+    // biases first, with the unscaled weights: per column the sum runs over m in order, as a
+    // column loop would, but row by row (contiguous reads of W)
+    acc.fill(0);
+    for (let m = 0; m < M; m++) {
+      const bm = beta[m],
+        row = o + m * cols;
+      for (let c = 0; c < cols; c++) acc[c] += bm * W[row + c];
     }
-    for (let m = 0; m < M; m++) for (let c = 0; c < cols; c++) W[o + m * cols + c] *= w[m];
+    for (let c = 0; c < cols; c++) b[k * cols + c] += acc[c];
+    for (let m = 0; m < M; m++) {
+      const wm = w[m],
+        row = o + m * cols;
+      for (let c = 0; c < cols; c++) W[row + c] *= wm;
+    }
   }
   centerCols(W, n, M, cols);
 }
@@ -124,45 +133,13 @@ function foldValueBias(blk: BlockWeights, cfg: ModelConfig): void {
 }
 
 /**
- * SVD of the product A @ B (A [n, r], B [r, m]) without forming it, the way FactoredMatrix
- * does: thin SVDs of both factors and of the small middle matrix.
+ * Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (TL's
+ * HookedTransformer.refactor_factored_attn_matrices): QK from FactoredMatrix([W_Q; b_Q],
+ * [W_K; b_K]^T).make_even(), OV from FactoredMatrix(W_V, W_O).svd() after folding b_V into b_O.
+ * The SVDs are TL's FactoredMatrix.svd done on the factors (R factors of the [M+1, D] factors and
+ * the SVD of a [D, D] core, balancedFactors), never on the [M, M] products; float64 throughout,
+ * stored back as f32.
  */
-export function factoredSvd(A: Tensor, B: Tensor): { U: Tensor; S: Tensor; V: Tensor } {
-  const a = svd(A),
-    bt = svd(B.T.contiguous()); // B^T = Ub' S V'^T  ->  B = V' S Ub'^T
-  const Ub = bt.V,
-    Vb = bt.U;
-  const mid = a.S.reshape([-1, 1]).contiguous();
-  const C = scaleRowsCols(matmulSmall(scaleRowsCols(a.V.T.contiguous(), mid), Ub), null, bt.S);
-  const c = svd(C);
-  return { U: matmulSmall(a.U, c.U), S: c.S, V: matmulSmall(Vb, c.V) };
-}
-// small dense helpers in f64 (the matrices are at most [M+1, D])
-function matmulSmall(a: Tensor, b: Tensor): Tensor {
-  const [n, k] = a.shape,
-    m = b.shape[1];
-  const x = a.f32(),
-    y = b.f32(),
-    out = new Float32Array(n * m);
-  for (let i = 0; i < n; i++)
-    for (let j = 0; j < m; j++) {
-      let s = 0;
-      for (let t = 0; t < k; t++) s += x[i * k + t] * y[t * m + j];
-      out[i * m + j] = s;
-    }
-  return new Tensor(out, [n, m]);
-}
-/** diag(rowScale) @ x @ diag(colScale). */
-function scaleRowsCols(x: Tensor, rowScale: Tensor | null, colScale?: Tensor): Tensor {
-  const [n, m] = x.shape;
-  const d = Float32Array.from(x.f32());
-  const r = rowScale?.f32(),
-    c = colScale?.f32();
-  for (let i = 0; i < n; i++) for (let j = 0; j < m; j++) d[i * m + j] *= (r ? r[i] : 1) * (c ? c[j] : 1);
-  return new Tensor(d, [n, m]);
-}
-
-/** Re-base each head so W_Q/W_K (with biases) and W_V/W_O are balanced SVD factors (TL's refactor_factored_attn_matrices). */
 function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l: number) => void): void {
   const { d_model: M, n_heads: H, d_head: D } = cfg;
   for (const [l, blk] of W.blocks.entries()) {
@@ -172,30 +149,35 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
       bQ = f32(blk.b_Q),
       bK = f32(blk.b_K);
     for (let h = 0; h < H; h++) {
-      const aug = (Wm: Float32Array, b: Float32Array) => {
+      // [W; b] for head h: [M+1, D], the bias as the row a constant-1 input coordinate reads
+      const aug = (Wm: Float32Array, b: Float32Array): Tensor => {
         const x = new Float32Array((M + 1) * D);
         x.set(Wm.subarray(h * M * D, (h + 1) * M * D));
         x.set(b.subarray(h * D, (h + 1) * D), M * D);
         return new Tensor(x, [M + 1, D]);
       };
-      const { U, S, V } = factoredSvd(aug(WQ, bQ), aug(WK, bK).T);
-      const sq = new Tensor(S.f32().map(Math.sqrt), [D]);
-      const q = scaleRowsCols(U, null, sq).f32(),
-        k = scaleRowsCols(V, null, sq).f32();
-      WQ.set(q.subarray(0, M * D), h * M * D);
-      bQ.set(q.subarray(M * D), h * D);
-      WK.set(k.subarray(0, M * D), h * M * D);
-      bK.set(k.subarray(M * D), h * D);
+      // make_even: W_Q' = U sqrt(S), W_K' = V sqrt(S); the last row is the bias
+      const { U, V } = balancedFactors(aug(WQ, bQ), aug(WK, bK), Math.sqrt, Math.sqrt);
+      WQ.set(U.subarray(0, M * D), h * M * D);
+      bQ.set(U.subarray(M * D), h * D);
+      WK.set(V.subarray(0, M * D), h * M * D);
+      bK.set(V.subarray(M * D), h * D);
     }
     foldValueBias(blk, cfg);
     const WV = f32(blk.W_V),
       WO = f32(blk.W_O);
     for (let h = 0; h < H; h++) {
       const v = new Tensor(WV.slice(h * M * D, (h + 1) * M * D), [M, D]);
-      const o = new Tensor(WO.slice(h * D * M, (h + 1) * D * M), [D, M]);
-      const { U, S, V } = factoredSvd(v, o);
-      WV.set(scaleRowsCols(U, null, S).f32(), h * M * D);
-      WO.set(V.T.contiguous().f32(), h * D * M);
+      const oT = transposed(new Tensor(WO.slice(h * D * M, (h + 1) * D * M), [D, M])); // [M, D]
+      // W_V' = U diag(S) [M, D]; W_O' = V^T [D, M]
+      const { U, V } = balancedFactors(
+        v,
+        oT,
+        (s) => s,
+        () => 1,
+      );
+      WV.set(U, h * M * D);
+      for (let d = 0; d < D; d++) for (let m = 0; m < M; m++) WO[h * D * M + d * M + m] = V[m * D + d];
     }
   }
 }

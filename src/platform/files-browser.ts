@@ -34,7 +34,7 @@ export const readTextFile = (path: string): string => noFs(`reading ${path}`);
 export const fileSource = (path: string): ByteSource & { close(): void } => noFs(`reading ${path}`);
 export const writeFileAtomic = (
   path: string,
-  _data: string | Uint8Array | readonly Uint8Array[],
+  _data: string | Uint8Array | Iterable<Uint8Array>,
   _opts: { createDir?: boolean } = {},
 ): void => noFs(`writing ${path}`);
 export const writeDirAtomic = (dir: string, _fill: (tmp: string) => void): void => noFs(`writing ${dir}`);

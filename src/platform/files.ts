@@ -118,12 +118,12 @@ export function fileSource(path: string): ByteSource & { close(): void } {
 
 /**
  * Write a file through a temp file in the same folder and a rename: never half-written. Data may
- * come in chunks (large files are written without concatenating them first). The folder is
- * created unless `createDir` is false.
+ * come in chunks, from an array or a generator (large files are written without concatenating
+ * them, or without ever holding them whole). The folder is created unless `createDir` is false.
  */
 export function writeFileAtomic(
   path: string,
-  data: string | Uint8Array | readonly Uint8Array[],
+  data: string | Uint8Array | Iterable<Uint8Array>,
   opts: { createDir?: boolean } = {},
 ): void {
   const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;

@@ -316,8 +316,17 @@ const toTensor = (m: Mat64): Tensor => new Tensor(Float32Array.from(m.data), [m.
 
 /** SVD of a @ b for 2-D a [l, m], b [m, r] from QRs of the factors and the SVD of the small core. */
 function svdOfProduct(a: Tensor, b: Tensor): [Tensor, Tensor, Tensor] {
-  const A = toMat64(a),
-    B = toMat64(b);
+  const { U, S, V } = svdOfProduct64(toMat64(a), toMat64(b));
+  return [toTensor(U), new Tensor(Float32Array.from(S), [S.length]), toTensor(V)];
+}
+
+/**
+ * Thin SVD of the product A B (A [l, m], B [m, r]) in float64 without forming it (TL's
+ * FactoredMatrix.svd, with QRs standing in for the factors' SVDs): A = Qa Ra when A is tall,
+ * B = Rb Qb^T when B is wide, the core Ra Rb = Uc S Vc^T ([m, m] at most), so
+ * AB = (Qa Uc) S (Qb Vc)^T. U [l, k], S [k] descending, V [r, k], k = min(l, m, r).
+ */
+export function svdOfProduct64(A: Mat64, B: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
   const l = A.rows,
     m = A.cols,
     r = B.cols;
@@ -332,9 +341,7 @@ function svdOfProduct(a: Tensor, b: Tensor): [Tensor, Tensor, Tensor] {
     Rb = transpose64(f.R);
   }
   const core = svd64(matmul64(Ra, Rb)); // [min(l, m), min(m, r)]
-  const U = Qa ? matmul64(Qa, core.U) : core.U,
-    V = Qb ? matmul64(Qb, core.V) : core.V;
-  return [toTensor(U), new Tensor(Float32Array.from(core.S), [core.S.length]), toTensor(V)];
+  return { U: Qa ? matmul64(Qa, core.U) : core.U, S: core.S, V: Qb ? matmul64(Qb, core.V) : core.V };
 }
 
 const sameShape = (a: Shape, b: Shape) => a.length === b.length && a.every((d, i) => d === b[i]);

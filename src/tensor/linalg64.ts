@@ -100,30 +100,30 @@ export function qr64(a: Mat64): { Q: Mat64; R: Mat64 } {
  * k = min(rows, cols). Wide matrices go through their transpose, tall ones through a QR first,
  * then a one-sided (Hestenes) Jacobi SVD of the square part, which gives orthonormal singular
  * vectors to working precision; columns of U for numerically zero singular values (below
- * max(rows, cols) * eps * S[0]) are completed to an orthonormal set.
+ * max(rows, cols) * eps * S[0]) are completed to an orthonormal set. `tol`: a column pair counts as
+ * orthogonal once |cos| <= tol (1e-15: working precision; callers storing f32 may pass more).
  */
-export function svd64(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
+export function svd64(a: Mat64, tol = 1e-15): { U: Mat64; S: Float64Array; V: Mat64 } {
   if (a.rows < a.cols) {
-    const t = svd64(transpose64(a));
+    const t = svd64(transpose64(a), tol);
     return { U: t.V, S: t.S, V: t.U };
   }
   if (a.cols === 0) return { U: mat64(a.rows, 0), S: new Float64Array(0), V: mat64(0, 0) };
   if (a.rows > a.cols) {
     const { Q, R } = qr64(a);
-    const r = jacobi(R);
+    const r = jacobi(R, tol);
     return { U: matmul64(Q, r.U), S: r.S, V: r.V };
   }
-  return jacobi(a);
+  return jacobi(a, tol);
 }
 
 /** One-sided Jacobi SVD of a square (or tall) matrix, rows >= cols. */
-function jacobi(a: Mat64): { U: Mat64; S: Float64Array; V: Mat64 } {
+function jacobi(a: Mat64, eps: number): { U: Mat64; S: Float64Array; V: Mat64 } {
   const m = a.rows,
     n = a.cols;
   const w = transpose64(a).data; // column-major: column j at w[j*m ..]
   const v = new Float64Array(n * n); // column-major
   for (let j = 0; j < n; j++) v[j * n + j] = 1;
-  const eps = 1e-15;
   for (let sweep = 0; sweep < 80; sweep++) {
     let rotated = false;
     for (let p = 0; p < n - 1; p++) {

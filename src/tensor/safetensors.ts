@@ -225,36 +225,54 @@ export interface StTensorOut {
   data: Float32Array | Float64Array | Uint16Array;
 }
 
-/** Serialise tensors to the safetensors byte layout (header padded so the data is 8-aligned). */
-export function serializeSafetensors(
-  tensors: Record<string, StTensorOut>,
+/**
+ * The 8-byte length and JSON header for tensors laid out back to back in the given order (the
+ * header padded so the data is 8-aligned): what a streaming writer puts before the data.
+ */
+export function safetensorsHeader(
+  tensors: readonly { name: string; dtype: StDType; shape: readonly number[] }[],
   metadata?: Record<string, string>,
-): Uint8Array[] {
+): Uint8Array {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let off = 0;
-  const names = Object.keys(tensors);
-  for (const name of names) {
-    const t = tensors[name];
-    const bytes = t.data.byteLength;
-    const want = t.shape.reduce((a, b) => a * b, 1) * DSIZE[t.dtype];
-    if (bytes !== want)
-      throw new TypelensError(
-        `tensor "${name}": ${bytes} bytes do not match ${t.dtype}[${t.shape.join(', ')}]`,
-        'ESHAPE',
-      );
-    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
+  for (const t of tensors) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * DSIZE[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
     off += bytes;
   }
   const enc = new TextEncoder();
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + enc.encode(json).length) % 8)) % 8);
   const hbuf = enc.encode(json);
-  const len = new Uint8Array(8);
-  new DataView(len.buffer).setBigUint64(0, BigInt(hbuf.length), true);
+  const out = new Uint8Array(8 + hbuf.length);
+  new DataView(out.buffer).setBigUint64(0, BigInt(hbuf.length), true);
+  out.set(hbuf, 8);
+  return out;
+}
+
+/** Serialise tensors to the safetensors byte layout (header padded so the data is 8-aligned). */
+export function serializeSafetensors(
+  tensors: Record<string, StTensorOut>,
+  metadata?: Record<string, string>,
+): Uint8Array[] {
+  const names = Object.keys(tensors);
+  for (const name of names) {
+    const t = tensors[name];
+    const want = t.shape.reduce((a, b) => a * b, 1) * DSIZE[t.dtype];
+    if (t.data.byteLength !== want)
+      throw new TypelensError(
+        `tensor "${name}": ${t.data.byteLength} bytes do not match ${t.dtype}[${t.shape.join(', ')}]`,
+        'ESHAPE',
+      );
+  }
+  const header = safetensorsHeader(
+    names.map((name) => ({ name, dtype: tensors[name].dtype, shape: tensors[name].shape })),
+    metadata,
+  );
   return [
-    len,
-    hbuf,
+    header.subarray(0, 8),
+    header.subarray(8),
     ...names.map((n) => {
       const d = tensors[n].data;
       return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);

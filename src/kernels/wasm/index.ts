@@ -172,17 +172,10 @@ export class WasmBackend implements Backend {
       dtype === 'f32'
         ? new Float32Array(this.memory.buffer, ptr, bytes / 4)
         : new Uint16Array(this.memory.buffer, ptr, bytes / 2);
-    // [K, N] row-major -> [N/8 panels][K][8], zero padded on the right.
-    for (let p = 0; p < npanels; p++) {
-      const c0 = p * NR,
-        w = Math.min(NR, N - c0);
-      let d = p * K * NR;
-      for (let k = 0; k < K; k++, d += NR) {
-        const s = k * N + c0;
-        for (let j = 0; j < w; j++) dst[d + j] = data[s + j];
-        for (let j = w; j < NR; j++) dst[d + j] = 0;
-      }
-    }
+    // [K, N] row-major -> [N/8 panels][K][8], zero padded on the right (memory starts zeroed only
+    // once: freed blocks are reused). One loop per element type keeps each monomorphic.
+    if (dst instanceof Float32Array) packPanels32(dst, data as Float32Array, K, N, NR);
+    else packPanels16(dst, data as Uint16Array, K, N, NR);
     return new WasmWeight(this, ptr, bytes, K, N, dtype);
   }
 
@@ -269,4 +262,34 @@ export class WasmBackend implements Backend {
 /** End one intra-op helper thread abruptly, as a crash would (fault injection: src/testing.ts). */
 export async function killIntraOpHelper(be: Backend): Promise<void> {
   if (be instanceof WasmBackend) await be['helpers']?.killOne();
+}
+
+/** [K, N] row-major f32 -> [ceil(N/NR)][K][NR] panels, zero padded. */
+function packPanels32(dst: Float32Array, data: Float32Array, K: number, N: number, NR: number): void {
+  const npanels = Math.ceil(N / NR);
+  for (let p = 0; p < npanels; p++) {
+    const c0 = p * NR,
+      w = Math.min(NR, N - c0);
+    let d = p * K * NR;
+    for (let k = 0; k < K; k++, d += NR) {
+      const s = k * N + c0;
+      for (let j = 0; j < w; j++) dst[d + j] = data[s + j];
+      for (let j = w; j < NR; j++) dst[d + j] = 0;
+    }
+  }
+}
+
+/** The same for half-precision bits. */
+function packPanels16(dst: Uint16Array, data: Uint16Array, K: number, N: number, NR: number): void {
+  const npanels = Math.ceil(N / NR);
+  for (let p = 0; p < npanels; p++) {
+    const c0 = p * NR,
+      w = Math.min(NR, N - c0);
+    let d = p * K * NR;
+    for (let k = 0; k < K; k++, d += NR) {
+      const s = k * N + c0;
+      for (let j = 0; j < w; j++) dst[d + j] = data[s + j];
+      for (let j = w; j < NR; j++) dst[d + j] = 0;
+    }
+  }
 }
