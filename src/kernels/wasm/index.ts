@@ -4,7 +4,9 @@ import { setFlagsFromString } from 'node:v8';
 import { check, TypelensError } from '../../errors.js';
 import { bytesPerElement, DType } from '../../tensor/dtype.js';
 import type { Backend, PackedDesc, PackedWeight, SharedMemory } from '../backend.js';
+import { setFastElementwise, fastElementwise } from '../../tensor/ops.js';
 import { Arena } from './arena.js';
+import { WasmElementwise } from './elementwise.js';
 import type { MatmulFn } from './control.js';
 import { MatmulHelpers } from './threads.js';
 
@@ -114,6 +116,9 @@ export class WasmBackend implements Backend {
     if (opts.scratch) this.fixedScratch = opts.scratch;
     this.name = fma ? 'wasm-simd-fma' : 'wasm-simd';
     const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
+    // every thread with a WASM backend (worker replicas too) computes softmax and gelu_new with
+    // the SIMD kernels, so that all of them give the same numbers
+    if (!fastElementwise() && WasmElementwise.supports(mod)) setFastElementwise(new WasmElementwise(mod));
     this.kernel = inst.exports.matmul as MatmulFn;
     this.biasRows = inst.exports.bias_rows as (c: number, ld: number, M: number, N: number, bias: number) => void;
     this.mr = (inst.exports.mr as () => number)();
@@ -237,7 +242,8 @@ export class WasmBackend implements Backend {
         addRows(y, biases[i], x.N);
         return y;
       });
-    if (M === 0 || K === 0 || w.some((x) => x.K !== K || x.N === 0 || biases[ws.indexOf(x)].length < x.N)) return plain();
+    if (M === 0 || K === 0 || w.some((x) => x.K !== K || x.N === 0 || biases[ws.indexOf(x)].length < x.N))
+      return plain();
     if (this.fixedScratch && aBytes + cBytes + tBytes > this.fixedScratch.bytes) return plain();
     check(a.length >= M * K, `linears: A has ${a.length} elements, needs ${M}x${K}`);
     const base = this.scratchFor(aBytes + cBytes + tBytes);

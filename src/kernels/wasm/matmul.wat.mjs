@@ -10,7 +10,7 @@
 // 15 XMM registers V8 gives us on x64; 6x8 spills without FMA. K is blocked at KC so that one
 // B panel block (KC*8*4 = 16 KiB) stays in L1 while every row block streams past it.
 
-import { biasRowsWat } from './elementwise.wat.mjs';
+import { elementwiseWat } from './elementwise.wat.mjs';
 
 export const NR = 8;
 export const KC = 512;
@@ -196,7 +196,7 @@ export function matmulWat({ fma, MR }) {
       (local.set $kb (i32.add (local.get $kb) (i32.const ${KC})))
       (br $kloop))))
 
-${biasRowsWat}
+${elementwiseWat}
 
   (func $widen_bf16_or_f16 (param $kind i32) (param $src i32) (param $dst i32) (param $n i32)
     (if (i32.eq (local.get $kind) (i32.const 1))
