@@ -179,3 +179,39 @@ t.test('cache entries kept without a copy own their values: editing one leaves t
   );
   m.dispose();
 });
+
+t.test('large A laid out by the WASM pack_a = row chunks laid out in JS, bit for bit', async (t) => {
+  const SAME = 'a large-M matmul (pack_a in WASM) equals its row chunks (JS layout) bit for bit';
+  const inv = invariants(t, [SAME]);
+  await inv.run(() =>
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 200, max: 333 }),
+        fc.integer({ min: 330, max: 400 }),
+        fc.integer({ min: 1, max: 19 }),
+        fc.nat(),
+        (M, K, N, seed) => {
+          const rnd = (i: number) => Math.fround(Math.sin(seed + i * 78.233) * 3);
+          const a = Float32Array.from({ length: M * K }, (_, i) => rnd(i));
+          const w = be.pack(
+            Float32Array.from({ length: K * N }, (_, i) => rnd(5 * i + 1)),
+            K,
+            N,
+            'f32',
+          );
+          const whole = be.matmul(a, M, w);
+          const rows = 7; // 7 * K < 2^16: the JS layout
+          let ok = true;
+          for (let r = 0; r < M && ok; r += rows) {
+            const m = Math.min(rows, M - r),
+              part = be.matmul(a.subarray(r * K, (r + m) * K), m, w);
+            ok = part.every((v, i) => Object.is(v, whole[r * N + i]));
+          }
+          w.release();
+          inv.check(SAME, ok, () => `M ${M} K ${K} N ${N}`);
+        },
+      ),
+      { numRuns: 8 },
+    ),
+  );
+});

@@ -62,6 +62,7 @@ export class WasmBackend implements Backend {
   readonly fma: boolean;
   private readonly kernel: MatmulFn;
   private readonly biasRows: (c: number, ld: number, M: number, N: number, bias: number) => void;
+  private readonly packAKernel?: (src: number, dst: number, M: number, K: number) => void;
   /** Rows per micro-kernel block (5 without FMA, 6 with: FMA frees the temporary register). */
   readonly mr: number;
   private scratch = { ptr: 0, bytes: 0 };
@@ -121,6 +122,7 @@ export class WasmBackend implements Backend {
     if (!fastElementwise() && WasmElementwise.supports(mod)) setFastElementwise(new WasmElementwise(mod));
     this.kernel = inst.exports.matmul as MatmulFn;
     this.biasRows = inst.exports.bias_rows as (c: number, ld: number, M: number, N: number, bias: number) => void;
+    this.packAKernel = inst.exports.pack_a as ((src: number, dst: number, M: number, K: number) => void) | undefined;
     this.mr = (inst.exports.mr as () => number)();
     this.nr = (inst.exports.nr as () => number)();
     this.kc = (inst.exports.kc as () => number)();
@@ -262,8 +264,21 @@ export class WasmBackend implements Backend {
     });
   }
 
-  /** A [M, K] -> row blocks [M/MR][K][MR] at aPtr, zero rows past M. */
+  /**
+   * A [M, K] -> row blocks [M/MR][K][MR] at aPtr, zero rows past M. Large A (long prompts) is
+   * copied into scratch and laid out by the kernel module's pack_a; small A by a JS loop.
+   */
   private packA(a: Float32Array, M: number, K: number, aPtr: number): void {
+    if (this.packAKernel && M * K >= 1 << 16 && !this.fixedScratch) {
+      const raw = this.arena.alloc(M * K * 4);
+      try {
+        new Float32Array(this.memory.buffer, raw, M * K).set(a.subarray(0, M * K));
+        this.packAKernel(raw, aPtr, M, K);
+      } finally {
+        this.arena.release(raw);
+      }
+      return;
+    }
     const MR = this.mr,
       nrb = Math.ceil(M / MR),
       mem = this.f32view();

@@ -198,6 +198,34 @@ export function matmulWat({ fma, MR }) {
 
 ${elementwiseWat}
 
+  ;; A [M, K] row-major at src -> row blocks [M/MR][K][MR] at dst, zero rows past M (the layout
+  ;; the kernel reads; a plain copy of each value).
+  (func (export "pack_a") (param $src i32) (param $dst i32) (param $M i32) (param $K i32)
+    (local $r0 i32) (local $rows i32) (local $r i32) (local $k i32) (local $s i32) (local $rowb i32)
+    (local.set $rowb (i32.shl (local.get $K) (i32.const 2)))
+    (block $done (loop $blocks
+      (br_if $done (i32.ge_u (local.get $r0) (local.get $M)))
+      (local.set $rows (i32.sub (local.get $M) (local.get $r0)))
+      (if (i32.gt_u (local.get $rows) (i32.const ${MR})) (then (local.set $rows (i32.const ${MR}))))
+      (if (i32.lt_u (local.get $rows) (i32.const ${MR}))
+        (then (memory.fill (local.get $dst) (i32.const 0) (i32.mul (local.get $K) (i32.const ${MR * 4})))))
+      (local.set $r (i32.const 0))
+      (block $rd (loop $rl
+        (br_if $rd (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $s (i32.add (local.get $src) (i32.mul (i32.add (local.get $r0) (local.get $r)) (local.get $rowb))))
+        (local.set $k (i32.const 0))
+        (block $kd (loop $kl
+          (br_if $kd (i32.ge_u (local.get $k) (local.get $K)))
+          (f32.store (i32.add (local.get $dst) (i32.shl (i32.add (i32.mul (local.get $k) (i32.const ${MR})) (local.get $r)) (i32.const 2)))
+            (f32.load (i32.add (local.get $s) (i32.shl (local.get $k) (i32.const 2)))))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $kl)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rl)))
+      (local.set $dst (i32.add (local.get $dst) (i32.mul (local.get $K) (i32.const ${MR * 4}))))
+      (local.set $r0 (i32.add (local.get $r0) (i32.const ${MR})))
+      (br $blocks))))
+
   (func $widen_bf16_or_f16 (param $kind i32) (param $src i32) (param $dst i32) (param $n i32)
     (if (i32.eq (local.get $kind) (i32.const 1))
       (then (call $widen_bf16 (local.get $src) (local.get $dst) (local.get $n)))
