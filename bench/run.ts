@@ -99,14 +99,82 @@ function benchMatmul(): void {
 
 const PROMPT15 = [50256, 3260, 1757, 290, 5335, 1816, 284, 262, 3650, 11, 1757, 2921, 257, 9294, 286];
 
-/** One dtype in its own process so that peak RSS is that configuration's alone. */
-function forwardOne(dir: string, dtype: DType, batch: number): void {
-  wasmBackend()!.setThreads(1); // this table is single-threaded; `parallel` has the threaded one
+/** Median wall time of n runs (for runs too long for the benchmark package's sampling). */
+function medianMs(fn: () => void, n: number): number {
+  const ts: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    fn();
+    ts.push(performance.now() - t0);
+  }
+  return ts.sort((a, b) => a - b)[n >> 1];
+}
+
+/** A prompt of n tokens: the 15-token one repeated (1,024 tokens for the long-context rows). */
+const promptOf = (n: number) => Array.from({ length: n }, (_, i) => PROMPT15[i % 15]);
+
+/** One configuration in its own process so that peak RSS is its own (1 thread, 15 tokens, full cache unless given). */
+async function forwardOne(dir: string, dtype: DType, batch: number, threads = 1, P = 15, cache = 'all'): Promise<void> {
+  const be = wasmBackend()!;
+  be.setThreads(threads);
+  await be.whenReady();
   const model = HookedTransformer.fromDir(dir, { ...NO_PROCESSING, dtype });
-  const tokens = Array.from({ length: batch }, () => PROMPT15);
-  model.runWithCache(tokens);
-  const ms = time(`forward ${dtype}`, () => model.runWithCache(tokens), 3);
+  const tokens = Array.from({ length: batch }, () => promptOf(P));
+  const run = cache === 'all' ? () => model.runWithCache(tokens) : () => model.forward(tokens);
+  // a 1,024-token forward takes seconds (minutes on a loaded machine): one timed run, no warm-up
+  // (the kernels are compiled at load and the JS warms up within the first block)
+  if (P <= 100) run();
+  const ms = P > 100 ? medianMs(run, 1) : time(`forward ${dtype}`, run, 3);
   console.log(JSON.stringify({ dtype, batch, median_ms: ms, peak_rss_mb: process.resourceUsage().maxRSS / 1024 }));
+}
+
+/**
+ * Issue 16's rows: at 2 threads against numpy with OPENBLAS_NUM_THREADS=2, 15 tokens (full cache,
+ * logits only, batch 8 logits only) and 1,024 tokens (full cache and logits only). numpy always
+ * keeps every activation (its reference forward), so it is the same baseline for both cache modes.
+ */
+function forwardThreaded(dir: string): Record<string, unknown>[] {
+  const rows: Record<string, unknown>[] = [];
+  const configs: [number, number, string][] = [
+    [1, 15, 'all'],
+    [1, 15, 'none'],
+    [8, 15, 'none'],
+    [1, 1024, 'all'],
+    [1, 1024, 'none'],
+  ];
+  const np = new Map<string, number | null>();
+  for (const [batch, P, cache] of configs) {
+    const key = `${batch}x${P}`;
+    if (!np.has(key)) {
+      const toks = Array.from({ length: batch }, () => promptOf(P).join(',')).join(';');
+      const r = python([join(benchDir, 'numpy_forward.py'), dir, toks, P > 100 ? '1' : '7'], 2) as {
+        median_ms: number;
+      } | null;
+      np.set(key, r?.median_ms ?? null);
+    }
+    const r = spawnSync(
+      process.execPath,
+      [fileURLToPath(import.meta.url), 'forward-one', dir, 'f32', String(batch), '2', String(P), cache],
+      { encoding: 'utf8' },
+    );
+    if (r.status !== 0) throw new Error(r.stderr);
+    const res = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    const base = np.get(key) ?? null;
+    const row = {
+      ...res,
+      tokens: P,
+      cache,
+      threads: 2,
+      numpy_median_ms: base,
+      ratio: base ? +(res.median_ms / base).toFixed(3) : null,
+      load_avg_1m: +loadavg()[0].toFixed(2),
+    };
+    rows.push(row);
+    console.log(
+      `batch ${batch} x ${P} tokens, cache ${cache}, 2 threads: typelens ${res.median_ms.toFixed(1)} ms, numpy ${base?.toFixed(1) ?? 'n/a'} ms, ratio ${row.ratio ?? 'n/a'}`,
+    );
+  }
+  return rows;
 }
 
 function benchForward(): void {
@@ -141,6 +209,7 @@ function benchForward(): void {
       );
     }
   }
+  rows.push(...forwardThreaded(dir));
   writeJson('forward.json', rows);
 }
 
@@ -477,7 +546,8 @@ function writeJson(name: string, data: unknown): void {
 }
 
 const [what = 'all', ...rest] = process.argv.slice(2);
-if (what === 'forward-one') forwardOne(rest[0], rest[1] as DType, Number(rest[2]));
+if (what === 'forward-one')
+  await forwardOne(rest[0], rest[1] as DType, Number(rest[2]), Number(rest[3] ?? 1), Number(rest[4] ?? 15), rest[5]);
 else if (what === 'load-one') loadOne(rest[0], rest[1] as DType, rest[2] as 'none', rest[3] === '1');
 else if (what === 'load') {
   const i = rest.indexOf('--presets');

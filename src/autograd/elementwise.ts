@@ -140,16 +140,16 @@ const GELU_C = Math.sqrt(2 / Math.PI);
 export function geluNew(x: Tensor): Tensor {
   const tape = tapeFor(x);
   if (!tape) return T.geluNew(x);
+  // the values from the tensor core (its fast kernel when registered), so that a recorded forward
+  // gives the plain forward's numbers; the derivative in the same pass over x
+  const out = T.geluNew(x);
   const src = x.f32(),
-    y = new Float32Array(src.length),
     dy = new Float32Array(src.length);
   for (let i = 0; i < src.length; i++) {
     const v = src[i],
       t = Math.tanh(GELU_C * (v + 0.044715 * v * v * v));
-    y[i] = 0.5 * v * (1 + t);
     dy[i] = 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * v * v);
   }
-  const out = new Tensor(y, x.shape);
   return tape.record(out, (g, acc) => {
     for (let i = 0; i < g.length; i++) dy[i] *= g[i];
     acc(x, dy);

@@ -6,6 +6,17 @@ export type HookFn = (activation: Tensor, hook: HookPoint) => Tensor | void | un
 /** An exact hook name, or a predicate over all hook names. */
 export type NameFilter = string | ((name: string) => boolean);
 
+/**
+ * Marks a hook that only reads its activation (never edits it, never returns a replacement): the
+ * cache's capture hooks. With only such hooks on a point, the forward may compute a value once for
+ * several firings (ln1, see LayerOps.layerNormOnce). Internal: user hooks are never marked.
+ */
+const OBSERVER = Symbol('typelens.observer');
+export function markObserver(fn: HookFn): HookFn {
+  (fn as HookFn & { [OBSERVER]?: true })[OBSERVER] = true;
+  return fn;
+}
+
 export interface HookHandle {
   fn: HookFn;
   level: number | null;
@@ -31,6 +42,11 @@ export class HookPoint {
     readonly name: string,
     readonly fires = true,
   ) {}
+
+  /** Whether every forward hook here only observes (true when none is attached). */
+  observedOnly(): boolean {
+    return this.hooks.every((h) => (h.fn as HookFn & { [OBSERVER]?: true })[OBSERVER] === true);
+  }
 
   /** The layer index from the name's second field (`blocks.9.attn.hook_pattern` -> 9). */
   layer(): number {

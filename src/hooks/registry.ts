@@ -2,7 +2,7 @@ import { currentTape, hookGrad, withGrad } from '../autograd/tape.js';
 import { TypelensError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
 import { bytesPerElement, encode, type DType } from '../tensor/dtype.js';
-import { HookDir, HookFn, HookPoint, NameFilter } from './hookpoint.js';
+import { HookDir, HookFn, HookPoint, markObserver, NameFilter } from './hookpoint.js';
 import { activationElements, hookPointTable, ModelDims, posAxis, type HookPointSpec } from './points.js';
 import { Slice, SliceInput } from './slice.js';
 
@@ -115,6 +115,11 @@ export abstract class HookedRootModule<In, Opts extends object> {
       for (const { tp, i } of taps) tp.onGrad(name, i, out);
       return out === g ? undefined : out;
     });
+  }
+
+  /** @internal Whether the hooks on `name` (if it is a point) only observe: none, or the cache's capture hooks. */
+  observesOnly(name: string): boolean {
+    return this.hookDict.get(name)?.observedOnly() ?? true;
   }
 
   /** @internal Run `body` with `tap` listening to the gradients of the forwards it records. */
@@ -291,11 +296,25 @@ export abstract class HookedRootModule<In, Opts extends object> {
       if (opts.removeBatchDim) t = t.index(0, 0);
       return copy(t);
     };
+    // Copy-on-hook: with no other forward hook anywhere, nothing but the forward touches an
+    // activation, and the forward never writes into one it has fired, so the live tensor can be
+    // kept as it is. The one exception is aliasing between points (TL: resid_post of block l *is*
+    // resid_pre of block l + 1): a tensor already kept under another name is copied, so that every
+    // cache entry owns its storage as the copying path gives. Hooks that may edit in place, slices
+    // (a view would pin the whole activation), half-precision, shared and gradient caches copy.
+    const live = dtype === 'f32' && !opts.shared && !slice && !opts.removeBatchDim && !opts.inclBwd && !this.hasHooks();
+    const keptAs = new Map<Tensor, string>();
+    const keepLive = (name: string, act: Tensor): Tensor => {
+      const other = keptAs.get(act);
+      if ((other !== undefined && other !== name) || act.contiguous() !== act) return act.clone();
+      keptAs.set(act, name);
+      return act;
+    };
     const hooks: FwdHook[] = names.map((name) => [
       name,
-      (act: Tensor) => {
-        store.set(name, keep(name, act));
-      },
+      markObserver((act: Tensor) => {
+        store.set(name, live ? keepLive(name, act) : keep(name, act));
+      }),
     ]);
     if (!opts.inclBwd) return { logits: this.runWithHooks(input, { ...opts, fwdHooks: hooks }), store };
 

@@ -52,6 +52,11 @@ export interface Backend {
   /** Capability: memory that worker threads share (model replicas). */
   readonly sharedMemory?: SharedMemory;
   /**
+   * Capability: x @ w_i + bias_i for several weights on one input [M, K] (A laid out once), each
+   * result [M, N_i] the same numbers as matmul followed by a row-wise f32 bias add.
+   */
+  linears?(a: Float32Array, M: number, ws: PackedWeight[], biases: Float32Array[]): Float32Array[];
+  /**
    * Capability: the layer operations on device-resident buffers, for a forward that no hook or
    * cache observes; undefined when the device cannot run this model (e.g. its activation).
    */

@@ -16,8 +16,20 @@ export interface LayerOps<X> {
   hook(name: string, x: X): X;
   /** TL's LayerNorm/LNPre at `prefix` (ln1, ln2, ln_final): hook_scale, then hook_normalized. */
   layerNorm(prefix: string, x: X, params?: LnParams): X;
+  /**
+   * TL's LayerNorm at `prefix` computed once for `firings` consumers (ln1 feeds q, k and v), its
+   * hook points fired `firings` times in TL's order on the one value. Null when a hook there may
+   * edit or replace the value: the caller then runs layerNorm once per consumer, as TL does.
+   * Optional (absent = always null).
+   */
+  layerNormOnce?(prefix: string, x: X, params: LnParams | undefined, firings: number): X | null;
   /** x @ w + bias, reshaped to `shape`, at hook `name`. */
   linear(name: string, x: X, w: PackedWeight, bias: Tensor, shape: number[]): X;
+  /**
+   * Several linears on one input (q, k, v from one ln1 output) in one pass; output i is
+   * linear(names[i], x, ws[i], biases[i], shape) and its hook fires in order. Optional.
+   */
+  linears?(names: string[], x: X, ws: PackedWeight[], biases: Tensor[], shape: number[]): X[];
   /**
    * Causal attention at `prefix` (blocks.l.attn): q, k, v [B, P, H, D] -> z [B, P, H, D].
    * `opts` (host only; the model never passes it to a device path): the score divisor, a key

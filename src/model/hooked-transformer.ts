@@ -122,6 +122,7 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
       cfg,
       backend: this.backend,
       fire: (n, t) => this.fire(n, t),
+      observesOnly: (n) => this.observesOnly(n),
       attnMatmulMinPos: this.attnMatmulMinPos,
     });
     this.setupHooks(cfg.n_layers);

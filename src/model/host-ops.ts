@@ -1,7 +1,7 @@
 // The layer operations on host tensors, firing TL's hook points (see kernels/layer-ops.ts).
 import type { Backend, LayerOps, PackedWeight } from '../kernels/index.js';
 import type { AttnOptions, LnParams } from '../kernels/layer-ops.js';
-import { add, centreAndScale, divideRows, geluNew, map, mul, softmax, Tensor } from '../tensor/index.js';
+import { add, centreAndScale, geluNew, map, softmax, Tensor } from '../tensor/index.js';
 import { erf } from '../util/math.js';
 import { attnMix, attnScores } from './attention.js';
 import type { ModelConfig } from './config.js';
@@ -11,17 +11,49 @@ export interface HostContext {
   backend: Backend;
   /** Run a hook point's hooks on a value (identity when none is attached or the name is no point). */
   fire(name: string, t: Tensor): Tensor;
+  /** Whether the hooks on a point only observe (none, or the cache's capture hooks); absent = never. */
+  observesOnly?(name: string): boolean;
   /** From this many positions on, attention's per-head products use the backend's matmul. */
   attnMatmulMinPos: number;
 }
 
+/**
+ * centred [rows, d] / scale[row], then * w + b when given: one pass with the rounding of the
+ * separate ops (divide, multiply, add, each rounded to f32), so the same numbers as
+ * divideRows + mul + add without materializing w and b broadcast over the rows.
+ */
+export function lnFinish(centred: Float32Array, scale: Float32Array, d: number, params?: LnParams): Float32Array {
+  if (!params) {
+    for (let r = 0; r < scale.length; r++) {
+      const s = scale[r],
+        o = r * d;
+      for (let i = 0; i < d; i++) centred[o + i] /= s;
+    }
+    return centred;
+  }
+  const w = params.w.contiguous().f32(),
+    b = params.b.contiguous().f32();
+  for (let r = 0; r < scale.length; r++) {
+    const s = scale[r],
+      o = r * d;
+    for (let i = 0; i < d; i++) centred[o + i] = Math.fround(Math.fround(centred[o + i] / s) * w[i]) + b[i];
+  }
+  return centred;
+}
+
 export function hostOps(ctx: HostContext): LayerOps<Tensor> {
   const { cfg, backend, fire } = ctx;
-  const linear = (x: Tensor, w: PackedWeight, bias: Tensor, shape: number[]): Tensor => {
-    const y = backend.matmul(x.f32(), x.size / w.K, w);
-    const b = bias.f32(),
-      N = w.N;
+  /** [rows, N] += bias[N] per row (one f32 add per element). */
+  const addBias = (y: Float32Array, b: Float32Array, N: number) => {
     for (let o = 0; o < y.length; o += N) for (let j = 0; j < N; j++) y[o + j] += b[j];
+  };
+  const linear = (x: Tensor, w: PackedWeight, bias: Tensor, shape: number[]): Tensor => {
+    const a = x.f32(),
+      M = x.size / w.K,
+      b = bias.contiguous().f32();
+    if (backend.linears) return new Tensor(backend.linears(a, M, [w], [b])[0], shape);
+    const y = backend.matmul(a, M, w);
+    addBias(y, b, w.N);
     return new Tensor(y, shape);
   };
   const act = (x: Tensor): Tensor => {
@@ -34,21 +66,45 @@ export function hostOps(ctx: HostContext): LayerOps<Tensor> {
         return map(x, (v) => 0.5 * v * (1 + erf(v / Math.SQRT2)));
     }
   };
+  /** TL's hook order: centre, hook_scale, divide, (w, b), hook_normalized; `firings` times on one value. */
+  const layerNorm = (prefix: string, x: Tensor, params: LnParams | undefined, firings: number): Tensor => {
+    const { centred, scale } = centreAndScale(x, cfg.eps);
+    const s = fire(`${prefix}.hook_scale`, scale);
+    // TL's LayerNorm applies w and b *inside* hook_normalized (the reference fixtures agree);
+    // with LNPre there are no parameters, so the two readings coincide for processed models.
+    const out = fire(
+      `${prefix}.hook_normalized`,
+      new Tensor(lnFinish(centred, s.contiguous().f32(), x.shape[x.ndim - 1], params), x.shape),
+    );
+    for (let i = 1; i < firings; i++) {
+      fire(`${prefix}.hook_scale`, s);
+      fire(`${prefix}.hook_normalized`, out);
+    }
+    return out;
+  };
   return {
     fromHost: (t) => t,
     toHost: (t) => t,
     hook: fire,
-    /** TL's hook order: centre, hook_scale, divide, (w, b), hook_normalized. */
-    layerNorm(prefix, x, params?: LnParams) {
-      const { centred, scale } = centreAndScale(x, cfg.eps);
-      divideRows(centred, fire(`${prefix}.hook_scale`, scale).f32(), x.shape[x.ndim - 1]);
-      // TL's LayerNorm applies w and b *inside* hook_normalized (the reference fixtures agree);
-      // with LNPre there are no parameters, so the two readings coincide for processed models.
-      let out = new Tensor(centred, x.shape);
-      if (params) out = add(mul(out, params.w), params.b);
-      return fire(`${prefix}.hook_normalized`, out);
+    layerNorm: (prefix, x, params?: LnParams) => layerNorm(prefix, x, params, 1),
+    layerNormOnce(prefix, x, params, firings) {
+      // observers (the cache) see each firing's value, and one value serves them all; a hook that
+      // may edit or replace needs TL's separate computations
+      const only = ctx.observesOnly;
+      if (!only || !only(`${prefix}.hook_scale`) || !only(`${prefix}.hook_normalized`)) return null;
+      return layerNorm(prefix, x, params, firings);
     },
     linear: (name, x, w, bias, shape) => fire(name, linear(x, w, bias, shape)),
+    linears(names, x, ws, biases, shape) {
+      if (!backend.linears) return names.map((n, i) => fire(n, linear(x, ws[i], biases[i], shape)));
+      const ys = backend.linears(
+        x.f32(),
+        x.size / ws[0].K,
+        ws,
+        biases.map((b) => b.contiguous().f32()),
+      );
+      return ys.map((y, i) => fire(names[i], new Tensor(y, shape)));
+    },
     attention(prefix, q, k, v, o: AttnOptions = {}) {
       // with a KV cache, hook_k/hook_v saw only the new positions; attention reads past + new (TL's
       // AbstractAttention.forward: past_kv_cache_entry.append(k, v) after the hooks)

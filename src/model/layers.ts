@@ -100,6 +100,36 @@ function headResults(z: Tensor, WO: Tensor): Tensor {
 const repeatHeads = (x: Tensor, H: number): Tensor =>
   x.unsqueeze(2).expand([x.shape[0], x.shape[1], H, x.shape[2]]).clone();
 
+/**
+ * resid_pre [B, P, M] -> q, k, v [B, P, H, D]. TL's TransformerBlock runs ln1 once per q/k/v input
+ * (its hooks fire three times); when those hooks only observe, one ln1 serves all three (fired
+ * three times on the one value) and the three products run as one pass over it.
+ */
+function qkv<X>(
+  ops: LayerOps<X>,
+  pre: string,
+  residPre: X,
+  ln: LnParams | undefined,
+  blk: BlockWeights,
+  pk: PackedBlock,
+  shape: number[],
+): [X, X, X] {
+  const names = [pre + 'attn.hook_q', pre + 'attn.hook_k', pre + 'attn.hook_v'];
+  const x = ops.layerNormOnce?.(pre + 'ln1', residPre, ln, 3);
+  if (x != null && ops.linears) {
+    const [q, k, v] = ops.linears(names, x, [pk.WQ, pk.WK, pk.WV], [blk.b_Q, blk.b_K, blk.b_V], shape);
+    return [q, k, v];
+  }
+  const xq = x ?? ops.layerNorm(pre + 'ln1', residPre, ln);
+  const xk = x ?? ops.layerNorm(pre + 'ln1', residPre, ln);
+  const xv = x ?? ops.layerNorm(pre + 'ln1', residPre, ln);
+  return [
+    ops.linear(names[0], xq, pk.WQ, blk.b_Q, shape),
+    ops.linear(names[1], xk, pk.WK, blk.b_K, shape),
+    ops.linear(names[2], xv, pk.WV, blk.b_V, shape),
+  ];
+}
+
 /** resid_pre [B, P, M] -> attn_out [B, P, M]: ln1, q/k/v [B, P, H, D], causal attention, W_O. */
 export function attention<X>(
   ops: LayerOps<X>,
@@ -130,13 +160,7 @@ export function attention<X>(
       flags,
     ) as unknown as X;
   }
-  // ln1 runs once per q/k/v input, as in TL (its hooks fire three times)
-  const xq = ops.layerNorm(pre + 'ln1', residPre, ln);
-  const xk = ops.layerNorm(pre + 'ln1', residPre, ln);
-  const xv = ops.layerNorm(pre + 'ln1', residPre, ln);
-  const q = ops.linear(pre + 'attn.hook_q', xq, pk.WQ, blk.b_Q, [B, P, H, D]);
-  const k = ops.linear(pre + 'attn.hook_k', xk, pk.WK, blk.b_K, [B, P, H, D]);
-  const v = ops.linear(pre + 'attn.hook_v', xv, pk.WV, blk.b_V, [B, P, H, D]);
+  const [q, k, v] = qkv(ops, pre, residPre, ln, blk, pk, [B, P, H, D]);
   const z = attnOpts ? ops.attention(pre + 'attn', q, k, v, attnOpts) : ops.attention(pre + 'attn', q, k, v);
   return ops.linear(pre + 'hook_attn_out', z, pk.WO, blk.b_O, [B, P, M]);
 }

@@ -185,12 +185,30 @@ export function layerNorm(
   return { scale, normalized, out };
 }
 
+/**
+ * Faster kernels for softmax and gelu_new (the WASM SIMD ones, registered by the kernels layer
+ * when it loads): every caller in the process then gets the same numbers, the model's host ops
+ * and the gradient tape's alike.
+ */
+export interface FastElementwise {
+  geluNew(src: Float32Array): Float32Array;
+  softmaxRows(src: Float32Array, n: number): Float32Array;
+}
+let fast: FastElementwise | null = null;
+/** Register (or with null, remove) the fast elementwise kernels. */
+export function setFastElementwise(k: FastElementwise | null): void {
+  fast = k;
+}
+/** The registered fast kernels, if any. */
+export const fastElementwise = (): FastElementwise | null => fast;
+
 /** Softmax over the last axis. Rows that are all -inf give 0 (TL zeroes the NaNs). */
 export function softmax(x: Tensor, axis = -1): Tensor {
   const a = normAxis(axis, x.ndim);
   if (a !== x.ndim - 1) return softmax(x.transpose(a, -1), -1).transpose(a, -1).contiguous();
   const n = x.shape[a];
   const src = x.f32();
+  if (fast) return new Tensor(fast.softmaxRows(src, n), x.shape);
   const out = new Float32Array(src.length);
   for (let o = 0; o < src.length; o += n) {
     let mx = -Infinity;
@@ -235,7 +253,9 @@ export function maskCausal(scores: Tensor): Tensor {
 const GELU_C = Math.sqrt(2 / Math.PI);
 /** gelu_new, the tanh approximation GPT-2 uses. */
 export const geluNew = (x: Tensor): Tensor =>
-  map(x, (v) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v))));
+  fast
+    ? new Tensor(fast.geluNew(x.f32()), x.shape)
+    : map(x, (v) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v))));
 
 /** Rows of `table` [V, M] for integer ids (any shape) -> [...ids.shape, M]. */
 export function embedding(table: Tensor, ids: Tensor | ArrayLike<number>, idsShape?: Shape, what = 'token id'): Tensor {

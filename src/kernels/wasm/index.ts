@@ -2,7 +2,9 @@ import { check, TypelensError } from '../../errors.js';
 import { platform } from '../../platform/index.js';
 import { bytesPerElement, DType } from '../../tensor/dtype.js';
 import type { Backend, PackedDesc, PackedWeight, SharedMemory } from '../backend.js';
+import { setFastElementwise, fastElementwise } from '../../tensor/ops.js';
 import { Arena } from './arena.js';
+import { WasmElementwise } from './elementwise.js';
 import type { MatmulFn } from './control.js';
 import { MatmulHelpers } from './threads.js';
 
@@ -45,6 +47,8 @@ export class WasmBackend implements Backend {
   readonly arena: Arena;
   readonly fma: boolean;
   private readonly kernel: MatmulFn;
+  private readonly biasRows: (c: number, ld: number, M: number, N: number, bias: number) => void;
+  private readonly packAKernel?: (src: number, dst: number, M: number, K: number) => void;
   /** Rows per micro-kernel block (5 without FMA, 6 with: FMA frees the temporary register). */
   readonly mr: number;
   private scratch = { ptr: 0, bytes: 0 };
@@ -95,7 +99,12 @@ export class WasmBackend implements Backend {
     if (opts.scratch) this.fixedScratch = opts.scratch;
     this.name = fma ? 'wasm-simd-fma' : 'wasm-simd';
     const inst = new WebAssembly.Instance(mod, { env: { memory: this.memory } });
+    // every thread with a WASM backend (worker replicas too) computes softmax and gelu_new with
+    // the SIMD kernels, so that all of them give the same numbers
+    if (!fastElementwise() && WasmElementwise.supports(mod)) setFastElementwise(new WasmElementwise(mod));
     this.kernel = inst.exports.matmul as MatmulFn;
+    this.biasRows = inst.exports.bias_rows as (c: number, ld: number, M: number, N: number, bias: number) => void;
+    this.packAKernel = inst.exports.pack_a as ((src: number, dst: number, M: number, K: number) => void) | undefined;
     this.mr = (inst.exports.mr as () => number)();
     this.nr = (inst.exports.nr as () => number)();
     this.kc = (inst.exports.kc as () => number)();
@@ -200,6 +209,100 @@ export class WasmBackend implements Backend {
     return this.scratch.ptr;
   }
 
+  /**
+   * x @ w_i + bias_i for each weight: A is packed once for all of them and each bias is added in
+   * WASM on the kernel's output before it is copied out (one f32 add per element, as a JS loop).
+   */
+  linears(a: Float32Array, M: number, ws: PackedWeight[], biases: Float32Array[]): Float32Array[] {
+    check(ws.length === biases.length, `linears: ${ws.length} weights, ${biases.length} biases`);
+    const w = ws.map((b) => {
+      check(b instanceof WasmWeight, 'weight was packed for another backend');
+      (b as WasmWeight).assertLive();
+      return b as WasmWeight;
+    });
+    const K = w[0]?.K ?? 0;
+    const MR = this.mr,
+      NR = this.nr,
+      nrb = Math.ceil(M / MR),
+      mpad = nrb * MR;
+    const aBytes = mpad * K * 4,
+      cBytes = Math.max(0, ...w.map((x) => mpad * x.npad * 4 + x.npad * 4)),
+      tBytes = this.kc * NR * 4;
+    const plain = () =>
+      w.map((x, i) => {
+        const y = this.matmul(a, M, x);
+        addRows(y, biases[i], x.N);
+        return y;
+      });
+    if (M === 0 || K === 0 || w.some((x) => x.K !== K || x.N === 0 || biases[ws.indexOf(x)].length < x.N))
+      return plain();
+    if (this.fixedScratch && aBytes + cBytes + tBytes > this.fixedScratch.bytes) return plain();
+    check(a.length >= M * K, `linears: A has ${a.length} elements, needs ${M}x${K}`);
+    const base = this.scratchFor(aBytes + cBytes + tBytes);
+    const aPtr = base,
+      tPtr = base + aBytes,
+      cPtr = tPtr + tBytes;
+    this.packA(a, M, K, aPtr);
+    return w.map((x, i) => {
+      const npad = x.npad,
+        biasPtr = cPtr + mpad * npad * 4;
+      const mem = this.f32view();
+      mem.set(biases[i].subarray(0, x.N), biasPtr >> 2);
+      this.runKernel(x, aPtr, cPtr, tPtr, nrb, M);
+      this.biasRows(cPtr, npad, M, x.N, biasPtr);
+      return this.copyOut(cPtr, M, x.N, npad, new Float32Array(M * x.N));
+    });
+  }
+
+  /**
+   * A [M, K] -> row blocks [M/MR][K][MR] at aPtr, zero rows past M. Large A (long prompts) is
+   * copied into scratch and laid out by the kernel module's pack_a; small A by a JS loop.
+   */
+  private packA(a: Float32Array, M: number, K: number, aPtr: number): void {
+    if (this.packAKernel && M * K >= 1 << 16 && !this.fixedScratch) {
+      const raw = this.arena.alloc(M * K * 4);
+      try {
+        new Float32Array(this.memory.buffer, raw, M * K).set(a.subarray(0, M * K));
+        this.packAKernel(raw, aPtr, M, K);
+      } finally {
+        this.arena.release(raw);
+      }
+      return;
+    }
+    const MR = this.mr,
+      nrb = Math.ceil(M / MR),
+      mem = this.f32view();
+    let d = aPtr >> 2;
+    for (let rb = 0; rb < nrb; rb++) {
+      const r0 = rb * MR;
+      const rows = Math.min(MR, M - r0);
+      for (let k = 0; k < K; k++, d += MR) {
+        for (let r = 0; r < rows; r++) mem[d + r] = a[(r0 + r) * K + k];
+        for (let r = rows; r < MR; r++) mem[d + r] = 0;
+      }
+    }
+  }
+
+  /** C (padded rows of npad) = packed A @ w, split over the helper threads when it pays. */
+  private runKernel(w: WasmWeight, aPtr: number, cPtr: number, tPtr: number, nrb: number, M: number): void {
+    const { K, N, npad } = w;
+    const kind = w.dtype === 'f32' ? 0 : w.dtype === 'bf16' ? 1 : 2;
+    const np = npad / this.nr;
+    if (this.helpers && np >= 2 && M * K * N >= this.parallelMinMacs && this.helpers.ready() > 0) {
+      this.helpers.run({ a: aPtr, b: w.ptr, c: cPtr, nrb, K, npad, kind }, np, (p0, p1) =>
+        this.kernel(aPtr, w.ptr, cPtr, nrb, K, p0, p1, npad, kind, tPtr),
+      );
+    } else this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, np, npad, kind, tPtr);
+  }
+
+  private copyOut(cPtr: number, M: number, N: number, npad: number, c: Float32Array): Float32Array {
+    const mem = this.f32view(),
+      c0 = cPtr >> 2;
+    if (npad === N) c.set(mem.subarray(c0, c0 + M * N));
+    else for (let i = 0; i < M; i++) c.set(mem.subarray(c0 + i * npad, c0 + i * npad + N), i * N);
+    return c;
+  }
+
   matmul(a: Float32Array, M: number, b: PackedWeight, out?: Float32Array): Float32Array {
     check(b instanceof WasmWeight, 'weight was packed for another backend');
     const w = b as WasmWeight;
@@ -234,29 +337,16 @@ export class WasmBackend implements Backend {
     const aPtr = base,
       cPtr = base + aBytes,
       tPtr = cPtr + cBytes;
-    const mem = this.f32view();
-    // pack A into row blocks: [M/MR][K][MR], zero rows past M
-    let d = aPtr >> 2;
-    for (let rb = 0; rb < nrb; rb++) {
-      const r0 = rb * MR;
-      const rows = Math.min(MR, M - r0);
-      for (let k = 0; k < K; k++, d += MR) {
-        for (let r = 0; r < rows; r++) mem[d + r] = a[(r0 + r) * K + k];
-        for (let r = rows; r < MR; r++) mem[d + r] = 0;
-      }
-    }
-    const kind = w.dtype === 'f32' ? 0 : w.dtype === 'bf16' ? 1 : 2;
-    const np = npad / NR;
-    if (this.helpers && np >= 2 && M * K * N >= this.parallelMinMacs && this.helpers.ready() > 0) {
-      this.helpers.run({ a: aPtr, b: w.ptr, c: cPtr, nrb, K, npad, kind }, np, (p0, p1) =>
-        this.kernel(aPtr, w.ptr, cPtr, nrb, K, p0, p1, npad, kind, tPtr),
-      );
-    } else this.kernel(aPtr, w.ptr, cPtr, nrb, K, 0, np, npad, kind, tPtr);
-    const c0 = cPtr >> 2;
-    if (npad === N) c.set(mem.subarray(c0, c0 + M * N));
-    else for (let i = 0; i < M; i++) c.set(mem.subarray(c0 + i * npad, c0 + i * npad + N), i * N);
+    this.packA(a, M, K, aPtr);
+    this.runKernel(w, aPtr, cPtr, tPtr, nrb, M);
+    this.copyOut(cPtr, M, N, npad, c);
     return c;
   }
+}
+
+/** y[i, j] += bias[j] over rows of n (the JS twin of the kernel's bias_rows, for the fallback path). */
+function addRows(y: Float32Array, bias: Float32Array, n: number): void {
+  for (let o = 0; o < y.length; o += n) for (let j = 0; j < n; j++) y[o + j] += bias[j];
 }
 
 /** End one intra-op helper thread abruptly, as a crash would (fault injection: src/testing.ts). */

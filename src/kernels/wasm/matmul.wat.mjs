@@ -10,8 +10,12 @@
 // 15 XMM registers V8 gives us on x64; 6x8 spills without FMA. K is blocked at KC so that one
 // B panel block (KC*8*4 = 16 KiB) stays in L1 while every row block streams past it.
 
+import { elementwiseWat } from './elementwise.wat.mjs';
+
 export const NR = 8;
 export const KC = 512;
+/** Row blocks up to which the kernel runs panel-outer (see the loop order note in matmul). */
+const SMALL_NRB = 4;
 
 function madd(fma, acc, a, b) {
   return fma
@@ -100,6 +104,55 @@ export function matmulWat({ fma, MR }) {
     (local $av v128) (local $b0 v128) (local $b1 v128)
     ${decl}
     (local.set $crow (i32.shl (local.get $npad) (i32.const 2)))
+    ;; Loop order: with few row blocks (small M: the unembedding at 15 tokens), each panel is
+    ;; finished across its K blocks before the next (B streams once, front to back, and the C tile
+    ;; stays in cache); otherwise K blocks outermost, so that one K block of A is reused by every
+    ;; panel. Each output element sees the same K blocks in the same order either way.
+    (if (i32.le_u (local.get $nrb) (i32.const ${SMALL_NRB}))
+      (then
+        (local.set $p (local.get $p0))
+        (block $pdone (loop $ploop
+          (br_if $pdone (i32.ge_u (local.get $p) (local.get $p1)))
+          (local.set $kb (i32.const 0))
+          (block $kdone (loop $kloop
+            (br_if $kdone (i32.ge_u (local.get $kb) (local.get $K)))
+      (local.set $kc (i32.sub (local.get $K) (local.get $kb)))
+      (if (i32.gt_u (local.get $kc) (i32.const ${KC})) (then (local.set $kc (i32.const ${KC}))))
+        (if (i32.eqz (local.get $kind))
+          (then
+            (local.set $bpanel (i32.add (local.get $b)
+              (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 5)))))
+          (else
+            (call $widen_bf16_or_f16 (local.get $kind)
+              (i32.add (local.get $b) (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 4)))
+              (local.get $tmp) (i32.shl (local.get $kc) (i32.const 3)))
+            (local.set $bpanel (local.get $tmp))))
+        (local.set $rb (i32.const 0))
+        (block $rdone (loop $rloop
+          (br_if $rdone (i32.ge_u (local.get $rb) (local.get $nrb)))
+          (local.set $ap (i32.add (local.get $a)
+            (i32.mul (i32.add (i32.mul (local.get $rb) (local.get $K)) (local.get $kb)) (i32.const ${MR * 4}))))
+          (local.set $aend (i32.add (local.get $ap) (i32.mul (local.get $kc) (i32.const ${MR * 4}))))
+          (local.set $cp (i32.add (local.get $c)
+            (i32.shl (i32.add (i32.mul (i32.mul (local.get $rb) (i32.const ${MR})) (local.get $npad))
+                              (i32.shl (local.get $p) (i32.const 3))) (i32.const 2))))
+          ${init}
+          (local.set $bp (local.get $bpanel))
+          (loop $k
+            (local.set $b0 (v128.load offset=0 (local.get $bp)))
+            (local.set $b1 (v128.load offset=16 (local.get $bp)))
+            ${body.join('\n            ')}
+            (local.set $bp (i32.add (local.get $bp) (i32.const 32)))
+            (local.set $ap (i32.add (local.get $ap) (i32.const ${MR * 4})))
+            (br_if $k (i32.lt_u (local.get $ap) (local.get $aend))))
+          ${store}
+          (local.set $rb (i32.add (local.get $rb) (i32.const 1)))
+          (br $rloop)))
+            (local.set $kb (i32.add (local.get $kb) (i32.const ${KC})))
+            (br $kloop)))
+          (local.set $p (i32.add (local.get $p) (i32.const 1)))
+          (br $ploop)))
+        (return)))
     (local.set $kb (i32.const 0))
     (block $kdone (loop $kloop
       (br_if $kdone (i32.ge_u (local.get $kb) (local.get $K)))
@@ -142,6 +195,36 @@ export function matmulWat({ fma, MR }) {
         (br $ploop)))
       (local.set $kb (i32.add (local.get $kb) (i32.const ${KC})))
       (br $kloop))))
+
+${elementwiseWat}
+
+  ;; A [M, K] row-major at src -> row blocks [M/MR][K][MR] at dst, zero rows past M (the layout
+  ;; the kernel reads; a plain copy of each value).
+  (func (export "pack_a") (param $src i32) (param $dst i32) (param $M i32) (param $K i32)
+    (local $r0 i32) (local $rows i32) (local $r i32) (local $k i32) (local $s i32) (local $rowb i32)
+    (local.set $rowb (i32.shl (local.get $K) (i32.const 2)))
+    (block $done (loop $blocks
+      (br_if $done (i32.ge_u (local.get $r0) (local.get $M)))
+      (local.set $rows (i32.sub (local.get $M) (local.get $r0)))
+      (if (i32.gt_u (local.get $rows) (i32.const ${MR})) (then (local.set $rows (i32.const ${MR}))))
+      (if (i32.lt_u (local.get $rows) (i32.const ${MR}))
+        (then (memory.fill (local.get $dst) (i32.const 0) (i32.mul (local.get $K) (i32.const ${MR * 4})))))
+      (local.set $r (i32.const 0))
+      (block $rd (loop $rl
+        (br_if $rd (i32.ge_u (local.get $r) (local.get $rows)))
+        (local.set $s (i32.add (local.get $src) (i32.mul (i32.add (local.get $r0) (local.get $r)) (local.get $rowb))))
+        (local.set $k (i32.const 0))
+        (block $kd (loop $kl
+          (br_if $kd (i32.ge_u (local.get $k) (local.get $K)))
+          (f32.store (i32.add (local.get $dst) (i32.shl (i32.add (i32.mul (local.get $k) (i32.const ${MR})) (local.get $r)) (i32.const 2)))
+            (f32.load (i32.add (local.get $s) (i32.shl (local.get $k) (i32.const 2)))))
+          (local.set $k (i32.add (local.get $k) (i32.const 1)))
+          (br $kl)))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rl)))
+      (local.set $dst (i32.add (local.get $dst) (i32.mul (local.get $K) (i32.const ${MR * 4}))))
+      (local.set $r0 (i32.add (local.get $r0) (i32.const ${MR})))
+      (br $blocks))))
 
   (func $widen_bf16_or_f16 (param $kind i32) (param $src i32) (param $dst i32) (param $n i32)
     (if (i32.eq (local.get $kind) (i32.const 1))
