@@ -143,6 +143,11 @@ t.test('what is served: the page, its assets, a link that stays inside, the mode
   ] as const)
     t.equal((await get(port, p)).status, status, `GET ${p} → ${status}`);
   t.equal((await get(port, '/app.js')).body, 'console.log(1)', 'the file itself');
+  t.same(
+    JSON.parse((await get(port, '/lens-config.json')).body),
+    { model: 'model/' },
+    'the page is told where the model is',
+  );
 });
 
 t.test('only GET and HEAD: everything else is 405 with Allow', async (t) => {
@@ -185,6 +190,8 @@ t.test('content types and the isolation headers on every answer', async (t) => {
     t.equal(h['cross-origin-embedder-policy'], undefined, 'isolate: false drops COEP');
     // with no model folder, /model/ serves nothing
     t.equal((await get(Number(new URL(plain.url).port), '/model/config.json')).status, 404, 'no model → 404');
+    const cfg = await get(Number(new URL(plain.url).port), '/lens-config.json');
+    t.same(JSON.parse(cfg.body), { model: null }, 'and the page is told there is none');
   } finally {
     await plain.close();
   }
@@ -325,4 +332,6 @@ t.test('serve: usage errors are one line', async (t) => {
   const m = spawnSync(process.execPath, [bin, 'serve', '--model', join(tmp, 'nope')], { encoding: 'utf8' });
   t.equal(m.status, 1, 'a missing --model folder is an error');
   t.match(m.stderr, /does not exist/);
+  const both = spawnSync(process.execPath, [bin, 'serve', '--model', model, '--no-model'], { encoding: 'utf8' });
+  t.equal(both.status, 2, '--model with --no-model is a usage error');
 });

@@ -30,6 +30,13 @@ import { existingModelDir, int, parse, UsageError } from './args.js';
 /** The URL prefix the model folder is served under (the page reads MODEL_PREFIX + 'config.json'). */
 export const MODEL_PREFIX = '/model/';
 
+/**
+ * The page's settings file. The build writes it with `"model": null`; `serve` answers it itself,
+ * naming MODEL_PREFIX when it was given a model. On a static host, edit the file to point at a
+ * checkpoint folder (config.json + model.safetensors) that the host serves.
+ */
+export const PAGE_CONFIG = '/lens-config.json';
+
 /** The content types served; a file with any other extension is not served at all. */
 export const CONTENT_TYPES: Readonly<Record<string, string>> = {
   '.html': 'text/html; charset=utf-8',
@@ -73,6 +80,8 @@ export interface ServeOptions {
   port?: number;
   /** default true; false drops COOP/COEP/CORP (the page then runs on one thread) */
   isolate?: boolean;
+  /** a note the page shows above everything about the model (e.g. what the embedded model is) */
+  banner?: string;
 }
 
 export interface LensServer {
@@ -153,6 +162,15 @@ export async function startServer(o: ServeOptions = {}): Promise<LensServer> {
       answer(res, 405, { ...base, Allow: 'GET, HEAD' }, 'method not allowed\n');
       return;
     }
+    if ((req.url ?? '').split(/[?#]/, 1)[0] === PAGE_CONFIG) {
+      const body = JSON.stringify({
+        model: modelRoot === undefined ? null : MODEL_PREFIX.slice(1),
+        ...(o.banner ? { banner: o.banner } : {}),
+      });
+      res.writeHead(200, { ...base, 'Content-Type': CONTENT_TYPES['.json'], 'Content-Length': body.length });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
     const where = mapPath(req.url ?? '', modelRoot !== undefined);
     const file = where && (await resolveFile(where.root === 'model' ? modelRoot! : pageRoot, where.rel));
     if (!file) {
@@ -214,11 +232,24 @@ export async function startServer(o: ServeOptions = {}): Promise<LensServer> {
   };
 }
 
-/** The checkpoint `serve` offers when --model is not given: the embedded trained model, if present. */
-export const DEFAULT_MODEL_DIRS = ['weights/ioi'];
+/**
+ * The checkpoint `serve` offers when --model is not given: the embedded model typelens trained
+ * (docs/embedded-model.md), in ./weights/typelens-ioi or beside this package, as `typelens demo` finds it.
+ */
+export function defaultModelDir(): string | undefined {
+  const pkg = fileURLToPath(new URL('../../../', import.meta.url));
+  return [resolve('weights', 'typelens-ioi'), join(pkg, 'weights', 'typelens-ioi')].find((d) =>
+    existsSync(join(d, 'model.safetensors')),
+  );
+}
 
-export const SERVE_USAGE = `  serve [--port 8080] [--model DIR] [--host 127.0.0.1] [--no-isolation]
-      the lens page: the demo's analysis computed in the browser (default model: ${DEFAULT_MODEL_DIRS.join(' or ')} if present, else a random one)`;
+const EMBEDDED_BANNER =
+  'This is typelens-ioi, the small GPT-2-layout model typelens trained itself on synthetic IOI sentences and ' +
+  'repeated random tokens (docs/embedded-model.md): NOT GPT-2, but a model whose IOI circuit is known. ' +
+  'Drop another checkpoint on the page, or run `npx typelens serve --model DIR`.';
+
+export const SERVE_USAGE = `  serve [--port 8080] [--model DIR | --no-model] [--host 127.0.0.1] [--no-isolation]
+      the lens page: the demo's analysis computed in the browser (default model: weights/typelens-ioi if present, else a random one)`;
 
 /** `typelens serve`: runs until SIGINT/SIGTERM. */
 export async function runServe(argv: string[]): Promise<number> {
@@ -227,16 +258,19 @@ export async function runServe(argv: string[]): Promise<number> {
     model: { type: 'string' },
     host: { type: 'string' },
     'no-isolation': { type: 'boolean' },
+    'no-model': { type: 'boolean' },
   });
   if (positionals.length) throw new UsageError(`serve takes no arguments, got "${positionals[0]}"`);
   const port = int(v.port, '--port', 8080);
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
   let modelDir = v.model as string | undefined;
+  let banner: string | undefined;
+  if (modelDir !== undefined && v['no-model']) throw new UsageError('give --model DIR or --no-model, not both');
   if (modelDir !== undefined) existingModelDir(modelDir);
-  else modelDir = DEFAULT_MODEL_DIRS.find((d) => existsSync(join(d, 'model.safetensors')));
+  else if (!v['no-model'] && (modelDir = defaultModelDir())) banner = EMBEDDED_BANNER;
   const host = (v.host as string | undefined) ?? '127.0.0.1';
   const isolate = !v['no-isolation'];
-  const s = await startServer({ port, host, modelDir, isolate }).catch((e: NodeJS.ErrnoException) => {
+  const s = await startServer({ port, host, modelDir, isolate, banner }).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'EADDRINUSE') throw new TypelensError(`--port ${port}: already in use on ${host}`, 'EADDRINUSE');
     if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND')
       throw new TypelensError(`--host ${host}: not an address of this machine`, e.code);
