@@ -1,8 +1,14 @@
-import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { TypelensError } from '../errors.js';
-import { writeFileAtomic } from '../util/fs.js';
+import {
+  fileSize,
+  joinPath as join,
+  makeDir,
+  openChunkWriter,
+  removePath,
+  renamePath,
+  sha256File,
+  writeFileAtomic,
+} from '../platform/files.js';
 
 export interface PinnedFile {
   name: string;
@@ -42,12 +48,6 @@ export interface FetchOptions {
 
 const PARTIAL = '.partial';
 
-async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
-
 /**
  * Download one file to `dest`: bytes go to `dest.partial`, resumed with a Range request when a
  * partial file exists (restarted if the server ignores the range), and `dest` appears only after
@@ -55,13 +55,13 @@ async function sha256File(path: string): Promise<string> {
  */
 async function fetchFile(url: string, dest: string, want: PinnedFile, opts: FetchOptions): Promise<void> {
   const part = dest + PARTIAL;
-  let have = existsSync(part) ? statSync(part).size : 0;
+  let have = Math.max(0, fileSize(part));
   if (want.size !== undefined && have > want.size) {
-    rmSync(part);
+    removePath(part);
     have = 0;
   }
   const ctrl = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const idle = opts.idleTimeoutMs ?? 60_000;
   const poke = () => {
     clearTimeout(timer);
@@ -85,7 +85,7 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
       }
       if (res.status === 416 && have) {
         await res.body?.cancel();
-        rmSync(part);
+        removePath(part);
         return fetchFile(url, dest, want, opts);
       }
       if (!res.ok) throw new TypelensError(`cannot download ${url}: HTTP ${res.status} ${res.statusText}`, 'EFETCH');
@@ -93,12 +93,12 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
       if (!resumed) have = 0; // the server sent the whole file: start over
       const length = Number(res.headers.get('content-length') ?? NaN);
       const total = want.size ?? (Number.isFinite(length) ? have + length : 0);
-      const out = createWriteStream(part, { flags: resumed ? 'a' : 'w' });
+      const out = openChunkWriter(part, resumed);
       let done = have;
       try {
         for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
           poke();
-          if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+          await out.write(chunk);
           done += chunk.length;
           opts.onProgress?.(want.name, done, total);
         }
@@ -109,15 +109,15 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
           'EFETCH',
         );
       } finally {
-        await new Promise<void>((r) => out.end(r));
+        await out.end();
       }
     }
   } finally {
     clearTimeout(timer);
   }
-  const size = statSync(part).size;
+  const size = fileSize(part);
   if (want.size !== undefined && size !== want.size) {
-    if (size > want.size) rmSync(part);
+    if (size > want.size) removePath(part);
     throw new TypelensError(
       `${want.name}: got ${size} bytes, expected ${want.size}${size < want.size ? ' (truncated; run again to resume)' : ''}`,
       'EFETCH',
@@ -125,13 +125,13 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
   }
   const digest = await sha256File(part);
   if (digest !== want.sha256) {
-    rmSync(part);
+    removePath(part);
     throw new TypelensError(
       `${want.name}: sha256 ${digest} does not match the pinned ${want.sha256}; the download was discarded`,
       'EFETCH',
     );
   }
-  renameSync(part, dest);
+  renamePath(part, dest);
 }
 
 /**
@@ -141,7 +141,7 @@ async function fetchFile(url: string, dest: string, want: PinnedFile, opts: Fetc
 export async function fetchWeights(ckpt: PinnedCheckpoint, opts: FetchOptions): Promise<string[]> {
   const base = (opts.baseUrl ?? 'https://huggingface.co').replace(/\/+$/, '');
   try {
-    mkdirSync(opts.dir, { recursive: true });
+    makeDir(opts.dir);
   } catch (e) {
     throw new TypelensError(`cannot create ${opts.dir}: ${(e as Error).message}`, 'EIO');
   }
@@ -149,8 +149,8 @@ export async function fetchWeights(ckpt: PinnedCheckpoint, opts: FetchOptions): 
   for (const f of ckpt.files) {
     const dest = join(opts.dir, f.name);
     if (
-      existsSync(dest) &&
-      (f.size === undefined || statSync(dest).size === f.size) &&
+      fileSize(dest) >= 0 &&
+      (f.size === undefined || fileSize(dest) === f.size) &&
       (await sha256File(dest)) === f.sha256
     )
       continue;

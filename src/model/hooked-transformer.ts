@@ -22,6 +22,8 @@ import { hostOps } from './host-ops.js';
 import type { CacheOptions, RunOptions } from './run-options.js';
 import { UseSwitches } from './use-switches.js';
 import { loadDir, loadHFTensors, LoadOptions, pretrainedDir } from './load.js';
+import { CheckpointFiles, FileContents, loadCheckpoint, memoryFiles } from './load.js';
+import { AsyncFileContents, fetchCheckpointFiles, FileProgress, readFilesAsync } from './load-sources.js';
 import { PackedModel, packWeights, releasePacked, shareEmbeddings } from './packed.js';
 import type { StFile, StTensorOut } from './safetensors.js';
 import { decodeToken, toTokens } from './tokenizer.js';
@@ -131,6 +133,42 @@ export class HookedTransformer extends HookedRootModule<TokensInput, RunOptions>
     const m = new HookedTransformer(cfg, weights, { ...opts, onProgress });
     m.processing = processingOf(opts);
     return m;
+  }
+
+  /**
+   * Load from a checkpoint's files given by name, as bytes or byte sources (what a browser holds):
+   * `{ 'config.json': text | bytes, 'model.safetensors': ArrayBuffer | Uint8Array | ByteSource }`,
+   * or `model.safetensors.index.json` and its shards. Same loader as fromDir, same numbers.
+   */
+  static fromSources(files: Record<string, FileContents> | CheckpointFiles, opts: LoadOptions = {}): HookedTransformer {
+    const cf =
+      typeof files.open === 'function'
+        ? (files as CheckpointFiles)
+        : memoryFiles(files as Record<string, FileContents>);
+    const { cfg, weights, onProgress } = loadCheckpoint(cf, opts);
+    const m = new HookedTransformer(cfg, weights, { ...opts, onProgress });
+    m.processing = processingOf(opts);
+    return m;
+  }
+
+  /**
+   * fromSources for files that are read asynchronously: File/Blob (a picked or dropped file), URL,
+   * or an AsyncByteSource; each is read into memory first, reporting `onDownload(file, done, total)`.
+   */
+  static async fromSourcesAsync(
+    files: Record<string, AsyncFileContents>,
+    opts: LoadOptions & { onDownload?: FileProgress } = {},
+  ): Promise<HookedTransformer> {
+    return HookedTransformer.fromSources(await readFilesAsync(files, opts.onDownload), opts);
+  }
+
+  /** Load a checkpoint served under a base URL (config.json + model.safetensors or a sharded index), streamed with progress. */
+  static async fromUrl(
+    baseUrl: string,
+    opts: LoadOptions & { onDownload?: FileProgress; fetch?: typeof fetch } = {},
+  ): Promise<HookedTransformer> {
+    const files = await fetchCheckpointFiles(baseUrl, { onProgress: opts.onDownload, fetch: opts.fetch });
+    return HookedTransformer.fromSources(files, opts);
   }
 
   /** Build from HF-layout tensors already in memory (generated models, tests). */

@@ -1,6 +1,5 @@
-import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { TypelensError } from '../errors.js';
+import { joinPath as join, writeDirAtomic, writeFileAtomic } from '../platform/files.js';
 import { StTensorOut, writeSafetensors } from './safetensors.js';
 
 /** HF GPT-2 config keys for a preset or custom shape. */
@@ -120,20 +119,15 @@ export function makeWeights(
   onProgress?: (done: number, total: number) => void,
 ): void {
   const tensors = randomGPT2(s, seed, onProgress);
-  const tmp = `${dir}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
-    writeFileSync(join(tmp, 'config.json'), JSON.stringify({ ...hfConfig(s), typelens_generated: { seed } }, null, 2));
+  writeDirAtomic(dir, (tmp) => {
+    writeFileAtomic(
+      join(tmp, 'config.json'),
+      JSON.stringify({ ...hfConfig(s), typelens_generated: { seed } }, null, 2),
+    );
     writeSafetensors(join(tmp, 'model.safetensors'), tensors, {
       format: 'pt',
       generator: 'typelens make-weights',
       seed: String(seed),
     });
-    rmSync(dir, { recursive: true, force: true });
-    renameSync(tmp, dir);
-  } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw e;
-  }
+  });
 }

@@ -1,5 +1,6 @@
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
-import { writeFileAtomic } from '../util/fs.js';
+import type { ByteSource } from '../platform/byte-source.js';
+import { memorySource } from '../platform/byte-source.js';
+import { fileSource, writeFileAtomic } from '../platform/files.js';
 import { TypelensError } from '../errors.js';
 import { bf16ToF32, f16ToF32 } from './dtype.js';
 
@@ -17,8 +18,10 @@ export interface StFile {
   path: string;
   metadata: Record<string, string>;
   entries: Map<string, StEntry>;
-  /** Raw bytes of one tensor (little-endian, as stored). */
+  /** Raw bytes of one tensor (little-endian, as stored); a view the caller must not write unless `fresh`. */
   bytes(name: string): Uint8Array;
+  /** True when bytes() returns a new buffer each call (decoders may then keep it instead of copying). */
+  fresh?: boolean;
 }
 
 const MAX_HEADER = 100 * 1024 * 1024; // safetensors' own limit
@@ -33,20 +36,7 @@ const fail = (path: string, msg: string): never => {
  * length = dtype size x product(shape). Every violation names the file and the tensor.
  */
 export function parseSafetensors(buf: Uint8Array, path = '<buffer>'): StFile {
-  if (buf.length < 8) fail(path, `file is ${buf.length} bytes, shorter than the 8-byte header length`);
-  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const n = headerLength(dv.getBigUint64(0, true), buf.length, path);
-  const { metadata, entries, dataStart } = parseHeader(buf.subarray(8, 8 + n), buf.length, path);
-  return {
-    path,
-    metadata,
-    entries,
-    bytes(name: string) {
-      const e = entries.get(name);
-      if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
-      return buf.subarray(dataStart + e.begin, dataStart + e.end);
-    },
-  };
+  return openSafetensorsSource(memorySource(buf, path));
 }
 
 /** The header length from the first 8 bytes, checked against the file's size and safetensors' limit. */
@@ -117,72 +107,49 @@ function parseHeader(
 
 /** A safetensors file opened for reading tensor by tensor: only the header is read up front. */
 export interface StLazyFile extends StFile {
-  /** Close the file (later reads throw). Also done when the object is garbage-collected. */
+  /** Close the underlying source (later reads throw). Files are also closed on garbage collection. */
   close(): void;
 }
 
-const closeOnCollect = new FinalizationRegistry<number>((fd) => {
-  try {
-    closeSync(fd);
-  } catch {
-    /* already closed */
-  }
-});
+/**
+ * Read a safetensors header from any byte source (validated as parseSafetensors does); each
+ * `bytes(name)` then reads that one tensor's range. Only the header and the tensors asked for are
+ * ever in memory, so files over 2 GiB load piece by piece.
+ */
+export function openSafetensorsSource(src: ByteSource): StLazyFile {
+  const path = src.name,
+    fileLen = src.size;
+  if (fileLen < 8) fail(path, `file is ${fileLen} bytes, shorter than the 8-byte header length`);
+  const lenBytes = src.read(0, 8);
+  const n = headerLength(new DataView(lenBytes.buffer, lenBytes.byteOffset, 8).getBigUint64(0, true), fileLen, path);
+  const { metadata, entries, dataStart } = parseHeader(src.read(8, n), fileLen, path);
+  return {
+    path,
+    metadata,
+    entries,
+    fresh: src.fresh,
+    bytes(name: string) {
+      const e = entries.get(name);
+      if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
+      return src.read(dataStart + e.begin, e.end - e.begin);
+    },
+    close() {
+      src.close?.();
+    },
+  };
+}
 
 /**
- * Open a safetensors file and read only its header (validated as parseSafetensors does); each
- * `bytes(name)` then reads that one tensor from the open file into a fresh buffer. Node has no
- * memory map; this keeps what is in memory to the tensors asked for. The file stays open (so a
- * rename over it does not change what is read) until close() or garbage collection.
+ * Open a safetensors file and read only its header; each `bytes(name)` then reads that one tensor
+ * from the open file into a fresh buffer. The file stays open (so a rename over it does not change
+ * what is read) until close() or garbage collection.
  */
 export function openSafetensors(path: string): StLazyFile {
-  let fd: number;
+  const src = fileSource(path);
   try {
-    fd = openSync(path, 'r');
+    return openSafetensorsSource(src);
   } catch (e) {
-    throw new TypelensError(
-      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-      'ENOENT',
-    );
-  }
-  let open = true;
-  const token = {};
-  const read = (len: number, at: number): Uint8Array => {
-    if (!open) throw new TypelensError(`${path}: the file was closed`, 'EIO');
-    const out = new Uint8Array(len);
-    let got = 0;
-    while (got < len) {
-      const k = readSync(fd, out, got, len - got, at + got);
-      if (k === 0) fail(path, `file ended at byte ${at + got} while reading ${len} bytes from ${at} (truncated?)`);
-      got += k;
-    }
-    return out;
-  };
-  try {
-    const fileLen = fstatSync(fd).size;
-    if (fileLen < 8) fail(path, `file is ${fileLen} bytes, shorter than the 8-byte header length`);
-    const lenBytes = read(8, 0);
-    const n = headerLength(new DataView(lenBytes.buffer).getBigUint64(0, true), fileLen, path);
-    const { metadata, entries, dataStart } = parseHeader(read(n, 8), fileLen, path);
-    closeOnCollect.register(token, fd, token);
-    return {
-      path,
-      metadata,
-      entries,
-      bytes(name: string) {
-        const e = entries.get(name);
-        if (!e) throw new TypelensError(`${path}: no tensor "${name}"`, 'EMISSING');
-        return read(e.end - e.begin, dataStart + e.begin);
-      },
-      close() {
-        if (!open) return;
-        open = false;
-        closeOnCollect.unregister(token);
-        closeSync(fd);
-      },
-    };
-  } catch (e) {
-    closeSync(fd);
+    src.close();
     throw e;
   }
 }
@@ -214,17 +181,12 @@ function duplicateTopLevelKey(json: string): string | null {
   return null;
 }
 
+/**
+ * A safetensors file on disk, read by ranges (see openSafetensors): never the whole file in one
+ * buffer, so files over 2 GiB read too.
+ */
 export function readSafetensors(path: string): StFile {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw new TypelensError(
-      `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-      'ENOENT',
-    );
-  }
-  return parseSafetensors(new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength), path);
+  return openSafetensors(path);
 }
 
 /** Decode one tensor to f32 (F64 narrowed, F16/BF16 widened). */
@@ -233,16 +195,17 @@ export function tensorF32(f: StFile, name: string): Float32Array {
   if (!e) throw new TypelensError(`${f.path}: no tensor "${name}"`, 'EMISSING');
   const raw = f.bytes(name);
   const n = raw.length / DSIZE[e.dtype];
-  const copy = new Uint8Array(raw); // aligned copy
+  // a fresh, aligned buffer is ours to view; a view into someone's memory is copied (and aligned)
+  const copy = f.fresh && raw.byteOffset % 8 === 0 ? raw : new Uint8Array(raw);
   switch (e.dtype) {
     case 'F32':
-      return new Float32Array(copy.buffer, 0, n);
+      return new Float32Array(copy.buffer, copy.byteOffset, n);
     case 'F64':
-      return Float32Array.from(new Float64Array(copy.buffer, 0, n));
+      return Float32Array.from(new Float64Array(copy.buffer, copy.byteOffset, n));
     case 'BF16':
-      return bf16ToF32(new Uint16Array(copy.buffer, 0, n));
+      return bf16ToF32(new Uint16Array(copy.buffer, copy.byteOffset, n));
     case 'F16':
-      return f16ToF32(new Uint16Array(copy.buffer, 0, n));
+      return f16ToF32(new Uint16Array(copy.buffer, copy.byteOffset, n));
   }
 }
 
@@ -251,8 +214,9 @@ export function tensorF64(f: StFile, name: string): Float64Array {
   const e = f.entries.get(name);
   if (!e) throw new TypelensError(`${f.path}: no tensor "${name}"`, 'EMISSING');
   if (e.dtype !== 'F64') return Float64Array.from(tensorF32(f, name));
-  const raw = new Uint8Array(f.bytes(name));
-  return new Float64Array(raw.buffer, 0, raw.length / 8);
+  const got = f.bytes(name);
+  const raw = f.fresh && got.byteOffset % 8 === 0 ? got : new Uint8Array(got);
+  return new Float64Array(raw.buffer, raw.byteOffset, raw.length / 8);
 }
 
 export interface StTensorOut {
@@ -282,11 +246,12 @@ export function serializeSafetensors(
     header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + bytes] };
     off += bytes;
   }
+  const enc = new TextEncoder();
   let json = JSON.stringify(header);
-  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const hbuf = Buffer.from(json, 'utf8');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(hbuf.length));
+  json += ' '.repeat((8 - ((8 + enc.encode(json).length) % 8)) % 8);
+  const hbuf = enc.encode(json);
+  const len = new Uint8Array(8);
+  new DataView(len.buffer).setBigUint64(0, BigInt(hbuf.length), true);
   return [
     len,
     hbuf,
@@ -309,5 +274,8 @@ export function writeSafetensors(
 /** Parse tensors serialised in memory (tests, generated models). */
 export function safetensorsFromTensors(tensors: Record<string, StTensorOut>, path = '<memory>'): StFile {
   const chunks = serializeSafetensors(tensors);
-  return parseSafetensors(Buffer.concat(chunks), path);
+  const all = new Uint8Array(chunks.reduce((a, c) => a + c.length, 0));
+  let o = 0;
+  for (const c of chunks) all.set(c, (o += c.length) - c.length);
+  return parseSafetensors(all, path);
 }

@@ -1,14 +1,12 @@
 // Checkpoints in HuggingFace GPT-2's layout (model.safetensors + config.json): the inverse of
 // model/weights.ts's convertGPT2 (TL's convert_gpt2_weights), so that HookedTransformer.fromDir
 // and transformers' GPT2LMHeadModel.from_pretrained both load them.
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { TypelensError } from '../errors.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
 import type { StTensorOut } from '../model/safetensors.js';
 import { writeSafetensors } from '../model/safetensors.js';
 import { Tensor } from '../tensor/index.js';
-import { writeFileAtomic } from '../util/fs.js';
+import { joinPath as join, writeDirAtomic, writeFileAtomic } from '../platform/files.js';
 
 /**
  * TL-layout parameters -> HF GPT-2 tensors (names without the `transformer.` prefix, as HF's
@@ -112,25 +110,16 @@ export function hfConfigOf(model: HookedTransformer, tied: boolean): Record<stri
 export function saveCheckpoint(model: HookedTransformer, dir: string, metadata: Record<string, string> = {}): void {
   const { tensors, tied } = toHFTensors(model);
   const cfg = hfConfigOf(model, tied);
-  mkdirSync(dirname(dir), { recursive: true });
-  const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
   try {
-    writeFileAtomic(join(tmp, 'config.json'), JSON.stringify({ ...cfg, typelens_trained: metadata }, null, 2));
-    writeSafetensors(join(tmp, 'model.safetensors'), tensors, {
-      format: 'pt',
-      generator: 'typelens train',
-      ...metadata,
+    writeDirAtomic(dir, (tmp) => {
+      writeFileAtomic(join(tmp, 'config.json'), JSON.stringify({ ...cfg, typelens_trained: metadata }, null, 2));
+      writeSafetensors(join(tmp, 'model.safetensors'), tensors, {
+        format: 'pt',
+        generator: 'typelens train',
+        ...metadata,
+      });
     });
-    if (existsSync(dir)) {
-      const old = `${dir}.old-${process.pid}-${Date.now()}`;
-      renameSync(dir, old);
-      renameSync(tmp, dir);
-      rmSync(old, { recursive: true, force: true });
-    } else renameSync(tmp, dir);
   } catch (e) {
-    rmSync(tmp, { recursive: true, force: true });
     throw e instanceof TypelensError
       ? e
       : new TypelensError(`cannot write checkpoint ${dir}: ${(e as Error).message}`, 'EIO');
