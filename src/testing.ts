@@ -6,9 +6,7 @@ import type { ForwardResult, ForwardTask } from './parallel/protocol.js';
 
 /** Terminate one worker thread of a pool now, whatever it is doing. */
 export function killWorker(pool: ForwardPool): void {
-  void (
-    pool as unknown as { piscina: { threads: { terminate(): Promise<number> }[] } }
-  ).piscina.threads[0]?.terminate();
+  (pool as unknown as { tasks: { killOne(): void } }).tasks.killOne();
 }
 
 /** Run a task that makes one worker die (`die`) or throw (`throw`); resolves or rejects as pool.run does. */

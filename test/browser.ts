@@ -62,14 +62,21 @@ export async function findChromium(): Promise<ChromiumChoice> {
   return { executablePath, args: bundled.args, source: '@sparticuz/chromium (npm)' };
 }
 
-/** Launch a headless Chromium found by findChromium(). */
-export async function launchChromium(): Promise<{ browser: Browser; choice: ChromiumChoice }> {
+/**
+ * Launch a headless Chromium found by findChromium(). `isolation`: leave out the switches that
+ * keep a page from being cross-origin isolated (@sparticuz/chromium's --single-process, made for
+ * Lambda, never grants crossOriginIsolated and dies when a page closes), for pages that need threads.
+ */
+export async function launchChromium(
+  opts: { isolation?: boolean } = {},
+): Promise<{ browser: Browser; choice: ChromiumChoice }> {
   const choice = await findChromium();
+  const args = opts.isolation ? choice.args.filter((a) => a !== '--single-process') : choice.args;
   try {
     const browser = await playwright.launch({
       executablePath: choice.executablePath,
       headless: true,
-      args: choice.args,
+      args,
     });
     return { browser, choice };
   } catch (e) {

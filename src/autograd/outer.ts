@@ -5,8 +5,7 @@
  * when the backend is the WASM one and dist/wasm/outer.wasm is built; otherwise `linear`
  * falls back to the backend's general matmul.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { platform } from '../platform/index.js';
 import type { Backend } from '../kernels/backend.js';
 import { WasmBackend } from '../kernels/index.js';
 
@@ -36,14 +35,8 @@ const instances = new WeakMap<WasmBackend, OuterFn>();
 
 function kernelFor(be: Backend): OuterFn | null {
   if (!(be instanceof WasmBackend)) return null;
-  if (module === undefined) {
-    const p = fileURLToPath(new URL('../../wasm/outer.wasm', import.meta.url));
-    try {
-      module = existsSync(p) ? new WebAssembly.Module(readFileSync(p)) : null;
-    } catch {
-      module = null;
-    }
-  }
+  // dist/wasm/outer.wasm, read by the platform (fs in Node, fetched by init() in browsers)
+  if (module === undefined) module = platform.kernelModule('outer').module;
   if (!module) return null;
   let fn = instances.get(be);
   if (!fn) {

@@ -21,6 +21,7 @@
  */
 import { check, TypelensError } from '../errors.js';
 import { Tensor } from '../tensor/index.js';
+import { isSharedBuffer } from '../util/shared.js';
 
 /** Hands `g` (contiguous, `t`'s shape) to `t` as (part of) its gradient. */
 export type Accumulate = (t: Tensor, g: Float32Array) => void;
@@ -44,7 +45,7 @@ export class Gradients {
   get(t: Tensor): Tensor {
     const g = this.map.get(t);
     if (!g) return new Tensor(new Float32Array(t.size), t.shape);
-    return new Tensor(g.buffer instanceof SharedArrayBuffer ? Float32Array.from(g) : g, t.shape);
+    return new Tensor(isSharedBuffer(g.buffer) ? Float32Array.from(g) : g, t.shape);
   }
   /**
    * Like get() without the copy: a weight gradient may be a view of a kernel buffer that the

@@ -1,5 +1,6 @@
 import { TypelensError } from '../errors.js';
 import { runtimeConfig } from '../platform/env.js';
+import { platform } from '../platform/index.js';
 import { setDefaultMatmulKernel } from '../tensor/linalg.js';
 import type { Backend } from './backend.js';
 import { jsBackend } from './js/index.js';
@@ -64,7 +65,7 @@ export function getBackend(name: BackendName = 'auto'): Backend {
     if (c) {
       if (!announced) {
         announced = true;
-        process.stderr.write(`typelens: backend auto chose cuda (${cudaStatus().reason})\n`);
+        platform.notice(`typelens: backend auto chose cuda (${cudaStatus().reason})`);
       }
       return c;
     }

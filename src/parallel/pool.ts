@@ -1,8 +1,8 @@
 import { currentTape } from '../autograd/tape.js';
-import { Piscina } from 'piscina';
 import { TypelensError } from '../errors.js';
 import { defaultThreads, SharedMemory } from '../kernels/index.js';
 import { ActivationCache } from '../hooks/cache.js';
+import { platform, type TaskPool } from '../platform/index.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { sharedDescriptor } from '../model/replica.js';
 import { cat, Tensor } from '../tensor/index.js';
@@ -10,12 +10,12 @@ import { evenCut } from '../util/split.js';
 import { fromArr, toArr, type ForwardResult, type ForwardTask } from './protocol.js';
 
 /**
- * Worker threads (piscina) that each run whole forward passes of one model, reading its weights
+ * Worker threads (the platform's pool: piscina in Node, Web Workers in browsers) that each run whole forward passes of one model, reading its weights
  * in place from the shared WebAssembly.Memory: nothing is copied per worker but a few small bias
  * vectors. For many independent forwards (patching sweeps, batches split across workers).
  */
 export class ForwardPool {
-  private piscina: Piscina;
+  private tasks: TaskPool;
   private scratch: number[];
   private closed = false;
   private slots: Int32Array;
@@ -33,16 +33,14 @@ export class ForwardPool {
     this.scratch = Array.from({ length: nslots }, () => shared.alloc(scratchBytes));
     const slots = new SharedArrayBuffer(4 * nslots);
     this.slots = new Int32Array(slots);
-    this.piscina = new Piscina({
-      filename: new URL('./worker.js', import.meta.url).href,
-      minThreads: threads,
-      maxThreads: threads,
-      idleTimeout: 60_000,
-      workerData: { model: sharedDescriptor(model), slots, scratch: { ptrs: this.scratch, bytes: scratchBytes } },
+    this.tasks = platform.createTaskPool({
+      url: new URL('./worker.js', import.meta.url),
+      threads,
+      idleTimeoutMs: 60_000,
+      data: { model: sharedDescriptor(model), slots, scratch: { ptrs: this.scratch, bytes: scratchBytes } },
     });
-    // a worker that is gone gives its scratch region back (slots hold the owner's threadId;
-    // an exited worker is no longer among the live threads, or reads threadId -1)
-    this.piscina.on('workerDestroy', () => this.reclaim());
+    // a worker that is gone gives its scratch region back (slots hold the owner's thread id)
+    this.tasks.onThreadExit(() => this.reclaim());
     model.onDispose.push(() => {
       void this.destroy();
     });
@@ -57,11 +55,17 @@ export class ForwardPool {
     if (!Number.isInteger(threads) || threads < 1)
       throw new TypelensError(`threads must be a positive integer, got ${threads}`, 'EINPUT');
     sharedDescriptor(model); // throws a clear error for backends without shared memory
+    const can = platform.sharedThreads();
+    if (!can.ok)
+      throw new TypelensError(
+        `worker pools need threads sharing memory, and ${can.reason}: run on this thread`,
+        'EWORKER',
+      );
     const pool = new ForwardPool(model, threads, opts.scratchBytes ?? 32 * 2 ** 20, model.backend.sharedMemory!);
     // wait until every worker is up so that timings and failures are about work, not startup
     await Promise.all(
       Array.from({ length: threads }, () =>
-        pool.piscina.run({
+        pool.tasks.run({
           kind: 'forward',
           tokens: { data: Float32Array.of(0), shape: [1, 1] },
           lastPositionLogits: true,
@@ -72,7 +76,7 @@ export class ForwardPool {
   }
 
   private reclaim(): void {
-    const live = new Set(this.piscina.threads.map((w) => w.threadId).filter((id) => id > 0));
+    const live = new Set(this.tasks.threadIds());
     for (let i = 0; i < this.slots.length; i++) {
       const owner = Atomics.load(this.slots, i);
       if (owner !== 0 && !live.has(owner)) Atomics.compareExchange(this.slots, i, owner, 0);
@@ -103,7 +107,7 @@ export class ForwardPool {
       );
     this.reclaim();
     try {
-      return (await this.piscina.run({ kind: 'forward', ...task } as ForwardTask)) as ForwardResult;
+      return (await this.tasks.run({ kind: 'forward', ...task } as ForwardTask)) as ForwardResult;
     } catch (e) {
       if (this.closed) throw new TypelensError('the worker pool was closed during the run', 'EDISPOSED');
       throw new TypelensError(`worker failed: ${(e as Error).message.split('\n')[0]}`, 'EWORKER');
@@ -153,7 +157,7 @@ export class ForwardPool {
   async destroy(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.piscina.destroy();
+    await this.tasks.destroy();
     for (const p of this.scratch) this.shared.release(p);
   }
 }

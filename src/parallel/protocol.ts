@@ -1,6 +1,7 @@
 // The messages between ForwardPool and its workers; parallel/ may import patching/, never the reverse.
 import type { SetterName } from '../patching/setters.js';
 import { Tensor } from '../tensor/index.js';
+import { isSharedBuffer } from '../util/shared.js';
 
 export type { SetterName };
 /** A tensor as a message payload: contiguous f32 data and its shape. */
@@ -34,7 +35,7 @@ export interface ForwardResult {
  */
 export function toArr(t: Tensor): Arr {
   const d = t.f32();
-  const whole = d.buffer instanceof SharedArrayBuffer || (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength);
+  const whole = isSharedBuffer(d.buffer) || (d.byteOffset === 0 && d.byteLength === d.buffer.byteLength);
   return { data: whole ? d : Float32Array.from(d), shape: [...t.shape] };
 }
 export const fromArr = (a: Arr): Tensor => new Tensor(a.data, a.shape);

@@ -1,30 +1,37 @@
-// A piscina worker: a replica of the main thread's model over the same shared WebAssembly.Memory
+// A pool worker: a replica of the main thread's model over the same shared WebAssembly.Memory
 // (no weight copies), running whole forward passes: plain, from a layer on, with a declarative
 // patch, with or without a cache. Results go back as transferred buffers (moved, not copied).
-import { threadId, workerData } from 'node:worker_threads';
-import { Piscina } from 'piscina';
+// The platform runs it: a piscina worker in Node, a Web Worker in browsers.
 import { sharedBackend } from '../kernels/index.js';
+import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { fromShared, SharedModel } from '../model/replica.js';
 import { batchedPatch, repeatMask, setters } from '../patching/index.js';
+import { platform, type TaskReply } from '../platform/index.js';
 import type { Tensor } from '../tensor/index.js';
+import { isSharedBuffer } from '../util/shared.js';
 import { fromArr, toArr, type ForwardTask, type ForwardResult, type Arr } from './protocol.js';
 
-const {
-  model: desc,
-  slots: slotBuf,
-  scratch,
-} = workerData as { model: SharedModel; slots: SharedArrayBuffer; scratch: { ptrs: number[]; bytes: number } };
+interface PoolData {
+  model: SharedModel;
+  slots: SharedArrayBuffer;
+  scratch: { ptrs: number[]; bytes: number };
+}
 
-// claim a scratch region of the shared memory for this thread's matmuls
-const slots = new Int32Array(slotBuf);
-let slot = -1;
-// the slot holds our threadId, so that the pool can free it when this thread is gone
-for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, threadId) === 0) slot = i;
-if (slot < 0) throw new Error('typelens worker: no free scratch region (too many worker restarts)');
-const model = fromShared(desc, sharedBackend(desc, { ptr: scratch.ptrs[slot], bytes: scratch.bytes }));
+let model: HookedTransformer;
 
-export default function run(task: ForwardTask): ForwardResult {
-  if (task.kind === 'die') process.exit(1); // fault injection (src/testing.ts): this thread ends abruptly
+function init(data: unknown, threadId: number): void {
+  const { model: desc, slots: slotBuf, scratch } = data as PoolData;
+  // claim a scratch region of the shared memory for this thread's matmuls; the slot holds our
+  // thread id, so that the pool can free it when this thread is gone
+  const slots = new Int32Array(slotBuf);
+  let slot = -1;
+  for (let i = 0; i < slots.length && slot < 0; i++) if (Atomics.compareExchange(slots, i, 0, threadId) === 0) slot = i;
+  if (slot < 0) throw new Error('typelens worker: no free scratch region (too many worker restarts)');
+  model = fromShared(desc, sharedBackend(desc, { ptr: scratch.ptrs[slot], bytes: scratch.bytes }));
+}
+
+function run(task: ForwardTask): TaskReply {
+  if (task.kind === 'die') platform.exitThread(); // fault injection (src/testing.ts): this thread ends abruptly
   if (task.kind === 'throw') throw new Error('injected failure');
   const hooks: [string, (a: Tensor) => Tensor][] = [];
   let input = fromArr(task.resid ?? task.tokens!);
@@ -49,13 +56,10 @@ export default function run(task: ForwardTask): ForwardResult {
     for (const k of r.cache.keys()) cache[k] = toArr(r.cache.get(k));
   } else logits = model.runWithHooks(input, { ...opts, fwdHooks: hooks });
   const value: ForwardResult = { logits: toArr(logits), cache: task.cache ? cache : undefined };
-  const transferList = [
-    value.logits.data.buffer as ArrayBuffer,
-    ...Object.values(cache).map((a) => a.data.buffer as ArrayBuffer),
-  ];
-  // moved, not copied, back to the caller
-  return Piscina.move({
-    [Piscina.transferableSymbol]: transferList,
-    [Piscina.valueSymbol]: value,
-  } as never) as unknown as ForwardResult;
+  // each plain buffer once (shared memory is shared, not moved)
+  const buffers = [value.logits, ...Object.values(cache)].map((a) => a.data.buffer);
+  const transfer = [...new Set(buffers)].filter((b) => !isSharedBuffer(b)) as ArrayBuffer[];
+  return { value, transfer };
 }
+
+export default platform.serveTasks(init, run);

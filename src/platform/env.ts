@@ -1,6 +1,7 @@
 // The one place typelens reads its environment. Each variable is read once, on first use, so a
-// run's configuration cannot change halfway through (and a browser build can swap this module).
-import { availableParallelism } from 'node:os';
+// run's configuration cannot change halfway through. The platform (./index.ts) says where the
+// variables come from: process.env in Node, globalThis.TYPELENS_ENV in a browser.
+import { platform } from './index.js';
 
 export interface RuntimeConfig {
   /** TYPELENS_BACKEND: the backend `auto` resolves to ('wasm', 'js', 'cuda'); unset = auto. */
@@ -19,14 +20,14 @@ let config: RuntimeConfig | undefined;
 
 export function runtimeConfig(): RuntimeConfig {
   if (config) return config;
-  const env = process.env;
-  const threads = Number(env.TYPELENS_THREADS);
+  const env = platform.env;
+  const threads = Number(env('TYPELENS_THREADS'));
   config = {
-    backend: env.TYPELENS_BACKEND,
-    threads: Number.isInteger(threads) && threads >= 1 ? threads : availableParallelism(),
-    fma: env.TYPELENS_FMA === '1',
-    weightsDir: env.TYPELENS_WEIGHTS,
-    cudaAddon: env.TYPELENS_CUDA_ADDON,
+    backend: env('TYPELENS_BACKEND'),
+    threads: Number.isInteger(threads) && threads >= 1 ? threads : platform.cores(),
+    fma: env('TYPELENS_FMA') === '1',
+    weightsDir: env('TYPELENS_WEIGHTS'),
+    cudaAddon: env('TYPELENS_CUDA_ADDON'),
   };
   return config;
 }

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { TypelensError } from '../errors.js';
+import { platform } from '../platform/index.js';
 import { writeFileAtomic } from '../util/fs.js';
 
 /** What a figure is, for readers of the report (and its tests): kind, titles, data shape. */
@@ -232,9 +232,14 @@ export class Report {
     });
   }
 
-  html(): string {
-    const require = createRequire(import.meta.url);
-    const plotly = readFileSync(require.resolve('plotly.js-dist-min'), 'utf8');
+  /** The page, plotly.js inlined: read from its package in Node; in a browser pass its source as `plotly`. */
+  html(opts: { plotly?: string } = {}): string {
+    const plotly = opts.plotly ?? platform.plotlySource();
+    if (plotly === null)
+      throw new TypelensError(
+        'Report.html() inlines plotly.js, which this runtime cannot read by itself: pass its source, html({ plotly })',
+        'EINPUT',
+      );
     // </script> inside JSON would end the element early
     const json = (v: unknown) => JSON.stringify(v).replace(/</g, '\\u003c');
     return `<!doctype html>

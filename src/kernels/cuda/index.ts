@@ -1,8 +1,6 @@
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { TypelensError } from '../../errors.js';
 import { runtimeConfig } from '../../platform/env.js';
+import { platform } from '../../platform/index.js';
 import { decode, DType } from '../../tensor/dtype.js';
 import type { Backend, DeviceParams, PackedWeight } from '../backend.js';
 import type { LayerOps } from '../layer-ops.js';
@@ -11,23 +9,15 @@ import { cudaLayerOps } from './ops.js';
 
 export type { CudaAddon } from './addon.js';
 
-const addonPath = () =>
-  runtimeConfig().cudaAddon ??
-  fileURLToPath(new URL('../../../../native/build/Release/typelens_cuda.node', import.meta.url));
 let probe: { addon: CudaAddon | null; reason: string } | undefined;
 
 /** Load the addon once: null with the reason when it is not built, fails to load, or sees no GPU. */
 export function cudaStatus(): { addon: CudaAddon | null; reason: string } {
   if (probe) return probe;
-  const ADDON = addonPath();
-  if (!existsSync(ADDON))
-    return (probe = { addon: null, reason: `CUDA addon not built (${ADDON} is missing; run npm run build:cuda)` });
-  let addon: CudaAddon;
-  try {
-    addon = createRequire(import.meta.url)(ADDON) as CudaAddon;
-  } catch (e) {
-    return (probe = { addon: null, reason: `CUDA addon failed to load: ${(e as Error).message.split('\n')[0]}` });
-  }
+  // the platform loads the N-API addon (native/build/Release/typelens_cuda.node in Node; none in browsers)
+  const loaded = platform.nativeAddon(runtimeConfig().cudaAddon);
+  if (!loaded.addon) return (probe = { addon: null, reason: loaded.reason });
+  const addon = loaded.addon as CudaAddon;
   const n = addon.deviceCount();
   if (n === 0) return (probe = { addon: null, reason: 'CUDA addon built, but no CUDA device (or driver) is present' });
   return (probe = { addon, reason: `CUDA device: ${addon.deviceName()}` });

@@ -1,26 +1,12 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { setFlagsFromString } from 'node:v8';
 import { check, TypelensError } from '../../errors.js';
+import { platform } from '../../platform/index.js';
 import { bytesPerElement, DType } from '../../tensor/dtype.js';
 import type { Backend, PackedDesc, PackedWeight, SharedMemory } from '../backend.js';
 import { Arena } from './arena.js';
 import type { MatmulFn } from './control.js';
 import { MatmulHelpers } from './threads.js';
 
-const wasmPath = (name: string) => fileURLToPath(new URL(`../../../wasm/${name}.wasm`, import.meta.url));
-
-/** Compile with the optimizing compiler straight away: the baseline tier is ~5x slower and
- * the kernels are tiny, so there is nothing to gain from lazy tier-up. */
-function compile(bytes: Uint8Array<ArrayBuffer>): WebAssembly.Module | null {
-  if (!WebAssembly.validate(bytes)) return null;
-  setFlagsFromString('--no-liftoff');
-  try {
-    return new WebAssembly.Module(bytes);
-  } finally {
-    setFlagsFromString('--liftoff');
-  }
-}
+let threadsNoticed = false;
 
 class WasmWeight implements PackedWeight {
   private live = true;
@@ -89,24 +75,20 @@ export class WasmBackend implements Backend {
     let mod: WebAssembly.Module | null = opts.module ?? null;
     let fma = opts.module ? !!opts.fmaModule : false;
     if (!mod && opts.fma !== false) {
-      // Relaxed SIMD (a real FMA) is off by default on Node 20; this flag turns it on.
-      try {
-        setFlagsFromString('--experimental-wasm-relaxed-simd');
-      } catch {
-        /* not fatal */
-      }
-      const p = wasmPath('matmul-relaxed');
-      if (existsSync(p)) {
-        mod = compile(readFileSync(p));
-        fma = mod !== null;
-      }
+      // the platform reads and compiles dist/wasm/<name>.wasm (fs in Node, fetched by init() in browsers)
+      mod = platform.kernelModule('matmul-relaxed', { relaxed: true }).module;
+      fma = mod !== null;
     }
     if (!mod) {
-      const p = wasmPath('matmul');
-      if (!existsSync(p))
-        throw new TypelensError(`WASM kernels not built (${p} missing): run \`npm run build:wasm\``, 'ENOKERNEL');
-      mod = compile(readFileSync(p));
-      if (!mod) throw new TypelensError('this runtime does not support WebAssembly SIMD128', 'ENOKERNEL');
+      const k = platform.kernelModule('matmul');
+      if (!k.module)
+        throw new TypelensError(
+          `WASM kernels not built, not fetched or not supported (${k.where}): run \`npm run build:wasm\`` +
+            (platform.name === 'browser' ? ', and await init() before using the library' : '') +
+            '; this runtime needs WebAssembly SIMD128',
+          'ENOKERNEL',
+        );
+      mod = k.module;
     }
     this.fma = fma;
     this.module = mod;
@@ -141,6 +123,13 @@ export class WasmBackend implements Backend {
    */
   setThreads(n: number): void {
     check(Number.isInteger(n) && n >= 1, `threads must be a positive integer, got ${n}`);
+    const can = platform.sharedThreads();
+    if (n > 1 && !can.ok) {
+      // said once: the kernels run on this thread only
+      if (!threadsNoticed) platform.notice(`typelens: one thread (${can.reason})`);
+      threadsNoticed = true;
+      n = 1;
+    }
     this.helpers?.terminate();
     this.helpers =
       n > 1
@@ -152,6 +141,14 @@ export class WasmBackend implements Backend {
   }
   get threads(): number {
     return (this.helpers?.count ?? 0) + 1;
+  }
+  /** Threads that have started and take work now (this one included). */
+  get threadsReady(): number {
+    return (this.helpers?.ready() ?? 0) + 1;
+  }
+  /** Matmuls so far that ran split across helper threads (how a page or test sees the threads work). */
+  get parallelMatmuls(): number {
+    return this.helpers?.runs ?? 0;
   }
   /** Block until the helper threads have started (they otherwise join as they become ready). */
   async whenReady(timeoutMs = 5000): Promise<void> {

@@ -1,4 +1,4 @@
-import { Worker } from 'node:worker_threads';
+import { platform, type PlatformThread } from '../../platform/index.js';
 import { evenCut } from '../../util/split.js';
 import { CTRL, CtrlState } from './control.js';
 
@@ -6,10 +6,15 @@ import { CTRL, CtrlState } from './control.js';
  * Helper threads that take a share of each large matmul's column panels. They are started once,
  * share the kernels' memory, and are driven with Atomics: the caller packs A, hands each helper a
  * panel range, computes its own range and waits. Splitting panels leaves each output element's
- * arithmetic unchanged, so results are bit-identical to one thread.
+ * arithmetic unchanged, so results are bit-identical to one thread. The threads are the platform's
+ * (worker_threads in Node, Web Workers in a cross-origin isolated page).
  */
 export class MatmulHelpers {
-  private helpers: { worker: Worker; ctrl: Int32Array; tmp: number }[] = [];
+  private helpers: { worker: PlatformThread; ctrl: Int32Array; tmp: number }[] = [];
+  /** Matmuls that ran with at least one helper. */
+  runs = 0;
+  /** A browser page's main thread may not Atomics.wait: it spins until the helpers finish. */
+  private readonly canBlock = platform.canBlock();
 
   /** `tmp` hands out and takes back each helper's widening buffer in the shared memory. */
   constructor(
@@ -20,13 +25,12 @@ export class MatmulHelpers {
   ) {
     for (let i = 0; i < count; i++) {
       const sab = new SharedArrayBuffer(CTRL.size * 4);
-      const worker = new Worker(new URL('./matmul-helper.js', import.meta.url), {
-        workerData: { module, memory, ctrl: sab },
-      });
-      worker.unref(); // never keeps the process alive
-      worker.on('error', () => {
-        /* a dead helper is simply not ready: its share runs on the caller */
-      });
+      // a dead helper is simply not ready: its share runs on the caller
+      const worker = platform.startThread(
+        new URL('./matmul-helper.js', import.meta.url),
+        { module, memory, ctrl: sab },
+        () => {},
+      );
       this.helpers.push({ worker, ctrl: new Int32Array(sab), tmp: tmp.alloc() });
     }
   }
@@ -49,6 +53,7 @@ export class MatmulHelpers {
       (h) => Atomics.load(h.ctrl, CTRL.ready) === 1 && Atomics.load(h.ctrl, CTRL.state) === CtrlState.idle,
     );
     const parts = ready.length + 1;
+    if (ready.length) this.runs++;
     const cut = evenCut(np, parts);
     ready.forEach((h, i) => {
       const c = h.ctrl;
@@ -73,7 +78,7 @@ export class MatmulHelpers {
       let s: number,
         spins = 0;
       while ((s = Atomics.load(h.ctrl, CTRL.state)) === CtrlState.job && (++spins < 200_000 || Date.now() < deadline)) {
-        if (spins >= 200_000) Atomics.wait(h.ctrl, CTRL.state, CtrlState.job, 20); // spin first: the helper is usually close behind
+        if (spins >= 200_000 && this.canBlock) Atomics.wait(h.ctrl, CTRL.state, CtrlState.job, 20); // spin first: the helper is usually close behind
       }
       if (s === CtrlState.job) {
         this.retire(h);
@@ -85,7 +90,7 @@ export class MatmulHelpers {
     }
   }
 
-  private retire(h: { worker: Worker; ctrl: Int32Array; tmp: number }): void {
+  private retire(h: { worker: PlatformThread; ctrl: Int32Array; tmp: number }): void {
     Atomics.store(h.ctrl, CTRL.ready, 0);
     this.helpers = this.helpers.filter((x) => x !== h);
     void h.worker.terminate();

@@ -1,0 +1,132 @@
+// The browser build: dist/src (tsc's output) bundled by esbuild into dist/browser/ — index.js (the
+// entry: src/browser.ts), the two worker entries (kernel helper threads, pool workers), shared
+// chunks, and wasm/ with the kernel binaries. The package.json "browser" field swaps the Node
+// platform (src/platform/node.ts) for the browser one. Run after `npm run build:ts`.
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const dist = join(root, 'dist');
+const out = join(dist, 'browser');
+const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+
+if (!existsSync(join(dist, 'src', 'browser.js'))) {
+  console.error('build-browser: dist/src/browser.js missing: run `npm run build:ts` first');
+  process.exit(1);
+}
+let esbuild;
+try {
+  esbuild = await import('esbuild');
+} catch {
+  console.error('build-browser: esbuild is not installed (a devDependency): run `npm install`');
+  process.exit(1);
+}
+
+// Files that still import Node built-ins and wait for the platform's file layer (the `load`
+// work: checkpoint files, fetching, writing). In the bundle their built-ins are stubs that throw
+// "Node only" when called; any other file importing a built-in fails the build.
+const NODE_ONLY_FILES = [
+  'src/tensor/safetensors.js',
+  'src/model/load.js',
+  'src/model/fetch.js',
+  'src/model/make-weights.js',
+  'src/train/checkpoint.js',
+  'src/util/fs.js',
+];
+const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
+
+/** @type {import('esbuild').Plugin} */
+const nodeBuiltins = {
+  name: 'node-builtins',
+  setup(b) {
+    b.onResolve({ filter: /.*/ }, (args) => {
+      if (!builtins.has(args.path)) return undefined;
+      const from = relative(dist, args.importer).replaceAll('\\', '/');
+      if (!NODE_ONLY_FILES.includes(from))
+        return { errors: [{ text: `${from} imports the Node built-in ${args.path}: use src/platform/ instead` }] };
+      // one stub per importer and built-in, exporting what that importer takes
+      return {
+        path: `${args.path}|${from}`,
+        namespace: 'node-only',
+        pluginData: { importer: args.importer, name: args.path },
+      };
+    });
+    b.onLoad({ filter: /.*/, namespace: 'node-only' }, (args) => {
+      // the names the importer takes from this built-in, each a function that says why it fails
+      const { importer, name } = args.pluginData;
+      const src = readFileSync(importer, 'utf8');
+      const names = new Set();
+      const re = new RegExp(`import\\s*\\{([^}]*)\\}\\s*from\\s*['"]${name}['"]`, 'g');
+      for (const m of src.matchAll(re))
+        for (const n of m[1].split(',')) if (n.trim()) names.add(n.trim().split(/\s+as\s+/)[0]);
+      const fail = (n) =>
+        `export function ${n}() { throw new Error('typelens: ${name} ${n}() is not available in a browser (Node only)'); }`;
+      return { contents: [...names].map(fail).join('\n'), loader: 'js' };
+    });
+  },
+};
+
+// The tokenizer's BPE rank table (GPT-2's 50k-token vocabulary, ~475 KB) is data, like weights:
+// as an entry of its own it lands in a file of its own, which the size budget counts apart.
+export const RANKS = 'node_modules/gpt-tokenizer/esm/bpeRanks/r50k_base.js';
+if (!existsSync(join(root, RANKS))) {
+  console.error(`build-browser: ${RANKS} missing (gpt-tokenizer changed its layout?)`);
+  process.exit(1);
+}
+
+rmSync(out, { recursive: true, force: true });
+const result = await esbuild.build({
+  absWorkingDir: root,
+  entryPoints: {
+    index: 'dist/src/browser.js',
+    'matmul-helper': 'dist/src/kernels/wasm/matmul-helper.js',
+    worker: 'dist/src/parallel/worker.js',
+    'tokenizer-ranks': RANKS,
+  },
+  outdir: out,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'browser',
+  target: 'es2022',
+  minify: true,
+  sourcemap: true,
+  metafile: true,
+  logLevel: 'warning',
+  define: { __TYPELENS_VERSION__: JSON.stringify(pkg.version) },
+  plugins: [nodeBuiltins],
+});
+
+// the kernels, where src/platform/browser.ts looks for them; every built kernel must be listed there
+const browserPlatform = readFileSync(join(root, 'src', 'platform', 'browser.ts'), 'utf8');
+mkdirSync(join(out, 'wasm'), { recursive: true });
+for (const f of readdirSync(join(dist, 'wasm')).filter((f) => f.endsWith('.wasm'))) {
+  if (!browserPlatform.includes(`'./wasm/${f}'`)) {
+    console.error(`build-browser: dist/wasm/${f} is not fetched by src/platform/browser.ts: add it to KERNELS there`);
+    process.exit(1);
+  }
+  copyFileSync(join(dist, 'wasm', f), join(out, 'wasm', f));
+}
+
+writeFileSync(join(out, 'meta.json'), JSON.stringify(result.metafile));
+const { core, data } = bundleSize(out);
+console.log(
+  `built dist/browser/: core JS ${(core / 1000).toFixed(1)} KB gzipped, tokenizer table ${(data / 1000).toFixed(1)} KB`,
+);
+
+/** Gzipped (level 9) bytes of the bundle's JS: the core, and the files holding only the tokenizer table. */
+export function bundleSize(dir) {
+  const meta = JSON.parse(readFileSync(join(dir, 'meta.json'), 'utf8'));
+  let core = 0,
+    data = 0;
+  for (const f of readdirSync(dir).filter((f) => f.endsWith('.js'))) {
+    const inputs = Object.keys(meta.outputs[relative(root, join(dir, f)).replaceAll('\\', '/')]?.inputs ?? {});
+    const gz = gzipSync(readFileSync(join(dir, f)), { level: 9 }).length;
+    if (inputs.length > 0 && inputs.every((i) => i.includes('gpt-tokenizer/esm/bpeRanks/'))) data += gz;
+    else core += gz;
+  }
+  return { core, data };
+}
