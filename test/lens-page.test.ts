@@ -6,7 +6,7 @@
 // gives a one-line error and the page keeps working; a good one replaces the model.
 import t from 'tap';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -279,6 +279,25 @@ t.test('not isolated, no model: one thread, the random model with its banner, No
   );
   r.model.dispose();
   t.same(errors, [], 'no console or page errors');
+  t.same(outside, [], 'no request left the server');
+  await page.context().close();
+});
+
+t.test('a served checkpoint that does not load: its one-line error, and the page runs the random model', async (t) => {
+  const broken = join(tmp, 'broken');
+  mkdirSync(broken, { recursive: true });
+  writeFileSync(join(broken, 'config.json'), readFileSync(join(modelA, 'config.json')));
+  writeFileSync(join(broken, 'model.safetensors'), Buffer.from([200, 0, 0, 0, 0, 0, 0, 0, 123]));
+  const { url, child } = await serve(['--model', broken]);
+  children.push(child);
+  const { page, outside } = await visit(browser, url);
+  await settled(page, 1, 1);
+  const h = await hookOf(page);
+  t.equal(h.status, 'done', 'the page still finishes a run');
+  t.equal(h.errors.length, 1, 'one error');
+  t.match(h.errors[0], /model\.safetensors/, `naming the file: ${h.errors[0]}`);
+  t.ok(await page.locator('#error').isVisible(), 'shown on the page');
+  t.match(await page.locator('#banner').textContent(), /RANDOM/, 'on the random model, with its banner');
   t.same(outside, [], 'no request left the server');
   await page.context().close();
 });

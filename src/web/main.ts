@@ -71,6 +71,8 @@ let current: { loaded: LoadedModel; pool?: ForwardPool; run?: LensRun } | undefi
 // ---- status and errors ----
 
 const status = (text: string) => ($('status').textContent = text);
+const progress = (what: string, done: number, total: number) =>
+  status(`${what}: ${total ? Math.round((100 * done) / total) : done} %`);
 const paint = () => new Promise<void>((ok) => requestAnimationFrame(() => setTimeout(ok, 0)));
 
 function showError(e: unknown): void {
@@ -226,10 +228,7 @@ function openFiles(files: File[]): void {
   if (!files.length) return;
   submit({
     kind: 'model',
-    load: () =>
-      modelFromFiles(files, (what, done, total) =>
-        status(`${what}: ${total ? Math.round((100 * done) / total) : done} %`),
-      ),
+    load: () => modelFromFiles(files, progress),
   });
 }
 
@@ -279,10 +278,15 @@ async function boot(): Promise<void> {
   hook.runtime = await init();
   submit({
     kind: 'model',
-    load: async () =>
-      (await servedModel((what, done, total) =>
-        status(`${what}: ${total ? Math.round((100 * done) / total) : done} %`),
-      )) ?? randomModel(),
+    load: async () => {
+      try {
+        return (await servedModel(progress)) ?? randomModel();
+      } catch (e) {
+        // a served checkpoint that does not load: say why, and still show the page working
+        showError(e);
+        return randomModel();
+      }
+    },
   });
 }
 
