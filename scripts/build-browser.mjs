@@ -25,17 +25,8 @@ try {
   process.exit(1);
 }
 
-// Files that still import Node built-ins and wait for the platform's file layer (the `load`
-// work: checkpoint files, fetching, writing). In the bundle their built-ins are stubs that throw
-// "Node only" when called; any other file importing a built-in fails the build.
-const NODE_ONLY_FILES = [
-  'src/tensor/safetensors.js',
-  'src/model/load.js',
-  'src/model/fetch.js',
-  'src/model/make-weights.js',
-  'src/train/checkpoint.js',
-  'src/util/fs.js',
-];
+// No Node built-in may reach the bundle: the package.json "browser" field has already swapped
+// the Node platform files (platform/node.js, platform/files.js) for their browser twins.
 const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
 
 /** @type {import('esbuild').Plugin} */
@@ -45,26 +36,7 @@ const nodeBuiltins = {
     b.onResolve({ filter: /.*/ }, (args) => {
       if (!builtins.has(args.path)) return undefined;
       const from = relative(dist, args.importer).replaceAll('\\', '/');
-      if (!NODE_ONLY_FILES.includes(from))
-        return { errors: [{ text: `${from} imports the Node built-in ${args.path}: use src/platform/ instead` }] };
-      // one stub per importer and built-in, exporting what that importer takes
-      return {
-        path: `${args.path}|${from}`,
-        namespace: 'node-only',
-        pluginData: { importer: args.importer, name: args.path },
-      };
-    });
-    b.onLoad({ filter: /.*/, namespace: 'node-only' }, (args) => {
-      // the names the importer takes from this built-in, each a function that says why it fails
-      const { importer, name } = args.pluginData;
-      const src = readFileSync(importer, 'utf8');
-      const names = new Set();
-      const re = new RegExp(`import\\s*\\{([^}]*)\\}\\s*from\\s*['"]${name}['"]`, 'g');
-      for (const m of src.matchAll(re))
-        for (const n of m[1].split(',')) if (n.trim()) names.add(n.trim().split(/\s+as\s+/)[0]);
-      const fail = (n) =>
-        `export function ${n}() { throw new Error('typelens: ${name} ${n}() is not available in a browser (Node only)'); }`;
-      return { contents: [...names].map(fail).join('\n'), loader: 'js' };
+      return { errors: [{ text: `${from} imports the Node built-in ${args.path}: use src/platform/ instead` }] };
     });
   },
 };

@@ -1,7 +1,7 @@
 // The browser build in a real browser: headless Chromium (./browser.ts) opens a test page
 // (test/browser-page/) served by a small static server inside this test, once cross-origin
 // isolated (COOP/COEP headers) and once not. The page loads dist/browser/index.js, a fixture
-// checkpoint from bytes, and runs a forward with a hook and a cache; its logits and cached
+// checkpoint from bytes (and from its URL), and runs a forward with a hook and a cache; its logits and cached
 // activation must equal this Node process's, bit for bit, for the same model and tokens. Isolated,
 // the kernels must run on >= 2 threads (as the library reports), otherwise on 1, said once.
 import t from 'tap';
@@ -116,11 +116,25 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         logits: number[];
         resid: number[];
         hookSeen: number[] | null;
-        pool: { threads?: number; logits?: number[]; error?: string };
+        pool: {
+          threads?: number;
+          logits?: number[];
+          error?: string;
+          sweepShape?: number[];
+          sweepSerial?: number[];
+          sweepPool?: number[];
+        };
+        urlLogits: number[];
+        early?: string;
       };
       await page.close();
       t.equal(got.error, undefined, 'the page ran without throwing');
       if (got.error) return;
+      t.match(
+        got.early ?? '',
+        /^ENOKERNEL: .*await init\(\)/,
+        'before init(), asking for a backend says to await init()',
+      );
       t.equal(got.isolated, isolated, `the page is ${isolated ? '' : 'not '}cross-origin isolated`);
       t.match(got.after.backend, /^wasm-simd/, 'the page runs the WASM SIMD kernels');
       t.same(got.shape, want.shape, 'logits shape as in Node');
@@ -132,6 +146,8 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         0,
         `cached blocks.0.hook_resid_post equals Node's bit for bit (first difference at ${dr.first})`,
       );
+      const du = diff(got.urlLogits, want.logits);
+      t.equal(du.count, 0, `loaded by fromUrl: logits equal Node's bit for bit (first difference at ${du.first})`);
       t.same(got.hookSeen, [2, 6, 20, 20], 'the hook on blocks.1.attn.hook_pattern saw [batch, head, q, k]');
       if (isolated) {
         t.ok(got.before.threads >= 2, `kernels on ${got.before.threads} threads (asked for ${THREADS})`);
@@ -140,6 +156,13 @@ t.test('the browser bundle gives the Node numbers, on threads when isolated', as
         t.equal(got.pool.threads, 2, 'the pool has the 2 workers asked for');
         const dp = diff(got.pool.logits ?? [], want.logits);
         t.equal(dp.count, 0, `the pool's logits equal Node's bit for bit (first difference at ${dp.first})`);
+        t.same(got.pool.sweepShape, [3, 20], 'the resid_pre patching sweep is [layer + 1, pos]');
+        const ds = diff(got.pool.sweepPool ?? [], got.pool.sweepSerial ?? [1]);
+        t.equal(
+          ds.count,
+          0,
+          `the sweep on the workers equals the serial one bit for bit (first difference at ${ds.first})`,
+        );
       } else {
         t.equal(got.before.threads, 1, 'kernels on one thread');
         t.equal(got.after.parallelMatmuls, 0, 'no matmul ran on helper threads');

@@ -55,6 +55,13 @@ let announced = false;
 export function getBackend(name: BackendName = 'auto'): Backend {
   const want = name === 'auto' ? ((runtimeConfig().backend as BackendName | undefined) ?? 'auto') : name;
   if (want === 'js') return jsBackend;
+  // a browser fetches the kernels asynchronously: silently running on plain JS until then would
+  // give other numbers, slowly
+  if (!platform.kernelsReady())
+    throw new TypelensError(
+      "typelens: the WASM kernels are not loaded yet: await init() (typelens's browser entry) first",
+      'ENOKERNEL',
+    );
   if (want === 'cuda') {
     const c = cudaBackend();
     if (!c) throw new TypelensError(`CUDA backend unavailable: ${cudaStatus().reason}`, 'ENOKERNEL');

@@ -20,6 +20,7 @@ export const KERNEL_NAMES = Object.keys(KERNELS);
 
 const modules = new Map<string, { module: WebAssembly.Module | null; where: string }>();
 let prepared: Promise<void> | null = null;
+let ready = false;
 
 async function fetchKernel(name: string, url: URL): Promise<void> {
   let module: WebAssembly.Module | null = null;
@@ -67,9 +68,14 @@ export const platform: Platform = {
       Object.entries(KERNELS).map(([name, url]) =>
         fetchKernel(name, opts.assets ? new URL(`${name}.wasm`, new URL(String(opts.assets), location.href)) : url),
       ),
-    ).then(() => undefined);
+    ).then(() => {
+      ready = true;
+    });
     return prepared;
   },
+  // pool workers get their kernel module from the page (sharedBackend), never fetch: for them
+  // getBackend() keeps its old meaning (WASM if it loads, else plain JS)
+  kernelsReady: () => ready || isWorker(),
   kernelModule(name) {
     return (
       modules.get(name) ?? {

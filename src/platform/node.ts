@@ -62,6 +62,7 @@ export const platform: Platform = {
   sharedThreads: () => ({ ok: true, reason: 'worker_threads' }),
   canBlock: () => true,
   prepare: async () => {},
+  kernelsReady: () => true,
   kernelModule(name, opts = {}) {
     const where = fileURLToPath(new URL(`../../wasm/${name}.wasm`, import.meta.url));
     if (opts.relaxed) {

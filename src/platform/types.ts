@@ -50,6 +50,8 @@ export interface Platform {
    * `assets` is the folder holding the .wasm files (default: next to the library's code).
    */
   prepare(opts?: { assets?: string | URL }): Promise<void>;
+  /** Whether kernelModule() can answer now (Node: always; browsers: once prepare() has finished). */
+  kernelsReady(): boolean;
   /**
    * The compiled kernel `dist/wasm/<name>.wasm`: null when it is absent or this runtime cannot
    * compile it; `where` names the file either way (for messages). `relaxed` enables relaxed SIMD first.
