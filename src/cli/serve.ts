@@ -139,7 +139,11 @@ async function resolveFile(root: string, rel: string): Promise<{ path: string; s
 }
 
 function answer(res: ServerResponse, code: number, headers: Record<string, string>, body: string): void {
-  res.writeHead(code, { ...headers, 'Content-Type': 'text/plain; charset=utf-8', 'Content-Length': body.length });
+  res.writeHead(code, {
+    ...headers,
+    'Content-Type': 'text/plain; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+  });
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
@@ -167,7 +171,11 @@ export async function startServer(o: ServeOptions = {}): Promise<LensServer> {
         model: modelRoot === undefined ? null : MODEL_PREFIX.slice(1),
         ...(o.banner ? { banner: o.banner } : {}),
       });
-      res.writeHead(200, { ...base, 'Content-Type': CONTENT_TYPES['.json'], 'Content-Length': body.length });
+      res.writeHead(200, {
+        ...base,
+        'Content-Type': CONTENT_TYPES['.json'],
+        'Content-Length': Buffer.byteLength(body),
+      });
       res.end(req.method === 'HEAD' ? undefined : body);
       return;
     }
