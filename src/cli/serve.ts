@@ -253,7 +253,7 @@ export function defaultModelDir(): string | undefined {
 
 const EMBEDDED_BANNER =
   'This is typelens-ioi, the small GPT-2-layout model typelens trained itself on synthetic IOI sentences and ' +
-  'repeated random tokens (docs/embedded-model.md): NOT GPT-2, but a model whose IOI circuit is known. ' +
+  'repeated random tokens (recipe and evaluation: docs/embedded-model.md). It is NOT GPT-2. ' +
   'Drop another checkpoint on the page, or run `npx typelens serve --model DIR`.';
 
 export const SERVE_USAGE = `  serve [--port 8080] [--model DIR | --no-model] [--host 127.0.0.1] [--no-isolation]
