@@ -12,6 +12,7 @@ import { cmdGenerate } from './generate.js';
 import { CHECKPOINTS, fetchWeights } from '../model/fetch.js';
 import { wasmBackend } from '../kernels/index.js';
 import { progress } from './progress.js';
+import { runServe, SERVE_USAGE } from './serve.js';
 import { existingModelDir, int, need, parse, parseTokens, threads, UsageError } from './args.js';
 
 export { progress };
@@ -27,7 +28,8 @@ commands:
   make-weights --preset tiny|gpt2-small|gpt2-medium|gpt2-large|gpt2-xl [--seed N] [--dtype f32|bf16] --out DIR
   demo [--model DIR] [--out DIR] [--prompts classic|seed] [--threads N] [--weight-space]
   fetch-weights gpt2-small [--dir DIR] [--base-url URL]
-${VERIFY_USAGE}`;
+${VERIFY_USAGE}
+${SERVE_USAGE}`;
 
 async function cmdRun(argv: string[]): Promise<number> {
   const { values: v } = parse(argv, {
@@ -149,6 +151,8 @@ export async function run(argv: string[]): Promise<number> {
         return await cmdFetchWeights(rest);
       case 'verify':
         return await runVerify(rest);
+      case 'serve':
+        return await runServe(rest);
       case undefined:
       case '-h':
       case '--help':
