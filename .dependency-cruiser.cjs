@@ -21,6 +21,8 @@ const LAYERS = [
   { name: 'parallel', paths: ['parallel/'] },
   { name: 'report', paths: ['report/'] },
   { name: 'demo', paths: ['demo/'] },
+  // The lens page (browser only): above the demo whose sections it reuses, below the CLI that serves it.
+  { name: 'web', paths: ['web/'] },
   { name: 'cli', paths: ['cli/'] },
 ];
 const re = (prefixes) => `^src/(${prefixes.join('|')})`;
