@@ -1,7 +1,7 @@
 // `node dist/src/cli/eval-ioi.js [model dir] [--report DIR]`: the embedded model's evaluation
 // table (docs/embedded-model.md) as JSON: ioiEval on 1,000 fresh seeded prompts per split, the
 // notebook's 8 prompts and test_prompt, and the circuit figures the demo's sections find.
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ioiEval } from '../analysis/evals.js';
@@ -11,6 +11,8 @@ import { wasmBackend } from '../kernels/index.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { ioiEvalDataset } from '../train/index.js';
 import { DEMO_FLAGS } from './demo.js';
+import { heatmapSvg } from './svg-figures.js';
+import type { Tensor } from '../tensor/index.js';
 
 /** Seeds of the evaluation prompts: never the training stream's (dataSeed 1, and +1 for its induction rows). */
 export const EVAL_SEEDS = { trainCombos: 1001, heldoutCombos: 1002, heldoutTemplates: 1003 };
@@ -19,7 +21,12 @@ export async function main(argv: string[]): Promise<number> {
   const { values: v, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { report: { type: 'string' }, n: { type: 'string', default: '1000' }, json: { type: 'string' } },
+    options: {
+      report: { type: 'string' },
+      n: { type: 'string', default: '1000' },
+      json: { type: 'string' },
+      figures: { type: 'string' },
+    },
   });
   wasmBackend()?.setThreads(1);
   const dir = resolve(positionals[0] ?? 'weights/typelens-ioi');
@@ -57,6 +64,24 @@ export async function main(argv: string[]): Promise<number> {
   console.log(text);
   if (v.json) writeFileSync(resolve(v.json), text + '\n');
   if (v.report) result.report.write(join(resolve(v.report), 'index.html'));
+  if (v.figures) {
+    const f = resolve(v.figures),
+      { n_layers: L, n_heads: H } = model.cfg;
+    mkdirSync(f, { recursive: true });
+    const fig = (name: string, t: Tensor, title: string) =>
+      writeFileSync(join(f, name), heatmapSvg(t.reshape([t.size]).f32(), L, H, title));
+    fig(
+      'dla-per-head.svg',
+      result.perHead,
+      "Direct logit attribution per head (classic prompts' mean logit difference)",
+    );
+    fig(
+      'patching-head-out.svg',
+      result.patchedHeadZ,
+      'Activation patching, head outputs (fraction of logit difference restored)',
+    );
+    fig('induction-scores.svg', result.headScores.induction, "Induction scores on the demo's repeated random tokens");
+  }
   model.dispose();
   return 0;
 }

@@ -9,7 +9,7 @@ import { wasmBackend } from '../kernels/index.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { ioiMixture, train } from '../train/index.js';
 import { saveCheckpoint } from '../train/checkpoint.js';
-import { lossCurveSvg } from './loss-curve.js';
+import { lossCurveSvg } from './svg-figures.js';
 
 /** The recipe (every number here is documented in docs/embedded-model.md). */
 export const IOI_RECIPE = {
