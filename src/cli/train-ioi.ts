@@ -24,7 +24,7 @@ export const IOI_RECIPE = {
    */
   lnFinalInit: 4,
   dataSeed: 1,
-  steps: 2000,
+  steps: 681,
   batchSize: 32,
   inductionEvery: 4,
   inductionScored: 4,
