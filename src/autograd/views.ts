@@ -113,3 +113,34 @@ export function gather(x: Tensor, idx: Tensor): Tensor {
     acc(x, gx);
   });
 }
+
+/**
+ * Rows of x [..., M] (all leading axes flattened to R rows) picked by `rows` (integers in [0, R))
+ * -> [N, M], torch's x.reshape(-1, M)[rows]. The backward scatter-adds into the picked rows. Used
+ * to unembed only the positions a loss reads (the [rows, d_vocab] matmul is the costly one).
+ */
+export function selectRows(x: Tensor, rows: ArrayLike<number>): Tensor {
+  const M = x.shape[x.ndim - 1],
+    R = x.size / Math.max(M, 1);
+  const xv = x.contiguous().f32(),
+    N = rows.length;
+  const out = new Float32Array(N * M);
+  for (let n = 0; n < N; n++) {
+    const r = rows[n];
+    if (!Number.isInteger(r) || r < 0 || r >= R)
+      throw new TypelensError(`selectRows: row ${r} outside [0, ${R}) of [${x.shape.join(', ')}]`, 'EINDEX');
+    out.set(xv.subarray(r * M, (r + 1) * M), n * M);
+  }
+  const res = new Tensor(out, [N, M]);
+  const tape = tapeFor(x);
+  if (!tape) return res;
+  const idx = Array.from(rows);
+  return tape.record(res, (g, acc) => {
+    const gx = new Float32Array(x.size);
+    for (let n = 0; n < N; n++) {
+      const o = idx[n] * M;
+      for (let m = 0; m < M; m++) gx[o + m] += g[n * M + m];
+    }
+    acc(x, gx);
+  });
+}

@@ -11,3 +11,5 @@ export { weightSpaceSection } from './weight-space.js';
 export type { WeightSpace } from './weight-space.js';
 export { Report } from '../report/html.js';
 export type { FigureInfo } from '../report/html.js';
+export { circuitFigures } from './circuit-figures.js';
+export type { CircuitFigures } from './circuit-figures.js';

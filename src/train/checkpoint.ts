@@ -7,6 +7,7 @@ import type { StTensorOut } from '../model/safetensors.js';
 import { writeSafetensors } from '../model/safetensors.js';
 import { Tensor } from '../tensor/index.js';
 import { joinPath as join, writeDirAtomic, writeFileAtomic } from '../platform/files.js';
+import { f32ToBf16, f32ToF16 } from '../tensor/dtype.js';
 
 /**
  * TL-layout parameters -> HF GPT-2 tensors (names without the `transformer.` prefix, as HF's
@@ -103,12 +104,23 @@ export function hfConfigOf(model: HookedTransformer, tied: boolean): Record<stri
 }
 
 /**
- * Write `model` to `dir` as config.json + model.safetensors, atomically: the folder is built
+ * Write `model` to `dir` as config.json + model.safetensors (f32, or f16 / bf16 with opts.dtype), atomically: the folder is built
  * beside `dir` and renamed into place, so `dir` is complete or absent (an older checkpoint there
  * is replaced only once the new one is whole).
  */
-export function saveCheckpoint(model: HookedTransformer, dir: string, metadata: Record<string, string> = {}): void {
+export function saveCheckpoint(
+  model: HookedTransformer,
+  dir: string,
+  metadata: Record<string, string> = {},
+  opts: { dtype?: 'F32' | 'F16' | 'BF16' } = {},
+): void {
   const { tensors, tied } = toHFTensors(model);
+  // half-precision storage (HF checkpoints are often f16): the loader widens to f32
+  const dt = opts.dtype ?? 'F32';
+  if (dt !== 'F32')
+    for (const t of Object.values(tensors))
+      t.data = dt === 'F16' ? f32ToF16(t.data as Float32Array) : f32ToBf16(t.data as Float32Array);
+  for (const t of Object.values(tensors)) t.dtype = dt;
   const cfg = hfConfigOf(model, tied);
   try {
     writeDirAtomic(dir, (tmp) => {

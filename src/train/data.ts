@@ -14,6 +14,16 @@ export interface TokenGenerator {
   readonly answerPositions: number[];
   /** Name and parameters, for logs. */
   readonly description: string;
+  /**
+   * The scored positions of one sequence this generator returned, when they vary by sequence
+   * (train's lossPositions: 'answers'); absent: answerPositions for every sequence.
+   */
+  answerPositionsOf?(seq: number[]): readonly number[];
+  /**
+   * A whole batch of `n` sequences, all of one length <= seqLen (which may change from batch to
+   * batch); train() uses it instead of n calls to next() when present.
+   */
+  nextBatch?(n: number): number[][];
 }
 
 const intIn = (r: { uniform(): number }, n: number) => Math.min(n - 1, Math.floor(r.uniform() * n));

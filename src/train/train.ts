@@ -8,13 +8,14 @@
 // model's own storage through model.updateWeights (which repacks the changed matrices), and a
 // progress bar shows the loss.
 import { gpt2Grad, namedParameters } from '../model/gpt2-grad.js';
-import { ag } from '../autograd/index.js';
+import { ag, withGrad } from '../autograd/index.js';
 import { TypelensError } from '../errors.js';
 import type { HookedTransformer } from '../model/hooked-transformer.js';
 import { rng } from '../model/make-weights.js';
 import { Tensor } from '../tensor/index.js';
 import { saveCheckpoint } from './checkpoint.js';
 import type { TokenGenerator } from './data.js';
+import { positionsLoss, scoredRows, transposeInto } from './loss.js';
 import { clipGradNorm, makeOptimizer, OptimizerName, warmupFactor } from './optim.js';
 
 export interface TrainConfig {
@@ -56,6 +57,22 @@ export interface TrainConfig {
   freeze?: string[];
   /** Intra-op threads for the matmuls during training (WASM backend); default: as set. */
   threads?: number;
+  /**
+   * Score only some positions instead of every next-token prediction (TL's loss is the mean over
+   * all of them). Positions are *target* positions p >= 1 (the token at p is predicted from the
+   * logits at p - 1), as a generator's answerPositions: 'answers' takes them from the generator
+   * (answerPositionsOf(seq) when it varies by sequence, else answerPositions); an array gives the
+   * same positions for every row. The loss is the mean cross-entropy over all scored (row,
+   * position) pairs, and the residual rows are gathered before ln_final, so the [rows, d_vocab]
+   * unembedding runs on the scored rows only (see positionsLoss).
+   */
+  lossPositions?: 'answers' | number[];
+  /**
+   * Train with GPT-2's tied head, W_U = W_E^T (HF's lm_head shares wte): W_U is set to W_E^T at
+   * the start, each step updates W_E with the summed gradient dW_E + dW_U^T (what torch computes
+   * for one shared tensor), and W_U is rewritten as W_E^T, so a checkpoint saves only wte.
+   */
+  tieEmbeddings?: boolean;
 }
 
 export interface StepInfo {
@@ -137,27 +154,36 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
       [order[i], order[j]] = [order[j], order[i]];
     }
   };
-  const batchAt = (step: number): Tensor => {
+  const batchAt = (step: number): { tokens: Tensor; seqs: number[][] } => {
     let seqs: number[][];
-    if (gen) seqs = Array.from({ length: B }, () => gen.next());
+    if (gen?.nextBatch) seqs = gen.nextBatch(B);
+    else if (gen) seqs = Array.from({ length: B }, () => gen.next());
     else {
       const k = step % perEpoch;
       if (k === 0) shuffle();
       seqs = order.slice(k * B, (k + 1) * B).map((i) => rows![i]);
     }
-    const flat = new Float32Array(seqs.length * P);
+    // a generator's nextBatch may give shorter rows (one length per batch)
+    const Pb = gen?.nextBatch && seqs.length ? seqs[0].length : P;
+    if (Pb < 2 || Pb > P)
+      throw new TypelensError(`train: a batch of sequences of ${Pb} tokens (need 2..seqLen=${P})`, 'ESHAPE');
+    const flat = new Float32Array(seqs.length * Pb);
     seqs.forEach((s, i) => {
-      if (s.length !== P)
-        throw new TypelensError(`train: sequences must all have ${P} tokens, got one of ${s.length}`, 'ESHAPE');
-      for (let j = 0; j < P; j++) {
+      if (s.length !== Pb)
+        throw new TypelensError(`train: sequences must all have ${Pb} tokens, got one of ${s.length}`, 'ESHAPE');
+      for (let j = 0; j < Pb; j++) {
         const v = s[j];
         if (!Number.isInteger(v) || v < 0 || v >= V)
           throw new TypelensError(`train: token ${v} outside the vocabulary [0, ${V})`, 'EINPUT');
-        flat[i * P + j] = v;
+        flat[i * Pb + j] = v;
       }
     });
-    return new Tensor(flat, [seqs.length, P]);
+    return { tokens: new Tensor(flat, [seqs.length, Pb]), seqs };
   };
+  if (c.lossPositions === 'answers' && !gen)
+    throw new TypelensError("train: lossPositions 'answers' needs a generator dataset (its answerPositions)", 'EINPUT');
+  const positionsOf = (seq: number[]): readonly number[] =>
+    c.lossPositions === 'answers' ? (gen!.answerPositionsOf?.(seq) ?? gen!.answerPositions) : c.lossPositions!;
   // ---- optimizer, threads
   const opt = makeOptimizer(c.optimizer ?? 'Adam', {
     lr: c.lr ?? 1e-3,
@@ -179,6 +205,15 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
   const t: StepTiming = { forward: 0, backward: 0, update: 0, repack: 0, total: 0 };
   const all = [...namedParameters(model).keys()],
     freeze = c.freeze ?? ['unembed.b_U'];
+  const tie = !!c.tieEmbeddings;
+  const frozenE = freeze.includes('embed.W_E'),
+    frozenU = freeze.includes('unembed.W_U');
+  if (tie && frozenE !== frozenU)
+    throw new TypelensError('train: tieEmbeddings makes W_E and W_U one tensor: freeze both or neither', 'EINPUT');
+  const { d_model: M } = model.cfg;
+  // W_E [V, M] gradient plus dW_U^T, when tied and trained (the backward's own buffers are reused: never written)
+  const tiedGrad = tie && !frozenE ? new Float32Array(V * M) : null;
+  if (tie) tieHead(model);
   for (const f of freeze)
     if (!all.includes(f))
       throw new TypelensError(
@@ -191,39 +226,62 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
       'EINPUT',
     );
   const baseLr = c.lr ?? 1e-3,
-    names = all.filter((n) => !freeze.includes(n));
+    names = all.filter((n) => !freeze.includes(n) && !(tie && n === 'unembed.W_U'));
   const t0 = performance.now();
   try {
     for (let step = 0; step < total; step++) {
-      const tokens = batchAt(step);
+      const { tokens, seqs } = batchAt(step);
       const s0 = performance.now();
       let s1 = 0;
-      const res = gpt2Grad(
-        model,
-        tokens,
-        (logits) => {
+      let res: { value: number; params: Map<string, Tensor> };
+      if (c.lossPositions !== undefined) {
+        const { rows, targets } = scoredRows(seqs, positionsOf);
+        // only the trained parameters are watched: a frozen embedding / unembedding then costs no
+        // [d_vocab, d_model] gradient, buffer or transpose (the gradients.ts backward watches all)
+        const named = namedParameters(model);
+        const watched = tiedGrad ? [...names, 'unembed.W_U'] : names;
+        model.checkWeights();
+        const { out: m, tape } = withGrad((tp) => {
+          tp.watch(...watched.map((n) => named.get(n)!));
+          const resid = model.forward(tokens, { stopAtLayer: model.cfg.n_layers });
           s1 = performance.now();
-          return ag.lmCrossEntropyLoss(logits, tokens);
-        },
-        { hooks: false, views: true },
-      );
+          return positionsLoss(model, resid, rows, targets);
+        });
+        const g = tape.backward(m);
+        res = { value: m.item(), params: new Map(watched.map((n) => [n, g.view(named.get(n)!)])) };
+      } else
+        res = gpt2Grad(
+          model,
+          tokens,
+          (logits) => {
+            s1 = performance.now();
+            return ag.lmCrossEntropyLoss(logits, tokens);
+          },
+          { hooks: false, views: true },
+        );
       const s2 = performance.now();
       const grads = res.params;
+      if (tiedGrad) {
+        // one shared tensor: d loss / d W_E = dW_E + dW_U^T
+        transposeInto(grads.get('unembed.W_U')!.f32(), M, V, tiedGrad);
+        const gE = grads.get('embed.W_E')!.f32();
+        for (let i = 0; i < tiedGrad.length; i++) tiedGrad[i] += gE[i];
+      }
+      const gradOf = (name: string): Float32Array =>
+        tiedGrad && name === 'embed.W_E' ? tiedGrad : grads.get(name)!.f32();
       const gradNorm =
         c.maxGradNorm !== undefined
-          ? clipGradNorm(
-              [...grads.values()].map((g) => g.f32()),
-              c.maxGradNorm,
-            )
+          ? clipGradNorm([...grads.keys()].filter((n) => !(tie && n === 'unembed.W_U')).map(gradOf), c.maxGradNorm)
           : undefined;
       const lr = baseLr * warmupFactor(step, c.warmupSteps ?? 0);
       opt.beginStep();
       let inFn = 0;
       model.updateWeights(names, (name, data) => {
         const u = performance.now();
-        opt.update(name, data, grads.get(name)!.f32(), lr);
+        opt.update(name, data, gradOf(name), lr);
         inFn += performance.now() - u;
       });
+      if (tiedGrad) tieHead(model);
       const s3 = performance.now();
       t.forward += s1 - s0;
       t.backward += s2 - s1;
@@ -259,6 +317,13 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
     total: wall / n,
   };
   return { losses, steps: n, timing, stepsPerSecond: n / (wall / 1000), saved };
+}
+
+/** W_U := W_E^T, written through the model (which repacks it). */
+function tieHead(model: HookedTransformer): void {
+  const { d_model: M, d_vocab: V } = model.cfg;
+  const E = model.weights.W_E.contiguous().f32();
+  model.updateWeights(['unembed.W_U'], (_, data) => transposeInto(E, V, M, data));
 }
 
 /** A terminal progress bar with the loss (silent when stderr is not a terminal). */

@@ -1,0 +1,142 @@
+// `npm run train:ioi`: trains the embedded IOI model from scratch (the recipe of
+// docs/embedded-model.md) and writes weights/typelens-ioi/: the checkpoint (HF GPT-2 layout,
+// tied head, f16 storage), training-log.json (the loss curve, wall and CPU time) and
+// loss-curve.svg. Flags override the recipe for experiments.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { wasmBackend } from '../kernels/index.js';
+import { HookedTransformer } from '../model/hooked-transformer.js';
+import { ioiMixture, train } from '../train/index.js';
+import { saveCheckpoint } from '../train/checkpoint.js';
+import { lossCurveSvg } from './svg-figures.js';
+
+/** The recipe (every number here is documented in docs/embedded-model.md). */
+export const IOI_RECIPE = {
+  model: { n_layers: 4, d_model: 128, n_heads: 4, d_mlp: 512, n_ctx: 64, d_vocab: 50257, bos_token_id: 50256 },
+  initSeed: 0,
+  /** Frozen at their seeded initialisation (TL's default std 0.8 / sqrt(d_model)), tied: W_U = W_E^T. */
+  freeze: ['embed.W_E', 'unembed.W_U', 'unembed.b_U'],
+  /**
+   * ln_final.w starts at this (trained from there): the frozen unembedding's logits are
+   * w · LN(x) · e_token with |LN(x)| = sqrt(d_model) and |e| ~ 0.8, so at w = 1 no token can get
+   * a logit much above the noise of 50257 random rows; a larger start is a lower softmax temperature.
+   */
+  lnFinalInit: 4,
+  dataSeed: 1,
+  steps: 681,
+  batchSize: 32,
+  inductionEvery: 4,
+  inductionScored: 4,
+  inductionBatchFraction: 0.25,
+  optimizer: 'AdamW' as const,
+  lr: 3e-3,
+  weightDecay: 0.01,
+  warmupSteps: 50,
+  maxGradNorm: 1.0,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const { values: v } = parseArgs({
+    args: argv,
+    options: {
+      out: { type: 'string', default: 'weights/typelens-ioi' },
+      steps: { type: 'string' },
+      lr: { type: 'string' },
+      batch: { type: 'string' },
+      layers: { type: 'string' },
+      f32: { type: 'boolean' },
+      'max-minutes': { type: 'string' },
+      'save-every': { type: 'string' },
+    },
+  });
+  const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
+  if (v.steps) R.steps = Number(v.steps);
+  if (v.lr) R.lr = Number(v.lr);
+  if (v.batch) R.batchSize = Number(v.batch);
+  if (v.layers) R.model.n_layers = Number(v.layers);
+  const out = resolve(v.out as string);
+  wasmBackend()?.setThreads(1);
+  const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
+  model.updateWeights(['ln_final.w'], (_, d) => d.fill(R.lnFinalInit));
+  const data = ioiMixture({
+    seed: R.dataSeed,
+    inductionEvery: R.inductionEvery,
+    inductionScored: R.inductionScored,
+    inductionBatchFraction: R.inductionBatchFraction,
+  });
+  const maxMs = v['max-minutes'] ? Number(v['max-minutes']) * 60000 : Infinity;
+  const cpu0 = process.cpuUsage(),
+    t0 = performance.now();
+  const log: { step: number; loss: number; kind: 'ioi' | 'induction' }[] = [];
+  let last = 0;
+  const res = train(model, data, {
+    steps: R.steps,
+    batchSize: R.batchSize,
+    optimizer: R.optimizer,
+    lr: R.lr,
+    weightDecay: R.weightDecay,
+    warmupSteps: R.warmupSteps,
+    maxGradNorm: R.maxGradNorm,
+    lossPositions: 'answers',
+    tieEmbeddings: true,
+    freeze: R.freeze,
+    saveEvery: v['save-every'] ? Number(v['save-every']) : undefined,
+    saveDir: v['save-every'] ? `${out}-steps` : undefined,
+    onStep: (s) => {
+      log.push({
+        step: s.step + 1,
+        loss: s.loss,
+        kind: s.step % R.inductionEvery === R.inductionEvery - 1 ? 'induction' : 'ioi',
+      });
+      if (!process.stderr.isTTY && performance.now() - last > 30000) {
+        last = performance.now();
+        const ioi = log.filter((x) => x.kind === 'ioi').slice(-20);
+        const ind = log.filter((x) => x.kind === 'induction').slice(-5);
+        const m = (xs: { loss: number }[]) => (xs.reduce((a, x) => a + x.loss, 0) / Math.max(1, xs.length)).toFixed(3);
+        const cpu = process.cpuUsage(cpu0);
+        console.error(
+          `step ${s.step + 1}/${R.steps} ioi ${m(ioi)} induction ${m(ind)} ${((last - t0) / 1000).toFixed(0)} s wall ${((cpu.user + cpu.system) / 1e6).toFixed(0)} s CPU`,
+        );
+      }
+      // a wall-clock cap for experiments: the schedule has no decay, so stopping at step K gives the K-step recipe's model
+      return performance.now() - t0 < maxMs;
+    },
+  });
+  const wall = (performance.now() - t0) / 1000,
+    cpu = process.cpuUsage(cpu0);
+  mkdirSync(out, { recursive: true });
+  saveCheckpoint(
+    model,
+    out,
+    { recipe: 'typelens train:ioi (docs/embedded-model.md)', steps: String(res.steps) },
+    { dtype: v.f32 ? 'F32' : 'F16' },
+  );
+  const summary = {
+    recipe: R,
+    data: data.description,
+    steps: res.steps,
+    wallSeconds: +wall.toFixed(1),
+    cpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(1),
+    stepsPerSecond: +res.stepsPerSecond.toFixed(3),
+    msPerStep: res.timing,
+    finalIoiLoss: mean(log.filter((x) => x.kind === 'ioi').slice(-50)),
+    finalInductionLoss: mean(log.filter((x) => x.kind === 'induction').slice(-12)),
+    losses: log,
+  };
+  writeFileSync(join(out, 'training-log.json'), JSON.stringify(summary, null, 1) + '\n');
+  writeFileSync(
+    join(out, 'loss-curve.svg'),
+    lossCurveSvg(log, `typelens-ioi: ${res.steps} steps, ${summary.wallSeconds} s wall, ${summary.cpuSeconds} s CPU`),
+  );
+  console.log(
+    `wrote ${out} (${res.steps} steps, ${summary.wallSeconds} s wall, ${summary.cpuSeconds} s CPU; IOI loss ${summary.finalIoiLoss.toFixed(3)}, induction loss ${summary.finalInductionLoss.toFixed(3)})`,
+  );
+  model.dispose();
+  return 0;
+}
+
+const mean = (xs: { loss: number }[]) => xs.reduce((a, x) => a + x.loss, 0) / Math.max(1, xs.length);
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!))
+  main(process.argv.slice(2)).then((c) => process.exit(c));

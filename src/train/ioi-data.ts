@@ -1,0 +1,425 @@
+// Seeded synthetic data for the embedded IOI model (docs/embedded-model.md): indirect-object
+// sentences from templates in the style of TransformerLens's IOI dataset / the IOI paper (Wang
+// et al. 2022, BABA and ABBA orders), the Exploratory Analysis Demo's own prompt formats among
+// them, and repeated random tokens (the demo's induction section) so that induction heads form.
+import { TypelensError } from '../errors.js';
+import { rng } from '../model/make-weights.js';
+import { encodeText, EOT } from '../model/tokenizer.js';
+import type { TokenGenerator } from './data.js';
+import { IOIDataset } from '../analysis/evals.js';
+
+/** Names, places, objects and drinks: each one GPT-2 token after a space (checked by checkSingleTokens). */
+export const IOI_NAMES = [
+  'John',
+  'Mary',
+  'Tom',
+  'James',
+  'Dan',
+  'Sid',
+  'Martin',
+  'Amy',
+  'Michael',
+  'David',
+  'Sarah',
+  'Paul',
+  'Mark',
+  'Peter',
+  'Jane',
+  'Anna',
+  'Lisa',
+  'Kevin',
+  'Chris',
+  'Alex',
+  'Ben',
+  'Sam',
+  'Max',
+  'Jack',
+  'Ryan',
+  'Adam',
+  'Emma',
+  'Kate',
+  'Laura',
+  'Rachel',
+  'Jessica',
+  'Jennifer',
+  'Linda',
+  'Susan',
+  'Karen',
+  'Nancy',
+  'Helen',
+  'Sandra',
+  'Steve',
+  'Brian',
+  'Eric',
+  'Jason',
+  'Matt',
+  'Tim',
+  'Joe',
+  'Bob',
+  'Bill',
+  'George',
+  'Frank',
+  'Henry',
+  'Carl',
+  'Andrew',
+  'Daniel',
+  'Robert',
+  'William',
+  'Richard',
+  'Thomas',
+  'Charles',
+  'Joseph',
+  'Edward',
+  'Jeff',
+  'Gary',
+  'Scott',
+  'Anthony',
+  'Kelly',
+  'Victoria',
+  'Grace',
+  'Alice',
+  'Rose',
+  'Lucy',
+  'Ruth',
+  'Julia',
+  'Sophie',
+  'Claire',
+  'Karl',
+  'Simon',
+  'Tony',
+  'Jim',
+  'Roger',
+  'Luke',
+  'Ian',
+  'Sean',
+  'Jeremy',
+  'Patrick',
+  'Nick',
+  'Adrian',
+  'Greg',
+  'Justin',
+  'Aaron',
+  'Jacob',
+  'Ethan',
+  'Noah',
+  'Leo',
+  'Oscar',
+  'Hugo',
+  'Louis',
+  'Eva',
+  'Nina',
+  'Diana',
+  'Maria',
+  'Sara',
+  'Jon',
+  'Kyle',
+  'Amanda',
+  'Ashley',
+  'Nicole',
+  'Emily',
+  'Hannah',
+  'Olivia',
+  'Megan',
+  'Brandon',
+  'Tyler',
+  'Austin',
+  'Jordan',
+  'Dylan',
+  'Lauren',
+  'Heather',
+  'Christina',
+  'Rebecca',
+];
+export const IOI_PLACES = [
+  'shops',
+  'park',
+  'store',
+  'market',
+  'school',
+  'hospital',
+  'office',
+  'restaurant',
+  'station',
+  'garden',
+  'house',
+  'beach',
+  'library',
+  'church',
+  'bank',
+  'museum',
+  'hotel',
+  'cafe',
+  'airport',
+  'zoo',
+  'farm',
+  'gym',
+  'river',
+  'lake',
+];
+export const IOI_OBJECTS = [
+  'bag',
+  'ball',
+  'apple',
+  'drink',
+  'book',
+  'ring',
+  'kiss',
+  'bone',
+  'basketball',
+  'computer',
+  'necklace',
+  'flower',
+  'snack',
+  'pen',
+  'gift',
+  'letter',
+  'card',
+  'key',
+  'hat',
+  'cake',
+  'toy',
+  'phone',
+  'cup',
+  'box',
+  'ticket',
+  'coin',
+  'watch',
+];
+export const IOI_DRINKS = ['milk', 'water', 'wine', 'juice', 'beer', 'soda', 'tea', 'coffee'];
+
+/**
+ * Training templates, TL's convention: [A] the indirect object (the answer), [B] the subject.
+ * Written BABA ("[B] and [A] ..., [B] ... to [A]"); each is also used as ABBA (first two names
+ * swapped). The first four are the notebook's formats (its 8 prompts and its test_prompt); the
+ * rest follow the IOI paper's BABA templates. No template starts with a name (after BOS a name
+ * would be a different token, without its space).
+ */
+export const IOI_TRAIN_TEMPLATES = [
+  'When [B] and [A] went to the [PLACE], [B] gave the [OBJECT] to [A]',
+  'When [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]',
+  'After [B] and [A] went to the [PLACE], [B] gave a [OBJECT] to [A]',
+  'After [B] and [A] went to the [PLACE], [B] gave a bottle of [DRINK] to [A]',
+  'Then, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]',
+  'Then, [B] and [A] had a lot of fun at the [PLACE]. [B] gave a [OBJECT] to [A]',
+  'Then, [B] and [A] were working at the [PLACE]. [B] decided to give a [OBJECT] to [A]',
+  'Then, [B] and [A] were thinking about going to the [PLACE]. [B] wanted to give a [OBJECT] to [A]',
+  'Then, [B] and [A] had a long argument, and afterwards [B] said to [A]',
+  'When [B] and [A] got a [OBJECT] at the [PLACE], [B] decided to give it to [A]',
+  'While [B] and [A] were working at the [PLACE], [B] gave a [OBJECT] to [A]',
+  'After the lunch, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]',
+  'Afterwards, [B] and [A] went to the [PLACE]. [B] gave a [OBJECT] to [A]',
+  'The [PLACE] [B] and [A] went to had a [OBJECT]. [B] gave it to [A]',
+];
+/** Evaluation only (never trained on): two more of the IOI paper's formats. */
+export const IOI_HELDOUT_TEMPLATES = [
+  'While [B] and [A] were commuting to the [PLACE], [B] gave a [OBJECT] to [A]',
+  'Friends [B] and [A] found a [OBJECT] at the [PLACE]. [B] gave it to [A]',
+];
+
+/** The notebook's prompts' (IO, S, place, object) combinations: held out of training like 1 in 8 others. */
+const DEMO_COMBOS = [
+  ['Mary', 'John', 'shops', 'bag'],
+  ['Tom', 'James', 'park', 'ball'],
+  ['Dan', 'Sid', 'shops', 'apple'],
+  ['Martin', 'Amy', 'park', 'drink'],
+  ['Mary', 'John', 'store', 'milk'],
+];
+
+/** One IOI sentence: its text (ending with the IO), IO and S with their leading spaces, and where they came from. */
+export interface IoiSentence {
+  text: string;
+  IO: string;
+  S: string;
+  template: string;
+  order: 'ABBA' | 'BABA';
+  place: string;
+  object: string;
+}
+
+/** Throws unless every word is a single GPT-2 token after a space. */
+export function checkSingleTokens(words: readonly string[], what: string): void {
+  for (const w of words)
+    if (encodeText(' ' + w).length !== 1)
+      throw new TypelensError(`IOI data: ${what} "${w}" is not a single GPT-2 token after a space`, 'ETOKEN');
+}
+
+const fnv = (s: string): number => {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+};
+
+/**
+ * Whether an (IO, S, place, object) combination is reserved for evaluation: about 1 in 8 by a
+ * fixed hash (order-independent in the names), plus the notebook's own prompts'.
+ */
+export function isHeldOutCombo(IO: string, S: string, place: string, object: string): boolean {
+  const [x, y] = IO < S ? [IO, S] : [S, IO];
+  for (const [a, b, p, o] of DEMO_COMBOS)
+    if ([a, b].includes(x) && [a, b].includes(y) && p === place && o === object) return true;
+  return fnv(`${x}|${y}|${place}|${object}`) % 8 === 0;
+}
+
+const intIn = (r: { uniform(): number }, n: number) => Math.min(n - 1, Math.floor(r.uniform() * n));
+const pick = <T>(r: { uniform(): number }, xs: readonly T[]): T => xs[intIn(r, xs.length)];
+
+/** Fill a template: [A] = IO, [B] = S (ABBA swaps the first two names), "a" before a vowel becomes "an". */
+export function fillTemplate(
+  template: string,
+  order: 'ABBA' | 'BABA',
+  IO: string,
+  S: string,
+  place: string,
+  object: string,
+): string {
+  let t = template;
+  if (order === 'ABBA') t = t.replace('[B] and [A]', '[A] and [B]');
+  const obj = template.includes('[DRINK]') ? '' : object;
+  return t
+    .split('[A]')
+    .join(IO)
+    .split('[B]')
+    .join(S)
+    .split('[PLACE]')
+    .join(place)
+    .split('[OBJECT]')
+    .join(obj)
+    .split('[DRINK]')
+    .join(object)
+    .replace(/\ba ([aeiou])/g, 'an $1');
+}
+
+/**
+ * A seeded stream of IOI sentences from `templates`, names drawn two at a time without
+ * replacement; combos: 'train' avoids the held-out combinations, 'heldout' keeps only them,
+ * 'any' takes all.
+ */
+export function ioiSentences(o: {
+  templates: readonly string[];
+  seed: number;
+  combos: 'train' | 'heldout' | 'any';
+}): () => IoiSentence {
+  const r = rng(o.seed);
+  return () => {
+    for (;;) {
+      const template = pick(r, o.templates);
+      const order = r.uniform() < 0.5 ? 'ABBA' : 'BABA';
+      const a = intIn(r, IOI_NAMES.length);
+      let b = intIn(r, IOI_NAMES.length - 1);
+      if (b >= a) b++;
+      const [IO, S] = [IOI_NAMES[a], IOI_NAMES[b]];
+      const place = pick(r, IOI_PLACES);
+      const object = template.includes('[DRINK]')
+        ? pick(r, IOI_DRINKS)
+        : template.includes('[OBJECT]')
+          ? pick(r, IOI_OBJECTS)
+          : '';
+      const held = isHeldOutCombo(IO, S, place, object);
+      if ((o.combos === 'train' && held) || (o.combos === 'heldout' && !held)) continue;
+      const text = fillTemplate(template, order, IO, S, place, object);
+      return { text, IO: ' ' + IO, S: ' ' + S, template, order, place, object };
+    }
+  };
+}
+
+export interface IoiMixtureOptions {
+  seed?: number;
+  /** Every this-many-th batch is repeated random tokens (default 4: one batch in four). */
+  inductionEvery?: number;
+  /** Half-length of a repeated-token row (default 32: the demo's seqLen at n_ctx 64). */
+  inductionLen?: number;
+  /** Random tokens are drawn from [lo, hi) (default [100, 20000), as the demo's randint). */
+  inductionRange?: [number, number];
+  /** Scored target positions per repeated-token row, drawn from the second half (default 8). */
+  inductionScored?: number;
+  /** Rows of a repeated-token batch, as a fraction of the batch size (default 0.5: its rows are ~3x longer). */
+  inductionBatchFraction?: number;
+}
+
+/**
+ * The training stream of the embedded model: IOI batches (BOS + a training-template sentence,
+ * scored at the IO token only, rows right-padded with <|endoftext|> to the batch's longest) and,
+ * every `inductionEvery`-th batch, repeated random tokens without BOS (2 x inductionLen, as the
+ * demo's induction section draws them), scored at random positions of the second half.
+ */
+export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
+  checkSingleTokens(IOI_NAMES, 'name');
+  checkSingleTokens(IOI_PLACES, 'place');
+  checkSingleTokens(IOI_OBJECTS, 'object');
+  checkSingleTokens(IOI_DRINKS, 'drink');
+  const seed = o.seed ?? 0,
+    every = o.inductionEvery ?? 4,
+    len = o.inductionLen ?? 32,
+    [lo, hi] = o.inductionRange ?? [100, 20000],
+    scored = Math.min(o.inductionScored ?? 8, len - 1),
+    frac = o.inductionBatchFraction ?? 0.5;
+  const sentences = ioiSentences({ templates: IOI_TRAIN_TEMPLATES, seed, combos: 'train' });
+  const r = rng(seed + 1);
+  const positions = new WeakMap<number[], number[]>();
+  let batch = 0;
+  const ioiRow = (): number[] => {
+    const s = sentences();
+    const row = [EOT, ...encodeText(s.text)];
+    positions.set(row, [row.length - 1]);
+    return row;
+  };
+  const inductionRow = (): number[] => {
+    const d = Array.from({ length: len }, () => lo + intIn(r, hi - lo));
+    const row = [...d, ...d];
+    const ps = new Set<number>();
+    while (ps.size < scored) ps.add(len + 1 + intIn(r, len - 1));
+    positions.set(
+      row,
+      [...ps].sort((x, y) => x - y),
+    );
+    return row;
+  };
+  return {
+    seqLen: 2 * len,
+    vocab: EOT + 1,
+    description: `ioiMixture(seed=${seed}, inductionEvery=${every}, inductionLen=${len})`,
+    answerPositions: [],
+    answerPositionsOf: (seq) => {
+      const p = positions.get(seq);
+      if (!p) throw new TypelensError('ioiMixture: answerPositionsOf a sequence this generator did not make', 'EINPUT');
+      return p;
+    },
+    next: () => (batch++ % every === every - 1 ? inductionRow() : ioiRow()),
+    nextBatch(n) {
+      const induction = batch++ % every === every - 1;
+      if (induction) return Array.from({ length: Math.max(1, Math.round(n * frac)) }, inductionRow);
+      const rows = Array.from({ length: n }, ioiRow);
+      const P = Math.max(...rows.map((x) => x.length));
+      for (const x of rows) {
+        const p = positions.get(x)!;
+        while (x.length < P) x.push(EOT);
+        positions.set(x, p);
+      }
+      return rows;
+    },
+  };
+}
+
+/**
+ * `n` fresh seeded IOI prompts as the project's evaluator reads them (an IOIDataset for
+ * ioiEval): from the training or the held-out templates, with the training or the held-out
+ * (IO, S, place, object) combinations, or any.
+ */
+export function ioiEvalDataset(o: {
+  templates: 'train' | 'heldout';
+  combos: 'train' | 'heldout' | 'any';
+  n: number;
+  seed: number;
+}): IOIDataset {
+  const next = ioiSentences({
+    templates: o.templates === 'train' ? IOI_TRAIN_TEMPLATES : IOI_HELDOUT_TEMPLATES,
+    seed: o.seed,
+    combos: o.combos,
+  });
+  const ds = new IOIDataset({ numSamples: 0 });
+  for (let i = 0; i < o.n; i++) {
+    const s = next();
+    ds.samples.push({ text: s.text, IO: s.IO, S: s.S });
+  }
+  return ds;
+}
