@@ -126,7 +126,8 @@ function gpt2(tf: TF, dir: string) {
       tf.mul(x, 0.5),
       tf.add(1, tf.tanh(tf.mul(Math.sqrt(2 / Math.PI), tf.add(x, tf.mul(tf.pow(x, 3), 0.044715))))),
     );
-  return (tokens: number[][], all: boolean): Float32Array[] =>
+  // tidy returns the tensors to read (it walks its result, so it must not return the typed arrays)
+  const run = (tokens: number[][], all: boolean): T[] =>
     tf.tidy(() => {
       const B = tokens.length,
         P = tokens[0].length;
@@ -163,9 +164,15 @@ function gpt2(tf: TF, dir: string) {
         acts.push(attnOut, mid, pre, post, mlpOut, x);
       }
       const logits = tf.matMul(ln(x, 'ln_f', acts), w('wte.weight'), false, true);
-      // read back: every activation with `all`, else the logits only
-      return (all ? [...acts, logits] : [logits]).map((t) => t.dataSync() as Float32Array);
+      return all ? [...acts, logits] : [logits];
     });
+  // read back: every activation with `all`, else the logits only
+  return (tokens: number[][], all: boolean): Float32Array[] => {
+    const out = run(tokens, all);
+    const data = out.map((t) => t.dataSync() as Float32Array);
+    tf.dispose(out);
+    return data;
+  };
 }
 
 async function childTfjs(dir: string, threads: number): Promise<Timings> {
