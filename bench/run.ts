@@ -1,4 +1,4 @@
-// `npm run bench -- matmul|forward|parallel|backward|all`: typelens against numpy/OpenBLAS on the same machine,
+// `npm run bench -- matmul|forward|parallel|backward|patching|all`: typelens against numpy/OpenBLAS on the same machine,
 // in the same run. Timings come from the `benchmark` package (statistically sampled); the
 // numpy side runs in a python3 child with OPENBLAS_NUM_THREADS matching our thread count.
 import Benchmark from 'benchmark';
@@ -11,7 +11,6 @@ import { cudaStatus, WasmBackend, wasmBackend } from '../src/kernels/index.js';
 import { ForwardPool } from '../src/parallel/pool.js';
 import * as patching from '../src/patching/index.js';
 import { parallel as parallelPatching } from '../src/parallel/sweep.js';
-import { logitsToAveLogitDiff } from '../src/analysis/logit-diff.js';
 import { Tensor } from '../src/tensor/index.js';
 import { ag, withGrad } from '../src/autograd/index.js';
 import { HookedTransformer } from '../src/model/hooked-transformer.js';
@@ -19,6 +18,8 @@ import { makeWeights, PRESETS } from '../src/model/make-weights.js';
 import { NO_PROCESSING } from '../src/model/process.js';
 import type { DType } from '../src/tensor/dtype.js';
 import { benchLoad, loadOne } from './load.js';
+import { peerRows } from './peer-tfjs.js';
+import { benchPatching } from './patching.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const benchDir = join(root, 'bench');
@@ -210,6 +211,7 @@ function benchForward(): void {
     }
   }
   rows.push(...forwardThreaded(dir));
+  rows.push(...peerRows(dir)); // tfjs-wasm, same checkpoint, 2 threads (bench/peer-tfjs.ts)
   writeJson('forward.json', rows);
 }
 
@@ -233,7 +235,7 @@ async function parallelOne(dir: string, threads: number): Promise<void> {
   corrupted[10] = 5335; // S2 swapped: John -> Mary
   const answers = Tensor.from([5335, 1757], [1, 2]);
   const { cache } = model.runWithCache(one);
-  const metric = (lg: Tensor) => logitsToAveLogitDiff(lg, answers);
+  const metric = patching.logitDiffMetric(answers); // declares it reads the last position only
   let sweep: number,
     batchPool: number | null = null,
     batchPoolCache: number | null = null;
@@ -560,8 +562,13 @@ else {
   if (what === 'soak') soak();
   if (what === 'parallel' || what === 'all') benchParallel();
   if (what === 'backward' || what === 'all') benchBackward();
-  if (!['matmul', 'forward', 'all', 'cuda', 'soak', 'parallel', 'backward'].includes(what)) {
-    console.error(`unknown benchmark "${what}" (matmul, forward, parallel, backward, all, cuda, soak)`);
+  if (what === 'patching' || what === 'all') {
+    const dir = resolve(root, 'weights', 'random-gpt2-small-seed0');
+    if (!existsSync(join(dir, 'model.safetensors'))) makeWeights(dir, PRESETS['gpt2-small'], 0);
+    benchPatching(dir, benchDir, writeJson);
+  }
+  if (!['matmul', 'forward', 'all', 'cuda', 'soak', 'parallel', 'backward', 'patching'].includes(what)) {
+    console.error(`unknown benchmark "${what}" (matmul, forward, parallel, backward, patching, all, cuda, soak)`);
     process.exitCode = 2;
   }
 }

@@ -8,7 +8,7 @@ import { TypelensError } from '../errors.js';
 import type { ActivationCache } from '../hooks/cache.js';
 import { getActName } from '../hooks/names.js';
 import type { TokensInput } from '../model/hooked-transformer.js';
-import { batchSizeFor, checkClean, chunk, groupsOf, sweepIndices } from '../patching/engine.js';
+import { batchSizeFor, checkClean, chunk, groupsOf, planSweep, sweepIndices } from '../patching/engine.js';
 import {
   setters,
   type PatchingMetric,
@@ -48,47 +48,49 @@ export async function genericActivationPatchParallel(
     );
   const { toks, indices, outShape, mask } = sweepIndices(model, corruptedTokens, opts);
   const maskArr = mask ? toArr(mask) : undefined;
-  const skip = opts.skipUnchangedLayers ?? true;
-  const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
+  const hookName = (idx: number[]) => getActName(activationName, idx[0]);
   // activations in shared memory (runWithCache({ shared: true })) go to workers uncopied
-  const residPre = skip
-    ? model.runWithCache(toks, { namesFilter: names, shared: true, attentionMask: mask }).cache
-    : null;
-  const out = new Float32Array(indices.length);
-  let done = 0;
+  const plan = planSweep(model, toks, mask, indices, hookName, cleanCache, patchingMetric, setters[setter], {
+    ...opts,
+    shared: true,
+  });
+  const { residPre } = plan;
+  const out = new Float32Array(indices.length).fill(plan.baseline);
+  let done = indices.length - plan.todo.length;
+  if (done > 0) opts.onProgress?.(done, indices.length);
   const tokArr = toArr(toks);
   const cleanArr = new Map<string, Arr>();
   const residArr = new Map<number, Arr>();
   const residOf = (l: number) => {
-    if (!residArr.has(l)) residArr.set(l, toArr(residPre!.get(names[l])));
+    if (!residArr.has(l)) residArr.set(l, toArr(residPre!.get(getActName('resid_pre', l))));
     return residArr.get(l)!;
   };
-  const hookName = (idx: number[]) => getActName(activationName, idx[0]);
+  const todo = plan.todo.map((i) => indices[i]);
   // keep every worker busy: no bigger batches than an even share of the sweep
   const k = Math.min(
     batchSizeFor(opts, toks.shape[0] * toks.shape[1]),
-    Math.max(1, Math.ceil(indices.length / pool.threads)),
+    Math.max(1, Math.ceil(todo.length / pool.threads)),
   );
+  // groups come layer by layer, so the longest forwards (from the lowest layers) are queued first
   await Promise.all(
-    groupsOf(indices, hookName, k).map(async (g) => {
-      const layer = indices[g[0]][0],
-        name = hookName(indices[g[0]]);
+    groupsOf(todo, hookName, k).map(async (g) => {
+      const layer = todo[g[0]][0],
+        name = hookName(todo[g[0]]);
       if (!cleanArr.has(name)) {
         const clean = cleanCache.get(name);
-        const act = name === names[layer] && residPre ? residPre.get(name) : null;
-        if (act) checkClean(name, clean, act);
+        if (residPre?.has(name)) checkClean(name, clean, residPre.get(name));
         cleanArr.set(name, toArr(clean));
       }
       const inBlock = name.startsWith(`blocks.${layer}.`);
       const r = await pool.run({
         ...(residPre && inBlock ? { resid: residOf(layer), startAtLayer: layer } : { tokens: tokArr }),
-        lastPositionLogits: opts.lastPositionLogits,
+        lastPositionLogits: plan.lastPositionLogits,
         attentionMask: maskArr,
-        patch: { hook: name, setter, indices: g.map((i) => indices[i]), clean: cleanArr.get(name)! },
+        patch: { hook: name, setter, indices: g.map((i) => todo[i]), clean: cleanArr.get(name)! },
       });
       const logits = fromArr(r.logits);
       g.forEach((i, j) => {
-        out[i] = patchingMetric(chunk(logits, j, g.length));
+        out[plan.todo[i]] = patchingMetric(chunk(logits, j, g.length));
         opts.onProgress?.(++done, indices.length);
       });
     }),

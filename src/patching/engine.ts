@@ -10,8 +10,20 @@ import { cat, sameShape, Tensor } from '../tensor/index.js';
 import type { PatchSetter } from './setters.js';
 import { getAttentionMask, maskData, type PaddingSide } from '../model/padding.js';
 
-/** Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). */
-export type PatchingMetric = (logits: Tensor) => number;
+/**
+ * Turns a forward's logits [B, P, V] into one number (e.g. a normalized logit difference). A metric
+ * that reads only logits[:, -1] may say so with `positions: 'last'` (see lastPositionMetric): the
+ * sweeps then unembed only the last position by default, which gives it the same numbers.
+ */
+export type PatchingMetric = ((logits: Tensor) => number) & { readonly positions?: 'last' | 'all' };
+
+/**
+ * `fn` declared to read only the last position's logits (logits[:, -1], as TL's logit-difference
+ * metrics do): sweeps then pass it logits [B, 1, V]. A function that reads other positions must
+ * not be declared so: it would see a one-position tensor.
+ */
+export const lastPositionMetric = (fn: (logits: Tensor) => number): PatchingMetric =>
+  Object.assign((logits: Tensor) => fn(logits), { positions: 'last' as const });
 export type IndexAxis = 'layer' | 'pos' | 'src_pos' | 'dest_pos' | 'head' | 'head_index';
 
 export interface PatchOptions {
@@ -27,8 +39,19 @@ export interface PatchOptions {
    * the same as a full forward (bit for bit); it is used only when no other hook is attached.
    */
   skipUnchangedLayers?: boolean;
-  /** The metric reads only logits[:, -1]: unembed just that position (logits [B, 1, V]). */
+  /**
+   * The metric reads only logits[:, -1]: unembed just that position (logits [B, 1, V]). Default:
+   * true when the metric declares `positions: 'last'` (lastPositionMetric), else false.
+   */
   lastPositionLogits?: boolean;
+  /**
+   * Skip the forward of a patch that changes nothing: where the setter writes into the corrupted
+   * activation exactly the bits already there (clean and corrupted runs agree at that index, e.g.
+   * positions before the first differing token), the patched forward is the unpatched one, so its
+   * metric is the corrupted run's, computed once. Default true; used only when no other hook is
+   * attached (hooks might count or change what they see).
+   */
+  skipNoopPatches?: boolean;
   /**
    * Patched forwards run together as one batch (copies of the corrupted input, each copy patched
    * at its own index): the weights are read once per batch instead of once per patch. Rows never
@@ -211,6 +234,71 @@ export function sweepIndices(
   return { toks, indices, outShape, mask };
 }
 
+/** Bitwise equality of two f32 tensors of one shape (-0 is not 0 here: the forward could tell them apart). */
+function sameBits(a: Tensor, b: Tensor): boolean {
+  const x = a.contiguous().f32(),
+    y = b.contiguous().f32();
+  const u = new Uint32Array(x.buffer, x.byteOffset, x.length),
+    v = new Uint32Array(y.buffer, y.byteOffset, y.length);
+  if (u.length !== v.length) return false;
+  for (let i = 0; i < u.length; i++) if (u[i] !== v[i]) return false;
+  return true;
+}
+
+/** What a sweep takes from one unpatched corrupted forward, and which patches it still has to run. */
+export interface SweepPlan {
+  /** Positions in `indices` whose patched forward must run (the others are no-ops). */
+  todo: number[];
+  /** The corrupted run's resid_pre per layer, to start patched forwards from; null: run from the tokens. */
+  residPre: ActivationCache | null;
+  /** The metric of the unpatched corrupted run, for the no-op patches (NaN when there are none). */
+  baseline: number;
+  lastPositionLogits: boolean;
+}
+
+/**
+ * One unpatched forward of the corrupted tokens caching what the shortcuts need (resid_pre per
+ * layer for skipUnchangedLayers, each patched hook's activation for skipNoopPatches), and the
+ * indices left to run. The serial engine and the worker-pool sweep share it.
+ */
+export function planSweep(
+  model: HookedTransformer,
+  toks: Tensor,
+  mask: Tensor | undefined,
+  indices: number[][],
+  hookName: (idx: number[]) => string,
+  cleanCache: ActivationCache,
+  metric: PatchingMetric,
+  setter: PatchSetter,
+  opts: PatchOptions & { shared?: boolean },
+): SweepPlan {
+  const lastPositionLogits = opts.lastPositionLogits ?? metric.positions === 'last';
+  const hooked = model.hasHooks();
+  const skip = (opts.skipUnchangedLayers ?? true) && !hooked;
+  const noop = (opts.skipNoopPatches ?? true) && !hooked;
+  const residNames = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
+  const hookNames = noop ? [...new Set(indices.map(hookName))] : [];
+  const names = [...new Set([...(skip ? residNames : []), ...hookNames])];
+  const all = indices.map((_, i) => i);
+  if (names.length === 0) return { todo: all, residPre: null, baseline: NaN, lastPositionLogits };
+  const { logits, cache } = model.runWithCache(toks, {
+    namesFilter: names,
+    attentionMask: mask,
+    lastPositionLogits,
+    shared: opts.shared,
+  });
+  const isNoop = (idx: number[]): boolean => {
+    const name = hookName(idx);
+    const act = cache.get(name),
+      probe = act.clone();
+    applySetter(setter, probe, idx, cleanCache.get(name), name);
+    return sameBits(probe, act);
+  };
+  const todo = noop ? all.filter((i) => !isNoop(indices[i])) : all;
+  const baseline = todo.length < indices.length ? metric(logits) : NaN;
+  return { todo, residPre: skip ? cache : null, baseline, lastPositionLogits };
+}
+
 /**
  * TL's patching.generic_activation_patch: for every index, run the corrupted tokens with
  * `patchSetter` hooked on `getActName(activationName, index[0])` and record the metric.
@@ -225,38 +313,32 @@ export function genericActivationPatch(
   opts: PatchOptions = {},
 ): Tensor {
   const { toks, indices, outShape, mask } = sweepIndices(model, corruptedTokens, opts);
-
-  // Blocks before the patched layer run on unchanged inputs: start from their cached output.
-  const skip = (opts.skipUnchangedLayers ?? true) && !model.hasHooks();
-  let residPre: Tensor[] | null = null;
-  if (skip) {
-    const names = Array.from({ length: model.cfg.n_layers }, (_, l) => getActName('resid_pre', l));
-    const { cache } = model.runWithCache(toks, { namesFilter: names, attentionMask: mask });
-    residPre = names.map((n) => cache.get(n));
-  }
-
-  const out = new Float32Array(indices.length);
   const hookName = (idx: number[]) => getActName(activationName, idx[0]);
-  let done = 0;
-  for (const g of groupsOf(indices, hookName, batchSizeFor(opts, toks.shape[0] * toks.shape[1]))) {
-    const layer = indices[g[0]][0],
-      name = hookName(indices[g[0]]);
-    const fromLayer = residPre !== null && name.startsWith(`blocks.${layer}.`);
+  // Blocks before the patched layer run on unchanged inputs: start from their cached output.
+  const plan = planSweep(model, toks, mask, indices, hookName, cleanCache, patchingMetric, patchSetter, opts);
+  const out = new Float32Array(indices.length).fill(plan.baseline);
+  let done = indices.length - plan.todo.length;
+  if (done > 0) opts.onProgress?.(done, indices.length);
+  const todo = plan.todo.map((i) => indices[i]);
+  for (const g of groupsOf(todo, hookName, batchSizeFor(opts, toks.shape[0] * toks.shape[1]))) {
+    const layer = todo[g[0]][0],
+      name = hookName(todo[g[0]]);
+    const fromLayer = plan.residPre !== null && name.startsWith(`blocks.${layer}.`);
     const { input, hook } = batchedPatch(
-      fromLayer ? residPre![layer] : toks,
+      fromLayer ? plan.residPre!.get(getActName('resid_pre', layer)) : toks,
       patchSetter,
-      g.map((i) => indices[i]),
+      g.map((i) => todo[i]),
       cleanCache.get(name),
       name,
     );
     const logits = model.runWithHooks(input, {
       fwdHooks: [[name, hook]],
       startAtLayer: fromLayer ? layer : undefined,
-      lastPositionLogits: opts.lastPositionLogits,
+      lastPositionLogits: plan.lastPositionLogits,
       attentionMask: repeatMask(mask, g.length),
     });
     g.forEach((i, j) => {
-      out[i] = patchingMetric(chunk(logits, j, g.length));
+      out[plan.todo[i]] = patchingMetric(chunk(logits, j, g.length));
       opts.onProgress?.(++done, indices.length);
     });
   }

@@ -4,7 +4,15 @@
  * nothing from parallel/; the top-level index joins both into one `patching` namespace).
  */
 export { setters, type PatchSetter, type SetterName } from './setters.js';
-export { genericActivationPatch, product, type IndexAxis, type PatchingMetric, type PatchOptions } from './engine.js';
+export {
+  genericActivationPatch,
+  lastPositionMetric,
+  product,
+  type IndexAxis,
+  type PatchingMetric,
+  type PatchOptions,
+} from './engine.js';
+export { logitDiffMetric, normalizedLogitDiffMetric } from './metrics.js';
 // for pool workers (parallel/worker.ts), which run the same batched patch as the serial engine
 export { batchedPatch, repeatMask } from './engine.js';
 export {

@@ -11,7 +11,13 @@ import { setters, type SetterName } from './setters.js';
 
 export type ReadyMadeOptions = Pick<
   PatchOptions,
-  'onProgress' | 'skipUnchangedLayers' | 'lastPositionLogits' | 'patchBatch' | 'attentionMask' | 'paddingSide'
+  | 'onProgress'
+  | 'skipUnchangedLayers'
+  | 'lastPositionLogits'
+  | 'skipNoopPatches'
+  | 'patchBatch'
+  | 'attentionMask'
+  | 'paddingSide'
 >;
 export type ReadyMade = (
   model: HookedTransformer,
@@ -54,7 +60,15 @@ export const buildReadyMade = <F>(
     Object.entries(READY_MADE).map(([name, [setter, act, axes]]) => [name, make(setter, act, axes)]),
   ) as Record<ReadyMadeName, F>;
 
-/** The ready-made functions, TL's names in camelCase. */
+/**
+ * The ready-made functions, TL's names in camelCase. By default each takes every exact shortcut
+ * the engine has: patched forwards start at the patched layer (skipUnchangedLayers), patches that
+ * write what is already there cost no forward (skipNoopPatches), patches run ~128 rows at a time
+ * (patchBatch), and only the last position is unembedded when the metric declares it reads only
+ * that one (lastPositionMetric). Each can be turned off by its option; the numbers are the same.
+ * On more than one thread the matmuls use the backend's helper threads; `patching.parallel` runs
+ * the same sweeps on a worker pool (async).
+ */
 export const serial: Record<ReadyMadeName, ReadyMade> = buildReadyMade(
   (setter, act, axes) =>
     (model, corrupted, clean, metric, opts = {}) =>
