@@ -114,6 +114,9 @@ import {
   getAttrPatchAttnHeadAllPosEvery,
   getAttrPatchAttnHeadByPosEvery,
   getAttrPatchBlockEvery,
+  lastPositionMetric,
+  logitDiffMetric,
+  normalizedLogitDiffMetric,
 } from './patching/index.js';
 import { genericActivationPatchParallel, parallel } from './parallel/sweep.js';
 /**
@@ -136,6 +139,9 @@ export const patching = {
   getAttrPatchAttnHeadAllPosEvery,
   getAttrPatchAttnHeadByPosEvery,
   getAttrPatchBlockEvery,
+  lastPositionMetric,
+  logitDiffMetric,
+  normalizedLogitDiffMetric,
 };
 export type { AttributionOptions, AttributionPatch, AttributionName } from './patching/index.js';
 export type {
@@ -207,6 +213,10 @@ export {
   saveCheckpoint,
   toHFTensors,
   hfConfigOf,
+  ioiMixture,
+  ioiEvalDataset,
+  positionsLoss,
+  scoredRows,
 } from './train/index.js';
 export type {
   TrainConfig,
@@ -255,4 +265,23 @@ export {
 } from './analysis/evals.js';
 export type { EvalModel, IOISample, IOIItem, IOIDatasetOptions, IOIEvalResult } from './analysis/evals.js';
 export { openSafetensors } from './model/safetensors.js';
+
+// checkpoints from bytes, Blobs, URLs and shards (the platform's byte sources; Node and browsers)
+export {
+  memorySource,
+  blobSource,
+  urlSource,
+  fetchBytes,
+  readIntoMemory,
+  asAsyncSource,
+  sourceText,
+} from './platform/byte-source.js';
+export type { ByteSource, AsyncByteSource, ByteProgress, UrlOptions } from './platform/byte-source.js';
+export { openSafetensorsSource, safetensorsHeader } from './tensor/safetensors.js';
+export { openShardedSafetensors, parseShardIndex, SHARD_INDEX } from './tensor/safetensors-sharded.js';
+export { dirFiles, memoryFiles, loadCheckpoint, openCheckpointTensors } from './model/load.js';
+export type { CheckpointFiles, FileContents } from './model/load.js';
+export { readFilesAsync, fetchCheckpointFiles } from './model/load-sources.js';
+export type { AsyncFileContents, FileProgress } from './model/load-sources.js';
+export { packedModelBytes, WASM32_BYTES } from './model/memory-plan.js';
 export type { StLazyFile } from './model/safetensors.js';
