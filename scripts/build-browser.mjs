@@ -2,11 +2,11 @@
 // entry: src/browser.ts), the two worker entries (kernel helper threads, pool workers), shared
 // chunks, and wasm/ with the kernel binaries. The package.json "browser" field swaps the Node
 // platform (src/platform/node.ts) for the browser one. Run after `npm run build:ts`.
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { builtinModules } from 'node:module';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { browserOptions, copyKernels, loadEsbuild } from './esbuild-browser.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
@@ -17,29 +17,7 @@ if (!existsSync(join(dist, 'src', 'browser.js'))) {
   console.error('build-browser: dist/src/browser.js missing: run `npm run build:ts` first');
   process.exit(1);
 }
-let esbuild;
-try {
-  esbuild = await import('esbuild');
-} catch {
-  console.error('build-browser: esbuild is not installed (a devDependency): run `npm install`');
-  process.exit(1);
-}
-
-// No Node built-in may reach the bundle: the package.json "browser" field has already swapped
-// the Node platform files (platform/node.js, platform/files.js) for their browser twins.
-const builtins = new Set([...builtinModules, ...builtinModules.map((m) => `node:${m}`)]);
-
-/** @type {import('esbuild').Plugin} */
-const nodeBuiltins = {
-  name: 'node-builtins',
-  setup(b) {
-    b.onResolve({ filter: /.*/ }, (args) => {
-      if (!builtins.has(args.path)) return undefined;
-      const from = relative(dist, args.importer).replaceAll('\\', '/');
-      return { errors: [{ text: `${from} imports the Node built-in ${args.path}: use src/platform/ instead` }] };
-    });
-  },
-};
+const esbuild = await loadEsbuild('build-browser');
 
 // The tokenizer's BPE rank table (GPT-2's 50k-token vocabulary, ~475 KB) is data, like weights:
 // as an entry of its own it lands in a file of its own, which the size budget counts apart.
@@ -51,7 +29,6 @@ if (!existsSync(join(root, RANKS))) {
 
 rmSync(out, { recursive: true, force: true });
 const result = await esbuild.build({
-  absWorkingDir: root,
   entryPoints: {
     index: 'dist/src/browser.js',
     'matmul-helper': 'dist/src/kernels/wasm/matmul-helper.js',
@@ -59,29 +36,18 @@ const result = await esbuild.build({
     'tokenizer-ranks': RANKS,
   },
   outdir: out,
-  bundle: true,
-  splitting: true,
-  format: 'esm',
-  platform: 'browser',
-  target: 'es2022',
-  minify: true,
-  sourcemap: true,
   metafile: true,
-  logLevel: 'warning',
-  define: { __TYPELENS_VERSION__: JSON.stringify(pkg.version) },
-  plugins: [nodeBuiltins],
+  ...browserOptions(root, dist, pkg),
 });
 
 // the kernels, where src/platform/browser.ts looks for them; every built kernel must be listed there
 const browserPlatform = readFileSync(join(root, 'src', 'platform', 'browser.ts'), 'utf8');
-mkdirSync(join(out, 'wasm'), { recursive: true });
-for (const f of readdirSync(join(dist, 'wasm')).filter((f) => f.endsWith('.wasm'))) {
+copyKernels(dist, out, (f) => {
   if (!browserPlatform.includes(`'./wasm/${f}'`)) {
     console.error(`build-browser: dist/wasm/${f} is not fetched by src/platform/browser.ts: add it to KERNELS there`);
     process.exit(1);
   }
-  copyFileSync(join(dist, 'wasm', f), join(out, 'wasm', f));
-}
+});
 
 writeFileSync(join(out, 'meta.json'), JSON.stringify(result.metafile));
 const { core, data } = bundleSize(out);
