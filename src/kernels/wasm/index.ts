@@ -369,7 +369,10 @@ function packPanels32(dst: Float32Array, data: Float32Array, K: number, N: numbe
   }
 }
 
-/** The same for half-precision bits. */
+/**
+ * The same for half-precision bits. A twin on purpose, not a shared generic loop: V8 keeps each loop
+ * monomorphic in its array type (one loop over Float32Array | Uint16Array made packing at load slower).
+ */
 function packPanels16(dst: Uint16Array, data: Uint16Array, K: number, N: number, NR: number): void {
   const npanels = Math.ceil(N / NR);
   for (let p = 0; p < npanels; p++) {
