@@ -55,7 +55,7 @@ t.test('serial defaults = every shortcut off, bit for bit, for every ready-made 
   const LAST = 'a metric declared last-position sees logits [B, 1, V] by default';
   const FULL = 'an undeclared metric, or lastPositionLogits: false, sees every position';
   const NOOP = 'patches before the first differing position cost no forward (fewer metric calls than patches)';
-  const inv = invariants(t, [...NAMES.map(SAME), LAST, FULL, NOOP]);
+  const inv = invariants(t, [...NAMES.map(SAME), LAST, FULL, NOOP], { optional: [NOOP] });
   await inv.run(() =>
     fc.assert(
       fc.property(arbCfg, (c) => {
@@ -80,7 +80,9 @@ t.test('serial defaults = every shortcut off, bit for bit, for every ready-made 
               seen.every((p) => p === 1),
               () => `${name}: positions ${seen}`,
             );
-            if (name === 'getActPatchResidPre' && c.diffAt > 0)
+            // every layer at the positions before diffAt is a no-op patch; the skip pays one unpatched
+            // forward, so it shows as fewer calls than patches once there are at least two no-ops
+            if (name === 'getActPatchResidPre' && c.diffAt * c.n_layer >= 2)
               inv.check(NOOP, seen.length < slow.length, () => `${seen.length} calls for ${slow.length} patches`);
             seen.length = 0;
             const i = firstDiff(slow, fast);
