@@ -48,6 +48,40 @@ export function matmulWat({ fma, MR }) {
     body.push(`(local.set $c${r}0 ${madd(fma, `$c${r}0`, '$av', '$b0')})`);
     body.push(`(local.set $c${r}1 ${madd(fma, `$c${r}1`, '$av', '$b1')})`);
   }
+  // One K block of one column panel against every row block: the same text in both loop orders below
+  // (panels outermost for small M, K blocks outermost otherwise), so each output element sees the same
+  // arithmetic in the same order.
+  const panel = `
+        (if (i32.eqz (local.get $kind))
+          (then
+            (local.set $bpanel (i32.add (local.get $b)
+              (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 5)))))
+          (else
+            (call $widen_bf16_or_f16 (local.get $kind)
+              (i32.add (local.get $b) (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 4)))
+              (local.get $tmp) (i32.shl (local.get $kc) (i32.const 3)))
+            (local.set $bpanel (local.get $tmp))))
+        (local.set $rb (i32.const 0))
+        (block $rdone (loop $rloop
+          (br_if $rdone (i32.ge_u (local.get $rb) (local.get $nrb)))
+          (local.set $ap (i32.add (local.get $a)
+            (i32.mul (i32.add (i32.mul (local.get $rb) (local.get $K)) (local.get $kb)) (i32.const ${MR * 4}))))
+          (local.set $aend (i32.add (local.get $ap) (i32.mul (local.get $kc) (i32.const ${MR * 4}))))
+          (local.set $cp (i32.add (local.get $c)
+            (i32.shl (i32.add (i32.mul (i32.mul (local.get $rb) (i32.const ${MR})) (local.get $npad))
+                              (i32.shl (local.get $p) (i32.const 3))) (i32.const 2))))
+          ${init}
+          (local.set $bp (local.get $bpanel))
+          (loop $k
+            (local.set $b0 (v128.load offset=0 (local.get $bp)))
+            (local.set $b1 (v128.load offset=16 (local.get $bp)))
+            ${body.join('\n            ')}
+            (local.set $bp (i32.add (local.get $bp) (i32.const 32)))
+            (local.set $ap (i32.add (local.get $ap) (i32.const ${MR * 4})))
+            (br_if $k (i32.lt_u (local.get $ap) (local.get $aend))))
+          ${store}
+          (local.set $rb (i32.add (local.get $rb) (i32.const 1)))
+          (br $rloop)))`;
   return `(module
   (import "env" "memory" (memory 1 65536 shared))
 
@@ -118,36 +152,7 @@ export function matmulWat({ fma, MR }) {
             (br_if $kdone (i32.ge_u (local.get $kb) (local.get $K)))
       (local.set $kc (i32.sub (local.get $K) (local.get $kb)))
       (if (i32.gt_u (local.get $kc) (i32.const ${KC})) (then (local.set $kc (i32.const ${KC}))))
-        (if (i32.eqz (local.get $kind))
-          (then
-            (local.set $bpanel (i32.add (local.get $b)
-              (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 5)))))
-          (else
-            (call $widen_bf16_or_f16 (local.get $kind)
-              (i32.add (local.get $b) (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 4)))
-              (local.get $tmp) (i32.shl (local.get $kc) (i32.const 3)))
-            (local.set $bpanel (local.get $tmp))))
-        (local.set $rb (i32.const 0))
-        (block $rdone (loop $rloop
-          (br_if $rdone (i32.ge_u (local.get $rb) (local.get $nrb)))
-          (local.set $ap (i32.add (local.get $a)
-            (i32.mul (i32.add (i32.mul (local.get $rb) (local.get $K)) (local.get $kb)) (i32.const ${MR * 4}))))
-          (local.set $aend (i32.add (local.get $ap) (i32.mul (local.get $kc) (i32.const ${MR * 4}))))
-          (local.set $cp (i32.add (local.get $c)
-            (i32.shl (i32.add (i32.mul (i32.mul (local.get $rb) (i32.const ${MR})) (local.get $npad))
-                              (i32.shl (local.get $p) (i32.const 3))) (i32.const 2))))
-          ${init}
-          (local.set $bp (local.get $bpanel))
-          (loop $k
-            (local.set $b0 (v128.load offset=0 (local.get $bp)))
-            (local.set $b1 (v128.load offset=16 (local.get $bp)))
-            ${body.join('\n            ')}
-            (local.set $bp (i32.add (local.get $bp) (i32.const 32)))
-            (local.set $ap (i32.add (local.get $ap) (i32.const ${MR * 4})))
-            (br_if $k (i32.lt_u (local.get $ap) (local.get $aend))))
-          ${store}
-          (local.set $rb (i32.add (local.get $rb) (i32.const 1)))
-          (br $rloop)))
+${panel}
             (local.set $kb (i32.add (local.get $kb) (i32.const ${KC})))
             (br $kloop)))
           (local.set $p (i32.add (local.get $p) (i32.const 1)))
@@ -161,36 +166,7 @@ export function matmulWat({ fma, MR }) {
       (local.set $p (local.get $p0))
       (block $pdone (loop $ploop
         (br_if $pdone (i32.ge_u (local.get $p) (local.get $p1)))
-        (if (i32.eqz (local.get $kind))
-          (then
-            (local.set $bpanel (i32.add (local.get $b)
-              (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 5)))))
-          (else
-            (call $widen_bf16_or_f16 (local.get $kind)
-              (i32.add (local.get $b) (i32.shl (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $kb)) (i32.const 4)))
-              (local.get $tmp) (i32.shl (local.get $kc) (i32.const 3)))
-            (local.set $bpanel (local.get $tmp))))
-        (local.set $rb (i32.const 0))
-        (block $rdone (loop $rloop
-          (br_if $rdone (i32.ge_u (local.get $rb) (local.get $nrb)))
-          (local.set $ap (i32.add (local.get $a)
-            (i32.mul (i32.add (i32.mul (local.get $rb) (local.get $K)) (local.get $kb)) (i32.const ${MR * 4}))))
-          (local.set $aend (i32.add (local.get $ap) (i32.mul (local.get $kc) (i32.const ${MR * 4}))))
-          (local.set $cp (i32.add (local.get $c)
-            (i32.shl (i32.add (i32.mul (i32.mul (local.get $rb) (i32.const ${MR})) (local.get $npad))
-                              (i32.shl (local.get $p) (i32.const 3))) (i32.const 2))))
-          ${init}
-          (local.set $bp (local.get $bpanel))
-          (loop $k
-            (local.set $b0 (v128.load offset=0 (local.get $bp)))
-            (local.set $b1 (v128.load offset=16 (local.get $bp)))
-            ${body.join('\n            ')}
-            (local.set $bp (i32.add (local.get $bp) (i32.const 32)))
-            (local.set $ap (i32.add (local.get $ap) (i32.const ${MR * 4})))
-            (br_if $k (i32.lt_u (local.get $ap) (local.get $aend))))
-          ${store}
-          (local.set $rb (i32.add (local.get $rb) (i32.const 1)))
-          (br $rloop)))
+${panel}
         (local.set $p (i32.add (local.get $p) (i32.const 1)))
         (br $ploop)))
       (local.set $kb (i32.add (local.get $kb) (i32.const ${KC})))
