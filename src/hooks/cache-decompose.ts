@@ -65,17 +65,28 @@ export function applyLnToStack(c: CacheLike, residualStack: Tensor, opts: LnOpts
   return div(x, scale);
 }
 
-export function accumulatedResid(
-  c: CacheLike,
-  opts: {
-    layer?: number | null;
-    inclMid?: boolean;
-    applyLn?: boolean;
-    posSlice?: SliceInput;
-    mlpInput?: boolean;
-    returnLabels?: boolean;
-  } = {},
-): Tensor | Labelled {
+/** Options of TL's ActivationCache.accumulated_resid (the cache's method takes the same). */
+export interface AccumulatedResidOptions {
+  layer?: number | null;
+  inclMid?: boolean;
+  applyLn?: boolean;
+  posSlice?: SliceInput;
+  mlpInput?: boolean;
+  returnLabels?: boolean;
+}
+
+/** Options of TL's ActivationCache.decompose_resid (the cache's method takes the same). */
+export interface DecomposeResidOptions {
+  layer?: number | null;
+  mlpInput?: boolean;
+  mode?: 'all' | 'attn' | 'mlp';
+  applyLn?: boolean;
+  posSlice?: SliceInput;
+  inclEmbeds?: boolean;
+  returnLabels?: boolean;
+}
+
+export function accumulatedResid(c: CacheLike, opts: AccumulatedResidOptions = {}): Tensor | Labelled {
   const layer = finalLayer(c, opts.layer, 'accumulatedResid');
   const L = c.model.cfg.n_layers;
   const parts: Tensor[] = [],
@@ -99,18 +110,7 @@ export function accumulatedResid(
   return opts.returnLabels ? [st, labels] : st;
 }
 
-export function decomposeResid(
-  c: CacheLike,
-  opts: {
-    layer?: number | null;
-    mlpInput?: boolean;
-    mode?: 'all' | 'attn' | 'mlp';
-    applyLn?: boolean;
-    posSlice?: SliceInput;
-    inclEmbeds?: boolean;
-    returnLabels?: boolean;
-  } = {},
-): Tensor | Labelled {
+export function decomposeResid(c: CacheLike, opts: DecomposeResidOptions = {}): Tensor | Labelled {
   const layer = finalLayer(c, opts.layer, 'decomposeResid');
   const mode = opts.mode ?? 'all';
   const ps = new Slice(opts.posSlice);

@@ -212,64 +212,15 @@ export class ActivationCache {
     return d.applyLnToStack(this, residualStack, opts);
   }
 
-  accumulatedResid(opts: {
-    layer?: number | null;
-    inclMid?: boolean;
-    applyLn?: boolean;
-    posSlice?: SliceInput;
-    mlpInput?: boolean;
-    returnLabels: true;
-  }): Labelled;
-  accumulatedResid(opts?: {
-    layer?: number | null;
-    inclMid?: boolean;
-    applyLn?: boolean;
-    posSlice?: SliceInput;
-    mlpInput?: boolean;
-    returnLabels?: false;
-  }): Tensor;
-  accumulatedResid(
-    opts: {
-      layer?: number | null;
-      inclMid?: boolean;
-      applyLn?: boolean;
-      posSlice?: SliceInput;
-      mlpInput?: boolean;
-      returnLabels?: boolean;
-    } = {},
-  ): Tensor | Labelled {
+  accumulatedResid(opts: d.AccumulatedResidOptions & { returnLabels: true }): Labelled;
+  accumulatedResid(opts?: d.AccumulatedResidOptions & { returnLabels?: false }): Tensor;
+  accumulatedResid(opts: d.AccumulatedResidOptions = {}): Tensor | Labelled {
     return d.accumulatedResid(this, opts);
   }
 
-  decomposeResid(opts: {
-    layer?: number | null;
-    mlpInput?: boolean;
-    mode?: 'all' | 'attn' | 'mlp';
-    applyLn?: boolean;
-    posSlice?: SliceInput;
-    inclEmbeds?: boolean;
-    returnLabels: true;
-  }): Labelled;
-  decomposeResid(opts?: {
-    layer?: number | null;
-    mlpInput?: boolean;
-    mode?: 'all' | 'attn' | 'mlp';
-    applyLn?: boolean;
-    posSlice?: SliceInput;
-    inclEmbeds?: boolean;
-    returnLabels?: false;
-  }): Tensor;
-  decomposeResid(
-    opts: {
-      layer?: number | null;
-      mlpInput?: boolean;
-      mode?: 'all' | 'attn' | 'mlp';
-      applyLn?: boolean;
-      posSlice?: SliceInput;
-      inclEmbeds?: boolean;
-      returnLabels?: boolean;
-    } = {},
-  ): Tensor | Labelled {
+  decomposeResid(opts: d.DecomposeResidOptions & { returnLabels: true }): Labelled;
+  decomposeResid(opts?: d.DecomposeResidOptions & { returnLabels?: false }): Tensor;
+  decomposeResid(opts: d.DecomposeResidOptions = {}): Tensor | Labelled {
     return d.decomposeResid(this, opts);
   }
 
