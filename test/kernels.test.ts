@@ -114,3 +114,30 @@ t.test('released weights are refused, sizes are checked', async (t) => {
   t.throws(() => plain.pack(new Float32Array(5), 2, 3, 'f32'), /not \[2, 3\]/);
   t.throws(() => plain.matmul(new Float32Array(1), 1, plain.pack(new Float32Array(6), 2, 3, 'f32')), /needs 1x2/);
 });
+
+t.test(
+  'packing in WASM (staged rows, v128 moves) = the JS packer, across staging chunks and a ragged last panel',
+  async (t) => {
+    // N large enough that the ~4 MiB staging holds only a few rows at a time; N % 8 != 0 for the padded panel
+    for (const [dtype, K, N] of [
+      ['f32', 70, 50_001],
+      ['bf16', 45, 100_003],
+      ['f16', 9, 33],
+    ] as [DType, number, number][]) {
+      const M = 3,
+        a = rand(M * K, K),
+        w32 = rand(K * N, N);
+      const data = dtype === 'f32' ? w32 : (encode(w32, dtype) as Uint16Array);
+      const widened = dtype === 'f32' ? w32 : decode(data as Uint16Array, dtype, new Float32Array(K * N));
+      const want = jsBackend.matmul(a, M, jsBackend.pack(widened, K, N, 'f32'));
+      const pw = plain.pack(data, K, N, dtype);
+      const got = plain.matmul(a, M, pw);
+      pw.release();
+      t.equal(
+        maxAbsDiff(got, want),
+        0,
+        `${dtype} [${K}, ${N}]: the WASM-packed weight multiplies bit for bit as the JS one`,
+      );
+    }
+  },
+);

@@ -202,6 +202,57 @@ ${elementwiseWat}
       (local.set $r0 (i32.add (local.get $r0) (i32.const ${MR})))
       (br $blocks))))
 
+  ;; Rows [k0, k0 + rows) of B [K, N] row-major at src (those rows only) -> their rows of the
+  ;; panels [ceil(N/NR)][K][NR] at dst, the last panel zero padded. Loading rows in chunks keeps the
+  ;; staging copy small; each (row, panel) is one or two v128 moves, panel by panel so that the
+  ;; writes are sequential (the staged rows are read with a stride of N but sit in cache).
+  ;; eb: element bytes (4 or 2).
+${[4, 2]
+  .map(
+    (
+      eb,
+    ) => `  (func (export "pack_b${eb * 8}") (param $src i32) (param $dst i32) (param $K i32) (param $N i32) (param $k0 i32) (param $rows i32)
+    (local $r i32) (local $p i32) (local $s i32) (local $d i32) (local $np i32) (local $rem i32) (local $j i32) (local $last i32)
+    (local.set $np (i32.shr_u (i32.add (local.get $N) (i32.const 7)) (i32.const 3)))
+    (local.set $rem (i32.and (local.get $N) (i32.const 7)))
+    (block $pd (loop $pl
+      (br_if $pd (i32.ge_u (local.get $p) (local.get $np)))
+      (local.set $last (i32.and (i32.ne (local.get $rem) (i32.const 0)) (i32.eq (local.get $p) (i32.sub (local.get $np) (i32.const 1)))))
+      (local.set $s (i32.add (local.get $src) (i32.mul (local.get $p) (i32.const ${NR * eb}))))
+      (local.set $d (i32.add (local.get $dst) (i32.mul (i32.add (i32.mul (local.get $p) (local.get $K)) (local.get $k0)) (i32.const ${NR * eb}))))
+      (local.set $r (i32.const 0))
+      (block $rd (loop $rl
+        (br_if $rd (i32.ge_u (local.get $r) (local.get $rows)))
+        (if (local.get $last)
+          (then
+            (v128.store (local.get $d) (v128.const i32x4 0 0 0 0))${
+              eb === 4
+                ? `
+            (v128.store offset=16 (local.get $d) (v128.const i32x4 0 0 0 0))`
+                : ''
+            }
+            (local.set $j (i32.const 0))
+            (block $jd (loop $jl
+              (br_if $jd (i32.ge_u (local.get $j) (local.get $rem)))
+              ${eb === 4 ? '(f32.store (i32.add (local.get $d) (i32.shl (local.get $j) (i32.const 2))) (f32.load (i32.add (local.get $s) (i32.shl (local.get $j) (i32.const 2)))))' : '(i32.store16 (i32.add (local.get $d) (i32.shl (local.get $j) (i32.const 1))) (i32.load16_u (i32.add (local.get $s) (i32.shl (local.get $j) (i32.const 1)))))'}
+              (local.set $j (i32.add (local.get $j) (i32.const 1)))
+              (br $jl))))
+          (else
+            (v128.store (local.get $d) (v128.load (local.get $s)))${
+              eb === 4
+                ? `
+            (v128.store offset=16 (local.get $d) (v128.load offset=16 (local.get $s)))`
+                : ''
+            }))
+        (local.set $s (i32.add (local.get $s) (i32.mul (local.get $N) (i32.const ${eb}))))
+        (local.set $d (i32.add (local.get $d) (i32.const ${NR * eb})))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $rl)))
+      (local.set $p (i32.add (local.get $p) (i32.const 1)))
+      (br $pl))))
+`,
+  )
+  .join('\n')}
   (func $widen_bf16_or_f16 (param $kind i32) (param $src i32) (param $dst i32) (param $n i32)
     (if (i32.eq (local.get $kind) (i32.const 1))
       (then (call $widen_bf16 (local.get $src) (local.get $dst) (local.get $n)))
