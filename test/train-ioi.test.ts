@@ -255,3 +255,36 @@ t.test(
     });
   },
 );
+
+t.test('ioiMixture options: a varying repeat period, and S2 scored beside the IO', async (t) => {
+  const g = ioiMixture({ seed: 5, inductionLenRange: [8, 20], scoreSubject: true });
+  const halves = new Set<number>();
+  for (let k = 0; k < 40; k++) {
+    const batch = g.nextBatch!(4);
+    if (k % 4 === 3) {
+      const half = batch[0].length / 2;
+      halves.add(half);
+      t.ok(half >= 8 && half <= 20, `period ${half} within [8, 20]`);
+      for (const r of batch) {
+        t.same(r.slice(half), r.slice(0, half), 'second half repeats the first');
+        t.ok(
+          g.answerPositionsOf!(r).every((p) => p > half && p < 2 * half),
+          'scored where induction determines the token',
+        );
+      }
+    } else
+      for (const r of batch) {
+        const ps = g.answerPositionsOf!(r);
+        t.equal(ps.length, 2, 'two scored positions: S2 and the IO');
+        const [s2, io] = ps;
+        t.ok(r.indexOf(r[s2]) < s2, 'the first scored token (S2) repeats an earlier token (S1)');
+        t.ok(r.indexOf(r[io]) < io && r[io] !== r[s2], 'the second (the IO) appeared before and is not S');
+      }
+  }
+  t.ok(halves.size >= 3, `the period varies between batches (${[...halves].join(', ')})`);
+  t.throws(
+    () => ioiMixture({ inductionLenRange: [10, 40] }),
+    /inductionLenRange/,
+    'a range past inductionLen is refused',
+  );
+});

@@ -29,6 +29,11 @@ export const IOI_RECIPE = {
   inductionEvery: 4,
   inductionScored: 4,
   inductionBatchFraction: 0.25,
+  inductionLenRange: [32, 32] as [number, number],
+  /** Train the tied embedding (else frozen at its seeded initialisation). */
+  trainEmbed: false,
+  /** Also score S2 (see ioiMixture's scoreSubject). */
+  scoreSubject: false,
   optimizer: 'AdamW' as const,
   lr: 3e-3,
   weightDecay: 0.01,
@@ -48,6 +53,13 @@ export async function main(argv: string[]): Promise<number> {
       f32: { type: 'boolean' },
       'max-minutes': { type: 'string' },
       'save-every': { type: 'string' },
+      embed: { type: 'string' },
+      'induction-range': { type: 'string' },
+      'induction-every': { type: 'string' },
+      seed: { type: 'string' },
+      'score-subject': { type: 'boolean' },
+      'induction-scored': { type: 'string' },
+      'ln-final': { type: 'string' },
     },
   });
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
@@ -55,6 +67,13 @@ export async function main(argv: string[]): Promise<number> {
   if (v.lr) R.lr = Number(v.lr);
   if (v.batch) R.batchSize = Number(v.batch);
   if (v.layers) R.model.n_layers = Number(v.layers);
+  if (v.embed) R.trainEmbed = v.embed === 'trained';
+  if (v['induction-range']) R.inductionLenRange = v['induction-range'].split(',').map(Number) as [number, number];
+  if (v['induction-every']) R.inductionEvery = Number(v['induction-every']);
+  if (v.seed) R.initSeed = Number(v.seed);
+  if (v['score-subject']) R.scoreSubject = true;
+  if (v['induction-scored']) R.inductionScored = Number(v['induction-scored']);
+  if (v['ln-final']) R.lnFinalInit = Number(v['ln-final']);
   const out = resolve(v.out as string);
   wasmBackend()?.setThreads(1);
   const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
@@ -64,6 +83,8 @@ export async function main(argv: string[]): Promise<number> {
     inductionEvery: R.inductionEvery,
     inductionScored: R.inductionScored,
     inductionBatchFraction: R.inductionBatchFraction,
+    inductionLenRange: R.inductionLenRange,
+    scoreSubject: R.scoreSubject,
   });
   const maxMs = v['max-minutes'] ? Number(v['max-minutes']) * 60000 : Infinity;
   const cpu0 = process.cpuUsage(),
@@ -80,7 +101,7 @@ export async function main(argv: string[]): Promise<number> {
     maxGradNorm: R.maxGradNorm,
     lossPositions: 'answers',
     tieEmbeddings: true,
-    freeze: R.freeze,
+    freeze: R.trainEmbed ? ['unembed.b_U'] : R.freeze,
     saveEvery: v['save-every'] ? Number(v['save-every']) : undefined,
     saveDir: v['save-every'] ? `${out}-steps` : undefined,
     onStep: (s) => {

@@ -328,6 +328,18 @@ export interface IoiMixtureOptions {
   inductionEvery?: number;
   /** Half-length of a repeated-token row (default 32: the demo's seqLen at n_ctx 64). */
   inductionLen?: number;
+  /**
+   * Draw each repeated-token batch's half-length uniformly from [lo, hi] instead (hi <= inductionLen).
+   * With one fixed period a head can score as an induction head by attending a fixed distance back
+   * (period - 1), which is no induction at all; varying the period leaves only the real mechanism.
+   */
+  inductionLenRange?: [number, number];
+  /**
+   * Also score the second mention of the subject (S2), whose answer is one of the two names
+   * already in the sentence, 50/50: a clean copy-a-name-from-context target that teaches the
+   * name-copying heads the IO answer needs, before the IO/S distinction can be learned (default false).
+   */
+  scoreSubject?: boolean;
   /** Random tokens are drawn from [lo, hi) (default [100, 20000), as the demo's randint). */
   inductionRange?: [number, number];
   /** Scored target positions per repeated-token row, drawn from the second half (default 8). */
@@ -352,7 +364,13 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
     len = o.inductionLen ?? 32,
     [lo, hi] = o.inductionRange ?? [100, 20000],
     scored = Math.min(o.inductionScored ?? 8, len - 1),
-    frac = o.inductionBatchFraction ?? 0.5;
+    frac = o.inductionBatchFraction ?? 0.5,
+    [lenLo, lenHi] = o.inductionLenRange ?? [len, len];
+  if (!(Number.isInteger(lenLo) && Number.isInteger(lenHi) && lenLo >= 2 && lenLo <= lenHi && lenHi <= len))
+    throw new TypelensError(
+      `ioiMixture: inductionLenRange [${lenLo}, ${lenHi}] must lie within [2, inductionLen=${len}]`,
+      'EINPUT',
+    );
   const sentences = ioiSentences({ templates: IOI_TRAIN_TEMPLATES, seed, combos: 'train' });
   const r = rng(seed + 1);
   const positions = new WeakMap<number[], number[]>();
@@ -360,14 +378,21 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
   const ioiRow = (): number[] => {
     const s = sentences();
     const row = [EOT, ...encodeText(s.text)];
-    positions.set(row, [row.length - 1]);
+    const ps = [row.length - 1];
+    if (o.scoreSubject) {
+      const sTok = encodeText(s.S)[0];
+      const s2 = row.lastIndexOf(sTok);
+      if (s2 > row.indexOf(sTok)) ps.unshift(s2);
+    }
+    positions.set(row, ps);
     return row;
   };
-  const inductionRow = (): number[] => {
-    const d = Array.from({ length: len }, () => lo + intIn(r, hi - lo));
+  const inductionRow = (half = len): number[] => {
+    const d = Array.from({ length: half }, () => lo + intIn(r, hi - lo));
     const row = [...d, ...d];
     const ps = new Set<number>();
-    while (ps.size < scored) ps.add(len + 1 + intIn(r, len - 1));
+    const k = Math.min(scored, half - 1);
+    while (ps.size < k) ps.add(half + 1 + intIn(r, half - 1));
     positions.set(
       row,
       [...ps].sort((x, y) => x - y),
@@ -377,7 +402,7 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
   return {
     seqLen: 2 * len,
     vocab: EOT + 1,
-    description: `ioiMixture(seed=${seed}, inductionEvery=${every}, inductionLen=${len})`,
+    description: `ioiMixture(seed=${seed}, inductionEvery=${every}, inductionLen=${lenLo === lenHi ? len : `${lenLo}..${lenHi}`})`,
     answerPositions: [],
     answerPositionsOf: (seq) => {
       const p = positions.get(seq);
@@ -387,7 +412,10 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
     next: () => (batch++ % every === every - 1 ? inductionRow() : ioiRow()),
     nextBatch(n) {
       const induction = batch++ % every === every - 1;
-      if (induction) return Array.from({ length: Math.max(1, Math.round(n * frac)) }, inductionRow);
+      if (induction) {
+        const half = lenLo === lenHi ? lenHi : lenLo + intIn(r, lenHi - lenLo + 1);
+        return Array.from({ length: Math.max(1, Math.round(n * frac)) }, () => inductionRow(half));
+      }
       const rows = Array.from({ length: n }, ioiRow);
       const P = Math.max(...rows.map((x) => x.length));
       for (const x of rows) {
