@@ -4,6 +4,9 @@
 // Debian's python3-torch) in the same run, on the same checkpoint and thread count. typelens also
 // runs with the shortcuts this section is about turned off (its former defaults), and on the pool.
 // Each typelens configuration runs in its own process; the grids are checked against torch's.
+// Debian's torch calls the system libblas.so.3: with only the reference BLAS (libblas3) it runs ~30x
+// slower than with OpenBLAS, so install libopenblas0-pthread too (it takes over libblas.so.3); the row
+// names the BLAS torch loaded.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -86,7 +89,9 @@ export function benchPatching(dir: string, benchDir: string, writeJson: (name: s
     ],
     'torch',
     python,
-  ) as (Record<string, { seconds: number; grid: number[] }> & { torch_version: string; threads: number }) | null;
+  ) as
+    | (Record<string, { seconds: number; grid: number[] }> & { torch_version: string; threads: number; blas?: string })
+    | null;
   const tlName = {
     getActPatchResidPre: 'get_act_patch_resid_pre',
     getActPatchAttnHeadOutAllPos: 'get_act_patch_attn_head_out_all_pos',
@@ -111,7 +116,7 @@ export function benchPatching(dir: string, benchDir: string, writeJson: (name: s
       typelens_former_defaults_s: +by(threads, 'former-defaults').toFixed(3),
       tl_torch_s: +tlSeconds.toFixed(3),
       tl_source: tl
-        ? `measured: bench/tl_patching.py (TL's loop in plain torch ${tl.torch_version}, ${tl.threads} threads)`
+        ? `measured: bench/tl_patching.py (TL's loop in plain torch ${tl.torch_version}, ${tl.threads} threads, BLAS ${tl.blas ?? 'unknown'})`
         : 'quoted from issue 16, not measured here (torch unavailable)',
       speedup_vs_tl_default: +(tlSeconds / by(threads, 'default')).toFixed(2),
       speedup_vs_tl_best: +(tlSeconds / best).toFixed(2),

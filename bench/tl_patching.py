@@ -168,6 +168,17 @@ def layer_head_vector_patch_setter(a, index, clean):
     return a
 
 
+def blas_library():
+    """The BLAS this torch calls: Debian's python3-torch links the system libblas.so.3, which is the
+    reference BLAS (~2 GFLOP/s, ~30x slower than OpenBLAS) unless libopenblas0-pthread provides it."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.split()[-1]}
+        return ", ".join(sorted(libs)) or "unknown"
+    except OSError:
+        return "unknown"
+
+
 def main():
     d, threads, clean_s, corrupted_s, correct, incorrect = sys.argv[1:7]
     torch.set_num_threads(int(threads))
@@ -184,7 +195,7 @@ def main():
         return (last[:, c] - last[:, w]).mean()
 
     _, cache = model.run_with_cache(clean)
-    res = {"torch_version": torch.__version__, "threads": torch.get_num_threads()}
+    res = {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "blas": blas_library()}
     sweeps = [
         ("get_act_patch_resid_pre", layer_pos_patch_setter, "resid_pre", [L, clean.shape[1]]),
         ("get_act_patch_attn_head_out_all_pos", layer_head_vector_patch_setter, "z", [L, H]),
