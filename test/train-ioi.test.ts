@@ -288,3 +288,31 @@ t.test('ioiMixture options: a varying repeat period, and S2 scored beside the IO
     'a range past inductionLen is refused',
   );
 });
+
+t.test(
+  'ioiMixture fillerMax: non-name tokens before the names and before S2 in some rows, the answers unchanged',
+  async (t) => {
+    const g = ioiMixture({ seed: 6, fillerMax: 6, scoreSubject: true, inductionEvery: 1000 });
+    const names = new Set(IOI_NAMES.map((n) => encodeText(' ' + n)[0]));
+    let moved = 0,
+      rows = 0;
+    for (let k = 0; k < 20; k++)
+      for (const r of g.nextBatch!(4)) {
+        rows++;
+        const [s2, io] = g.answerPositionsOf!(r);
+        const nameAt = r.map((x, i) => (names.has(x) ? i : -1)).filter((i) => i >= 0 && i <= io);
+        t.equal(nameAt.length, 4, 'exactly four name tokens up to the answer: IO, S1, S2, IO (filler holds no name)');
+        t.equal(nameAt[2], s2, 'S2 is the third name');
+        t.equal(
+          r[nameAt[3]],
+          r[nameAt[0]] === r[s2] ? r[nameAt[1]] : r[nameAt[0]],
+          'the answer is the name that is not repeated',
+        );
+        if (nameAt[0] !== 2 && nameAt[0] !== 3) moved++;
+      }
+    t.ok(
+      moved > rows / 5 && moved < rows,
+      `the first name moved from its template position in ${moved} of ${rows} rows`,
+    );
+  },
+);

@@ -34,6 +34,8 @@ export const IOI_RECIPE = {
   trainEmbed: false,
   /** Also score S2 (see ioiMixture's scoreSubject). */
   scoreSubject: false,
+  /** Random non-name tokens around the names in half the IOI rows (see ioiMixture's fillerMax). */
+  fillerMax: 0,
   optimizer: 'AdamW' as const,
   lr: 3e-3,
   weightDecay: 0.01,
@@ -60,6 +62,7 @@ export async function main(argv: string[]): Promise<number> {
       'score-subject': { type: 'boolean' },
       'induction-scored': { type: 'string' },
       'ln-final': { type: 'string' },
+      filler: { type: 'string' },
     },
   });
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
@@ -74,6 +77,7 @@ export async function main(argv: string[]): Promise<number> {
   if (v['score-subject']) R.scoreSubject = true;
   if (v['induction-scored']) R.inductionScored = Number(v['induction-scored']);
   if (v['ln-final']) R.lnFinalInit = Number(v['ln-final']);
+  if (v.filler) R.fillerMax = Number(v.filler);
   const out = resolve(v.out as string);
   wasmBackend()?.setThreads(1);
   const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
@@ -85,6 +89,7 @@ export async function main(argv: string[]): Promise<number> {
     inductionBatchFraction: R.inductionBatchFraction,
     inductionLenRange: R.inductionLenRange,
     scoreSubject: R.scoreSubject,
+    fillerMax: R.fillerMax,
   });
   const maxMs = v['max-minutes'] ? Number(v['max-minutes']) * 60000 : Infinity;
   const cpu0 = process.cpuUsage(),

@@ -340,6 +340,14 @@ export interface IoiMixtureOptions {
    * name-copying heads the IO answer needs, before the IO/S distinction can be learned (default false).
    */
   scoreSubject?: boolean;
+  /**
+   * In half of the IOI rows, insert 0..fillerMax random non-name tokens after BOS and again before S2
+   * (default 0: none). A model that copies the names at the template's fixed positions (IO and S1 at
+   * positions 2 and 4) is stuck at chance, symmetric in IO and S1, and never looks at S2; moving the
+   * names around leaves only attention by content, which sees S twice and so has a reason to learn
+   * which name is repeated.
+   */
+  fillerMax?: number;
   /** Random tokens are drawn from [lo, hi) (default [100, 20000), as the demo's randint). */
   inductionRange?: [number, number];
   /** Scored target positions per repeated-token row, drawn from the second half (default 8). */
@@ -375,9 +383,26 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
   const r = rng(seed + 1);
   const positions = new WeakMap<number[], number[]>();
   let batch = 0;
+  const nameTokens = new Set(IOI_NAMES.map((n) => encodeText(' ' + n)[0]));
+  const filler = (k: number): number[] => {
+    const out: number[] = [];
+    while (out.length < k) {
+      const x = lo + intIn(r, hi - lo);
+      if (!nameTokens.has(x)) out.push(x);
+    }
+    return out;
+  };
+  const fillerMax = o.fillerMax ?? 0;
   const ioiRow = (): number[] => {
     const s = sentences();
-    const row = [EOT, ...encodeText(s.text)];
+    let row = [EOT, ...encodeText(s.text)];
+    if (fillerMax > 0 && r.uniform() < 0.5) {
+      const sTok = encodeText(s.S)[0],
+        s2 = row.lastIndexOf(sTok);
+      const k1 = intIn(r, fillerMax + 1),
+        k2 = intIn(r, fillerMax + 1);
+      row = [EOT, ...filler(k1), ...row.slice(1, s2), ...filler(k2), ...row.slice(s2)].slice(0, 2 * len);
+    }
     const ps = [row.length - 1];
     if (o.scoreSubject) {
       const sTok = encodeText(s.S)[0];
