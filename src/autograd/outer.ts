@@ -85,8 +85,8 @@ export function outerInto(
     gBytes = R * N * 4;
   const base = scratchFor(w, xBytes + gBytes);
   const mem = new Float32Array(w.memory.buffer);
-  const xp = base >> 2,
-    gp = (base + xBytes) >> 2;
+  const xp = base >>> 2,
+    gp = (base + xBytes) >>> 2;
   for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) mem[xp + k * R + r] = x[r * K + k];
   mem.set(g.subarray(0, R * N), gp);
   const K4 = K & ~3,

@@ -275,7 +275,7 @@ export class WasmBackend implements Backend {
       const npad = x.npad,
         biasPtr = cPtr + mpad * npad * 4;
       const mem = this.f32view();
-      mem.set(biases[i].subarray(0, x.N), biasPtr >> 2);
+      mem.set(biases[i].subarray(0, x.N), biasPtr >>> 2);
       this.runKernel(x, aPtr, cPtr, tPtr, nrb, M);
       this.biasRows(cPtr, npad, M, x.N, biasPtr);
       return this.copyOut(cPtr, M, x.N, npad, new Float32Array(M * x.N));
@@ -300,7 +300,7 @@ export class WasmBackend implements Backend {
     const MR = this.mr,
       nrb = Math.ceil(M / MR),
       mem = this.f32view();
-    let d = aPtr >> 2;
+    let d = aPtr >>> 2;
     for (let rb = 0; rb < nrb; rb++) {
       const r0 = rb * MR;
       const rows = Math.min(MR, M - r0);
@@ -325,7 +325,7 @@ export class WasmBackend implements Backend {
 
   private copyOut(cPtr: number, M: number, N: number, npad: number, c: Float32Array): Float32Array {
     const mem = this.f32view(),
-      c0 = cPtr >> 2;
+      c0 = cPtr >>> 2;
     if (npad === N) c.set(mem.subarray(c0, c0 + M * N));
     else for (let i = 0; i < M; i++) c.set(mem.subarray(c0 + i * npad, c0 + i * npad + N), i * N);
     return c;
