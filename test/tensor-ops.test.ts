@@ -11,6 +11,40 @@ import { allClose, allIndices, arbShape, arbTensor, arbTensorOf, arbValues } fro
 const runs = { numRuns: 60 };
 const ref = (shape: readonly number[], f: (idx: number[]) => number) => allIndices(shape).map(f);
 
+t.test('f32() of a permuted, strided or broadcast view = get() at every multi-index (the tiled gather)', async (t) => {
+  const GATHER = 'f32() of a non-contiguous view equals get() element by element, in row-major order';
+  const inv = invariants(t, [GATHER]);
+  // shapes up to 70 on an axis so that the 32 x 32 tiles have ragged edges
+  const arbView = fc
+    .tuple(
+      fc.array(fc.integer({ min: 1, max: 70 }), { minLength: 2, maxLength: 4 }),
+      fc.nat(),
+      fc.boolean(),
+      fc.boolean(),
+    )
+    .filter(([shape]) => numel(shape) <= 20000)
+    .map(([shape, seed, step, bcast]) => {
+      const x = Tensor.from(
+        Array.from({ length: numel(shape) }, (_, i) => ((i * 7919 + seed) % 1000) / 7),
+        shape,
+      );
+      const perm = [...shape.keys()].sort((a, b) => ((a * 31 + seed) % 7) - ((b * 31 + seed) % 7));
+      let v = x.permute(...perm);
+      if (step && v.shape[0] > 2) v = v.slice(0, 1, v.shape[0], 2);
+      if (bcast) v = v.unsqueeze(0).expand([2, ...v.shape]);
+      return v;
+    });
+  await inv.run(() =>
+    fc.assert(
+      fc.property(arbView, (v) => {
+        const flat = v.f32();
+        inv.check(GATHER, flat.length === v.size && allIndices(v.shape).every((idx, i) => v.get(...idx) === flat[i]));
+      }),
+      { numRuns: 40 },
+    ),
+  );
+});
+
 t.test('views: get() through permute/slice/index agrees with the contiguous copy', async (t) => {
   const CONTIG = 'get() through a view = the contiguous copy, element by element';
   const contig = invariants(t, [CONTIG]);

@@ -143,6 +143,47 @@ t.test('tied embeddings: one SGD step moves W_E by dW_E + dW_U^T and keeps W_U =
   );
 });
 
+t.test('embedRows: one SGD step moves only the listed rows, by dW_E + dW_U^T, and keeps W_U = W_E^T', async (t) => {
+  const m = HookedTransformer.fromConfig(CFG, { seed: 11 });
+  t.teardown(() => m.dispose());
+  const E0 = m.stateDict()['embed.W_E'];
+  m.setWeight('unembed.W_U', E0.T.contiguous());
+  const tokens = Tensor.from(seqs.flat(), [seqs.length, seqs[0].length]);
+  const g = m.parameterGrads(tokens); // full LM loss, the reference
+  const lr = 0.5,
+    M = CFG.d_model,
+    V = CFG.d_vocab;
+  const rows = [seqs[0][1], seqs[1][2], 3, V - 1]; // two tokens of the data, two that never occur
+  const listed = new Set(rows);
+  const want = E0.f32().map((e, i) => {
+    const [v, d] = [Math.floor(i / M), i % M];
+    return listed.has(v) ? e - lr * (g.get('embed.W_E')!.f32()[i] + g.get('unembed.W_U')!.f32()[d * V + v]) : e;
+  });
+  train(m, seqs, {
+    batchSize: 3,
+    steps: 1,
+    lr,
+    optimizer: 'SGD',
+    tieEmbeddings: true,
+    embedRows: rows,
+    progress: false,
+  });
+  const sd = m.stateDict();
+  t.ok(
+    maxAbsDiff(sd['embed.W_E'].f32(), want) <= 1e-6,
+    'listed rows stepped with the summed gradient, the others untouched',
+  );
+  t.equal(maxAbsDiff(sd['unembed.W_U'].f32(), sd['embed.W_E'].T.contiguous().f32()), 0, 'W_U = W_E^T bit for bit');
+  t.throws(() => train(m, seqs, { batchSize: 3, steps: 1, embedRows: [1], progress: false }), {
+    code: 'EINPUT',
+    message: /tieEmbeddings/,
+  });
+  t.throws(() => train(m, seqs, { batchSize: 3, steps: 1, tieEmbeddings: true, embedRows: [V], progress: false }), {
+    code: 'EINPUT',
+    message: new RegExp(`token ${V}`),
+  });
+});
+
 t.test('an f16 checkpoint of a tied model is tied, half the size, and reloads to the f16-rounded logits', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'typelens-ioi-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

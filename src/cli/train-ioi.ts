@@ -7,7 +7,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { wasmBackend } from '../kernels/index.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
-import { ioiMixture, train } from '../train/index.js';
+import { ioiMixture, ioiTrainVocabulary, train } from '../train/index.js';
+import { TypelensError } from '../errors.js';
 import { saveCheckpoint } from '../train/checkpoint.js';
 import { lossCurveSvg } from './svg-figures.js';
 
@@ -30,12 +31,18 @@ export const IOI_RECIPE = {
   inductionScored: 4,
   inductionBatchFraction: 0.25,
   inductionLenRange: [32, 32] as [number, number],
-  /** Train the tied embedding (else frozen at its seeded initialisation). */
-  trainEmbed: false,
+  /**
+   * The tied embedding: 'frozen' at its seeded initialisation, 'trained' (all 50257 rows), or
+   * 'rows': only the rows of the training data's own tokens (ioiTrainVocabulary, ~400), the rest
+   * frozen, at a fraction of the dense table's cost per step.
+   */
+  embed: 'frozen' as 'frozen' | 'trained' | 'rows',
   /** Also score S2 (see ioiMixture's scoreSubject). */
   scoreSubject: false,
   /** Random non-name tokens around the names in half the IOI rows (see ioiMixture's fillerMax). */
   fillerMax: 0,
+  /** The share of IOI rows that get filler. */
+  fillerFraction: 0.5,
   optimizer: 'AdamW' as const,
   lr: 3e-3,
   weightDecay: 0.01,
@@ -63,6 +70,7 @@ export async function main(argv: string[]): Promise<number> {
       'induction-scored': { type: 'string' },
       'ln-final': { type: 'string' },
       filler: { type: 'string' },
+      'filler-fraction': { type: 'string' },
     },
   });
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
@@ -70,7 +78,11 @@ export async function main(argv: string[]): Promise<number> {
   if (v.lr) R.lr = Number(v.lr);
   if (v.batch) R.batchSize = Number(v.batch);
   if (v.layers) R.model.n_layers = Number(v.layers);
-  if (v.embed) R.trainEmbed = v.embed === 'trained';
+  if (v.embed) {
+    if (!['frozen', 'trained', 'rows'].includes(v.embed))
+      throw new TypelensError(`--embed ${v.embed}: expected frozen, trained or rows`, 'EINPUT');
+    R.embed = v.embed as typeof R.embed;
+  }
   if (v['induction-range']) R.inductionLenRange = v['induction-range'].split(',').map(Number) as [number, number];
   if (v['induction-every']) R.inductionEvery = Number(v['induction-every']);
   if (v.seed) R.initSeed = Number(v.seed);
@@ -78,6 +90,7 @@ export async function main(argv: string[]): Promise<number> {
   if (v['induction-scored']) R.inductionScored = Number(v['induction-scored']);
   if (v['ln-final']) R.lnFinalInit = Number(v['ln-final']);
   if (v.filler) R.fillerMax = Number(v.filler);
+  if (v['filler-fraction']) R.fillerFraction = Number(v['filler-fraction']);
   const out = resolve(v.out as string);
   wasmBackend()?.setThreads(1);
   const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
@@ -90,6 +103,7 @@ export async function main(argv: string[]): Promise<number> {
     inductionLenRange: R.inductionLenRange,
     scoreSubject: R.scoreSubject,
     fillerMax: R.fillerMax,
+    fillerFraction: R.fillerFraction,
   });
   const maxMs = v['max-minutes'] ? Number(v['max-minutes']) * 60000 : Infinity;
   const cpu0 = process.cpuUsage(),
@@ -106,7 +120,8 @@ export async function main(argv: string[]): Promise<number> {
     maxGradNorm: R.maxGradNorm,
     lossPositions: 'answers',
     tieEmbeddings: true,
-    freeze: R.trainEmbed ? ['unembed.b_U'] : R.freeze,
+    freeze: R.embed === 'frozen' ? R.freeze : ['unembed.b_U'],
+    embedRows: R.embed === 'rows' ? ioiTrainVocabulary() : undefined,
     saveEvery: v['save-every'] ? Number(v['save-every']) : undefined,
     saveDir: v['save-every'] ? `${out}-steps` : undefined,
     onStep: (s) => {

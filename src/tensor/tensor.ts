@@ -116,15 +116,9 @@ export class Tensor {
       }
       return decode((this.data as Uint16Array).subarray(this.offset, this.offset + n), this.dtype, new Float32Array(n));
     }
-    const out = new Float32Array(n);
     const src = this.dtype === 'f32' ? (this.data as Float32Array) : null;
     const half = src ? null : decode(this.data as Uint16Array, this.dtype, new Float32Array(this.data.length));
-    const s = src ?? half!;
-    let i = 0;
-    forEachOffset(this.shape, this.strides, this.offset, (o) => {
-      out[i++] = s[o];
-    });
-    return out;
+    return gatherStrided(src ?? half!, this.shape, this.strides, this.offset, new Float32Array(n));
   }
 
   /** A contiguous f32 tensor (a copy only when needed). */
@@ -293,6 +287,53 @@ export class Tensor {
 export type NestedArray = (number | NestedArray)[];
 
 /** Visit the storage offset of every element of a strided view in row-major order. */
+/**
+ * out (row-major, contiguous) := the strided view (shape, strides, offset) of src. The last two
+ * axes are copied in 32 x 32 tiles, so that a transposed view (a weight's W.T, a head permute)
+ * reads and writes within cache lines instead of striding across the whole matrix per element.
+ */
+export function gatherStrided(
+  src: Float32Array,
+  shape: Shape,
+  strides: readonly number[],
+  offset: number,
+  out: Float32Array,
+): Float32Array {
+  const nd = shape.length;
+  if (numel(shape) === 0) return out;
+  if (nd < 2) {
+    const n = nd ? shape[0] : 1,
+      st = nd ? strides[0] : 0;
+    for (let i = 0; i < n; i++) out[i] = src[offset + i * st];
+    return out;
+  }
+  const R = shape[nd - 2],
+    C = shape[nd - 1],
+    sR = strides[nd - 2],
+    sC = strides[nd - 1];
+  const T = 32;
+  let w = 0;
+  const plane = (o: number) => {
+    if (sC === 1) for (let r = 0; r < R; r++, w += C) out.set(src.subarray(o + r * sR, o + r * sR + C), w);
+    else {
+      for (let r0 = 0; r0 < R; r0 += T) {
+        const r1 = Math.min(R, r0 + T);
+        for (let c0 = 0; c0 < C; c0 += T) {
+          const c1 = Math.min(C, c0 + T);
+          for (let c = c0; c < c1; c++) {
+            const oc = o + c * sC;
+            for (let r = r0, d = w + r0 * C + c; r < r1; r++, d += C) out[d] = src[oc + r * sR];
+          }
+        }
+      }
+      w += R * C;
+    }
+  };
+  if (nd === 2) plane(offset);
+  else forEachOffset(shape.slice(0, nd - 2), strides.slice(0, nd - 2), offset, plane);
+  return out;
+}
+
 export function forEachOffset(shape: Shape, strides: readonly number[], offset: number, fn: (o: number) => void): void {
   const nd = shape.length;
   if (numel(shape) === 0) return;

@@ -8,6 +8,7 @@ export { saveCheckpoint, toHFTensors, hfConfigOf } from './checkpoint.js';
 export {
   ioiMixture,
   ioiEvalDataset,
+  ioiTrainVocabulary,
   ioiSentences,
   fillTemplate,
   isHeldOutCombo,

@@ -348,6 +348,8 @@ export interface IoiMixtureOptions {
    * which name is repeated.
    */
   fillerMax?: number;
+  /** The share of IOI rows that get filler (default 0.5). */
+  fillerFraction?: number;
   /** Random tokens are drawn from [lo, hi) (default [100, 20000), as the demo's randint). */
   inductionRange?: [number, number];
   /** Scored target positions per repeated-token row, drawn from the second half (default 8). */
@@ -392,11 +394,14 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
     }
     return out;
   };
-  const fillerMax = o.fillerMax ?? 0;
+  const fillerMax = o.fillerMax ?? 0,
+    fillerFraction = o.fillerFraction ?? 0.5;
+  if (!(fillerFraction >= 0 && fillerFraction <= 1))
+    throw new TypelensError(`ioiMixture: fillerFraction ${fillerFraction} must lie in [0, 1]`, 'EINPUT');
   const ioiRow = (): number[] => {
     const s = sentences();
     let row = [EOT, ...encodeText(s.text)];
-    if (fillerMax > 0 && r.uniform() < 0.5) {
+    if (fillerMax > 0 && r.uniform() < fillerFraction) {
       const sTok = encodeText(s.S)[0],
         s2 = row.lastIndexOf(sTok);
       const k1 = intIn(r, fillerMax + 1),
@@ -451,6 +456,23 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
       return rows;
     },
   };
+}
+
+/**
+ * Every token of the IOI training data: the training templates' words (in both orders, with
+ * "a"/"an"), every name, place, object and drink, and <|endoftext|>. The held-out templates'
+ * own words are not in it, so that training only these embedding rows (train's embedRows)
+ * keeps those templates unseen.
+ */
+export function ioiTrainVocabulary(): number[] {
+  const ids = new Set<number>([EOT]);
+  for (const w of [...IOI_NAMES, ...IOI_PLACES, ...IOI_OBJECTS, ...IOI_DRINKS]) ids.add(encodeText(' ' + w)[0]);
+  for (const tpl of IOI_TRAIN_TEMPLATES)
+    for (const order of ['ABBA', 'BABA'] as const)
+      for (const object of [...IOI_OBJECTS, ...IOI_DRINKS])
+        for (const t of encodeText(fillTemplate(tpl, order, IOI_NAMES[0], IOI_NAMES[1], IOI_PLACES[0], object)))
+          ids.add(t);
+  return [...ids].sort((a, b) => a - b);
 }
 
 /**

@@ -34,12 +34,25 @@ export function scoredRows(
  * -> cross-entropy against `targets`. Equal to the full forward's logits at those rows (same ops,
  * same order per row), at the cost of [rows, M] x [M, d_vocab] instead of [B·P, M] x [M, d_vocab].
  */
-export function positionsLoss(model: HookedTransformer, resid: Tensor, rows: number[], targets: number[]): Tensor {
+export function positionsLoss(
+  model: HookedTransformer,
+  resid: Tensor,
+  rows: number[],
+  targets: number[],
+  opts: { tied?: boolean } = {},
+): Tensor {
   const W = model.weights,
     cfg = model.cfg;
   const x = ag.selectRows(resid, rows); // [N, M]
   const ln = ag.layerNorm(x, cfg.eps, W.ln_final_w, W.ln_final_b);
   const WU = ag.plainWeight(W.W_U, model.gradPackCache, model.packed.WU);
+  // tied (W_U = W_E^T exactly, the caller's promise): dX's transposed copy is W_E itself, already
+  // contiguous, instead of a [V, M] gather of W_U each time the weights change
+  if (opts.tied) {
+    const cache = model.gradPackCache,
+      E = W.W_E;
+    WU.packedT = () => cache.get(W.W_U, 'T', cfg.d_vocab, cfg.d_model, () => E.contiguous().f32());
+  }
   const logits = ag.linear(ln, WU, W.b_U, model.backend); // [N, V]
   return ag.crossEntropy(logits, targets);
 }

@@ -73,6 +73,15 @@ export interface TrainConfig {
    * for one shared tensor), and W_U is rewritten as W_E^T, so a checkpoint saves only wte.
    */
   tieEmbeddings?: boolean;
+  /**
+   * With tieEmbeddings and a trained W_E: train only these rows (token ids) of the shared table,
+   * the rest stays at its current values. A small model's step is otherwise dominated by the
+   * [d_vocab, d_model] table (dense gradient sum, Adam over 6.4 M entries, W_U rewritten), while
+   * the tokens whose embeddings carry the task are a few hundred. The optimizer, the gradient
+   * norm and weight decay see the listed rows only; their gradient is still the full tied one
+   * (every scored logit's pull on the row, plus the embedding lookups).
+   */
+  embedRows?: number[];
 }
 
 export interface StepInfo {
@@ -212,7 +221,20 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
     throw new TypelensError('train: tieEmbeddings makes W_E and W_U one tensor: freeze both or neither', 'EINPUT');
   const { d_model: M } = model.cfg;
   // W_E [V, M] gradient plus dW_U^T, when tied and trained (the backward's own buffers are reused: never written)
-  const tiedGrad = tie && !frozenE ? new Float32Array(V * M) : null;
+  if (c.embedRows) {
+    if (!tie || frozenE)
+      throw new TypelensError('train: embedRows needs tieEmbeddings with a trained (not frozen) W_E', 'EINPUT');
+    for (const id of c.embedRows)
+      if (!Number.isInteger(id) || id < 0 || id >= V)
+        throw new TypelensError(`train: embedRows names token ${id}, outside the vocabulary [0, ${V})`, 'EINPUT');
+    if (!c.embedRows.length)
+      throw new TypelensError('train: embedRows is empty (freeze the embedding instead)', 'EINPUT');
+  }
+  const rowIds = c.embedRows ? Int32Array.from(new Set(c.embedRows)).sort() : null;
+  // the listed rows' parameters and gradients, compact [R, M]
+  const rowP = rowIds ? new Float32Array(rowIds.length * M) : null,
+    rowG = rowIds ? new Float32Array(rowIds.length * M) : null;
+  const tiedGrad = tie && !frozenE && !rowIds ? new Float32Array(V * M) : null;
   if (tie) tieHead(model);
   for (const f of freeze)
     if (!all.includes(f))
@@ -226,7 +248,7 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
       'EINPUT',
     );
   const baseLr = c.lr ?? 1e-3,
-    names = all.filter((n) => !freeze.includes(n) && !(tie && n === 'unembed.W_U'));
+    names = all.filter((n) => !freeze.includes(n) && !(tie && n === 'unembed.W_U') && !(rowIds && n === 'embed.W_E'));
   const t0 = performance.now();
   try {
     for (let step = 0; step < total; step++) {
@@ -239,13 +261,13 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
         // only the trained parameters are watched: a frozen embedding / unembedding then costs no
         // [d_vocab, d_model] gradient, buffer or transpose (the gradients.ts backward watches all)
         const named = namedParameters(model);
-        const watched = tiedGrad ? [...names, 'unembed.W_U'] : names;
+        const watched = tiedGrad ? [...names, 'unembed.W_U'] : rowIds ? [...names, 'embed.W_E', 'unembed.W_U'] : names;
         model.checkWeights();
         const { out: m, tape } = withGrad((tp) => {
           tp.watch(...watched.map((n) => named.get(n)!));
           const resid = model.forward(tokens, { stopAtLayer: model.cfg.n_layers });
           s1 = performance.now();
-          return positionsLoss(model, resid, rows, targets);
+          return positionsLoss(model, resid, rows, targets, { tied: tie });
         });
         const g = tape.backward(m);
         res = { value: m.item(), params: new Map(watched.map((n) => [n, g.view(named.get(n)!)])) };
@@ -267,12 +289,22 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
         const gE = grads.get('embed.W_E')!.f32();
         for (let i = 0; i < tiedGrad.length; i++) tiedGrad[i] += gE[i];
       }
+      if (rowIds) {
+        // row r of the shared table: dW_E[id] + dW_U[:, id]
+        const gE = grads.get('embed.W_E')!.f32(),
+          gU = grads.get('unembed.W_U')!.f32();
+        for (let r = 0; r < rowIds.length; r++) {
+          const id = rowIds[r];
+          for (let j = 0; j < M; j++) rowG![r * M + j] = gE[id * M + j] + gU[j * V + id];
+        }
+      }
       const gradOf = (name: string): Float32Array =>
         tiedGrad && name === 'embed.W_E' ? tiedGrad : grads.get(name)!.f32();
-      const gradNorm =
-        c.maxGradNorm !== undefined
-          ? clipGradNorm([...grads.keys()].filter((n) => !(tie && n === 'unembed.W_U')).map(gradOf), c.maxGradNorm)
-          : undefined;
+      const clipped = [...grads.keys()]
+        .filter((n) => !(tie && n === 'unembed.W_U') && !(rowIds && n === 'embed.W_E'))
+        .map(gradOf);
+      if (rowG) clipped.push(rowG);
+      const gradNorm = c.maxGradNorm !== undefined ? clipGradNorm(clipped, c.maxGradNorm) : undefined;
       const lr = baseLr * warmupFactor(step, c.warmupSteps ?? 0);
       opt.beginStep();
       let inFn = 0;
@@ -282,6 +314,21 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
         inFn += performance.now() - u;
       });
       if (tiedGrad) tieHead(model);
+      if (rowIds) {
+        const u = performance.now();
+        const E = model.weights.W_E.contiguous().f32();
+        for (let r = 0; r < rowIds.length; r++) rowP!.set(E.subarray(rowIds[r] * M, (rowIds[r] + 1) * M), r * M);
+        opt.update('embed.W_E', rowP!, rowG!, lr);
+        inFn += performance.now() - u;
+        // write the rows into W_E and the same values into W_U's columns (W_U = W_E^T stays exact)
+        model.updateWeights(['embed.W_E', 'unembed.W_U'], (name, data) => {
+          for (let r = 0; r < rowIds.length; r++) {
+            const id = rowIds[r];
+            if (name === 'embed.W_E') data.set(rowP!.subarray(r * M, (r + 1) * M), id * M);
+            else for (let j = 0; j < M; j++) data[j * V + id] = rowP![r * M + j];
+          }
+        });
+      }
       const s3 = performance.now();
       t.forward += s1 - s0;
       t.backward += s2 - s1;
