@@ -50,7 +50,7 @@ export class WasmBackend implements Backend {
   private readonly biasRows: (c: number, ld: number, M: number, N: number, bias: number) => void;
   private readonly packAKernel?: (src: number, dst: number, M: number, K: number) => void;
   /** pack_b32 / pack_b16: rows [k0, k0 + rows) of a staged B into its panels (see pack). */
-  private readonly packBKernel?: Record<'f32' | 'half', PackBFn>;
+  private readonly packBKernel: Record<'f32' | 'half', PackBFn>;
   /** Rows per micro-kernel block (5 without FMA, 6 with: FMA frees the temporary register). */
   readonly mr: number;
   private scratch = { ptr: 0, bytes: 0 };
@@ -107,8 +107,11 @@ export class WasmBackend implements Backend {
     this.kernel = inst.exports.matmul as MatmulFn;
     this.biasRows = inst.exports.bias_rows as (c: number, ld: number, M: number, N: number, bias: number) => void;
     this.packAKernel = inst.exports.pack_a as ((src: number, dst: number, M: number, K: number) => void) | undefined;
-    if (inst.exports.pack_b32 && inst.exports.pack_b16)
-      this.packBKernel = { f32: inst.exports.pack_b32 as PackBFn, half: inst.exports.pack_b16 as PackBFn };
+    check(
+      typeof inst.exports.pack_b32 === 'function' && typeof inst.exports.pack_b16 === 'function',
+      'the matmul module lacks pack_b32/pack_b16 (built from an older matmul.wat.mjs? run npm run build:wasm)',
+    );
+    this.packBKernel = { f32: inst.exports.pack_b32 as PackBFn, half: inst.exports.pack_b16 as PackBFn };
     this.mr = (inst.exports.mr as () => number)();
     this.nr = (inst.exports.nr as () => number)();
     this.kc = (inst.exports.kc as () => number)();
@@ -181,17 +184,11 @@ export class WasmBackend implements Backend {
     const npanels = Math.ceil(N / NR);
     const bytes = npanels * K * NR * bytesPerElement(dtype);
     const ptr = this.arena.alloc(bytes);
-    const dst =
-      dtype === 'f32'
-        ? new Float32Array(this.memory.buffer, ptr, bytes / 4)
-        : new Uint16Array(this.memory.buffer, ptr, bytes / 2);
-    // [K, N] row-major -> [N/8 panels][K][8], zero padded on the right (memory starts zeroed only
-    // once: freed blocks are reused). In WASM when the module has pack_b: a few MiB of rows at a
-    // time are staged into the memory and moved with v128 loads/stores (GPT-2 small's 124M weights
-    // took ~3 s in the JS loops below, whose panel-outer order reads B with a stride of N).
-    if (this.packBKernel && K * N >= 1 << 12) this.packStaged(data, K, N, ptr, dtype === 'f32' ? 'f32' : 'half');
-    else if (dst instanceof Float32Array) packPanels32(dst, data as Float32Array, K, N, NR);
-    else packPanels16(dst, data as Uint16Array, K, N, NR);
+    // [K, N] row-major -> [N/NR panels][K][NR], zero padded on the right (memory starts zeroed only
+    // once: freed blocks are reused), in WASM: a few MiB of rows at a time are staged into the
+    // memory and moved with v128 loads/stores (the JS loops this replaced read B with a stride of
+    // N per panel and took ~3 s for GPT-2 small's 124M weights).
+    if (K * N > 0) this.packStaged(data, K, N, ptr, dtype === 'f32' ? 'f32' : 'half');
     return new WasmWeight(this, ptr, bytes, K, N, dtype);
   }
 
@@ -209,7 +206,7 @@ export class WasmBackend implements Backend {
             ? new Float32Array(this.memory.buffer, stage, n * N)
             : new Uint16Array(this.memory.buffer, stage, n * N);
         view.set(data.subarray(k0 * N, (k0 + n) * N) as never);
-        this.packBKernel![kind](stage, dst, K, N, k0, n);
+        this.packBKernel[kind](stage, dst, K, N, k0, n);
       }
     } finally {
       this.arena.release(stage);
@@ -382,37 +379,4 @@ function addRows(y: Float32Array, bias: Float32Array, n: number): void {
 /** End one intra-op helper thread abruptly, as a crash would (fault injection: src/testing.ts). */
 export async function killIntraOpHelper(be: Backend): Promise<void> {
   if (be instanceof WasmBackend) await be['helpers']?.killOne();
-}
-
-/** [K, N] row-major f32 -> [ceil(N/NR)][K][NR] panels, zero padded. */
-function packPanels32(dst: Float32Array, data: Float32Array, K: number, N: number, NR: number): void {
-  const npanels = Math.ceil(N / NR);
-  for (let p = 0; p < npanels; p++) {
-    const c0 = p * NR,
-      w = Math.min(NR, N - c0);
-    let d = p * K * NR;
-    for (let k = 0; k < K; k++, d += NR) {
-      const s = k * N + c0;
-      for (let j = 0; j < w; j++) dst[d + j] = data[s + j];
-      for (let j = w; j < NR; j++) dst[d + j] = 0;
-    }
-  }
-}
-
-/**
- * The same for half-precision bits. A twin on purpose, not a shared generic loop: V8 keeps each loop
- * monomorphic in its array type (one loop over Float32Array | Uint16Array made packing at load slower).
- */
-function packPanels16(dst: Uint16Array, data: Uint16Array, K: number, N: number, NR: number): void {
-  const npanels = Math.ceil(N / NR);
-  for (let p = 0; p < npanels; p++) {
-    const c0 = p * NR,
-      w = Math.min(NR, N - c0);
-    let d = p * K * NR;
-    for (let k = 0; k < K; k++, d += NR) {
-      const s = k * N + c0;
-      for (let j = 0; j < w; j++) dst[d + j] = data[s + j];
-      for (let j = w; j < NR; j++) dst[d + j] = 0;
-    }
-  }
 }
