@@ -110,6 +110,10 @@ function gpt2(tf: TF, dir: string) {
   };
   const W = new Map<string, T>();
   for (const [k, [data, shape]] of readSafetensors(join(dir, 'model.safetensors'))) W.set(k, tf.tensor(data, shape));
+  // tfjs's WASM matMul takes XNNPACK's cached fully-connected path only for an untransposed b
+  // (batch_mat_mul_impl.cc; transposeB falls back to its scalar loops, ~1 s for the [768, 50257]
+  // unembedding): the tied head is transposed once here, as a tfjs user would store it
+  W.set('wte.weight.T', tf.transpose(W.get('wte.weight')!));
   const w = (k: string) => W.get(k)!;
   const [L, H, M] = [cfg.n_layer, cfg.n_head, cfg.n_embd];
   const D = M / H,
@@ -121,6 +125,9 @@ function gpt2(tf: TF, dir: string) {
     acts.push(scale, normalized);
     return normalized;
   };
+  // x @ W + b in one fused kernel (tfjs's _FusedMatMul: XNNPACK's fully-connected op with the bias)
+  const lin = (x: T, p: string) =>
+    tf.fused.matMul({ a: x, b: w(`${p}.weight`), bias: w(`${p}.bias`) });
   const gelu = (x: T) =>
     tf.mul(
       tf.mul(x, 0.5),
@@ -141,10 +148,7 @@ function gpt2(tf: TF, dir: string) {
       for (let l = 0; l < L; l++) {
         const p = `h.${l}`;
         acts.push(x);
-        const qkv = tf.add(
-          tf.matMul(ln(x, `${p}.ln_1`, acts), w(`${p}.attn.c_attn.weight`)),
-          w(`${p}.attn.c_attn.bias`),
-        );
+        const qkv = lin(ln(x, `${p}.ln_1`, acts), `${p}.attn.c_attn`);
         const [q, k, v] = tf.split(qkv, 3, 1).map((t) => tf.reshape(t, [B, P, H, D]));
         acts.push(q, k, v);
         const [qh, kh, vh] = [q, k, v].map((t) => tf.transpose(t, [0, 2, 1, 3]));
@@ -152,18 +156,15 @@ function gpt2(tf: TF, dir: string) {
         const pattern = tf.softmax(scores);
         const z = tf.transpose(tf.matMul(pattern, vh), [0, 2, 1, 3]);
         acts.push(scores, pattern, z);
-        const attnOut = tf.add(
-          tf.matMul(tf.reshape(z, [B * P, M]), w(`${p}.attn.c_proj.weight`)),
-          w(`${p}.attn.c_proj.bias`),
-        );
+        const attnOut = lin(tf.reshape(z, [B * P, M]), `${p}.attn.c_proj`);
         const mid = tf.add(x, attnOut);
-        const pre = tf.add(tf.matMul(ln(mid, `${p}.ln_2`, acts), w(`${p}.mlp.c_fc.weight`)), w(`${p}.mlp.c_fc.bias`));
+        const pre = lin(ln(mid, `${p}.ln_2`, acts), `${p}.mlp.c_fc`);
         const post = gelu(pre);
-        const mlpOut = tf.add(tf.matMul(post, w(`${p}.mlp.c_proj.weight`)), w(`${p}.mlp.c_proj.bias`));
+        const mlpOut = lin(post, `${p}.mlp.c_proj`);
         x = tf.add(mid, mlpOut);
         acts.push(attnOut, mid, pre, post, mlpOut, x);
       }
-      const logits = tf.matMul(ln(x, 'ln_f', acts), w('wte.weight'), false, true);
+      const logits = tf.matMul(ln(x, 'ln_f', acts), w('wte.weight.T'));
       return all ? [...acts, logits] : [logits];
     });
   // read back: every activation with `all`, else the logits only
