@@ -357,3 +357,36 @@ t.test(
     );
   },
 );
+
+t.test(
+  'ioiMixture nameCount / fillerFraction: names from the first N only, filler in every row at fraction 1',
+  async (t) => {
+    const g = ioiMixture({ seed: 7, nameCount: 16, fillerMax: 6, fillerFraction: 1, inductionEvery: 1000 });
+    const all = new Set(IOI_NAMES.map((n) => encodeText(' ' + n)[0]));
+    const core = new Set(IOI_NAMES.slice(0, 16).map((n) => encodeText(' ' + n)[0]));
+    const templateFirst = new Set(
+      IOI_TRAIN_TEMPLATES.map((tp) => encodeText(fillTemplate(tp, 'ABBA', 'John', 'Mary', 'store', 'bag'))[0]),
+    );
+    let outside = 0,
+      unfilled = 0,
+      rows = 0;
+    for (let k = 0; k < 25; k++)
+      for (const r of g.nextBatch!(4)) {
+        rows++;
+        for (const x of r) if (all.has(x) && !core.has(x)) outside++;
+        // filler after BOS: the template's first token is right after BOS only when k1 = 0 (1 in 7)
+        if (templateFirst.has(r[1])) unfilled++;
+      }
+    t.equal(outside, 0, 'no name outside the first 16');
+    t.ok(unfilled < rows / 4, `the template starts right after BOS in ${unfilled} of ${rows} rows (k1 = 0 only)`);
+    const names = ioiEvalDataset({ templates: 'train', combos: 'any', n: 200, seed: 3, nameCount: 8 }).samples.flatMap(
+      (s) => [s.IO, s.S],
+    );
+    t.ok(
+      names.every((n) => IOI_NAMES.slice(0, 8).includes(n.trim())),
+      'ioiEvalDataset with nameCount 8 draws only the notebook names',
+    );
+    t.throws(() => ioiMixture({ nameCount: 1 }), { code: 'EINPUT', message: /nameCount 1/ });
+    t.throws(() => ioiMixture({ fillerFraction: 2 }), { code: 'EINPUT', message: /fillerFraction 2/ });
+  },
+);

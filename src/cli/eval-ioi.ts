@@ -1,7 +1,7 @@
 // `node dist/src/cli/eval-ioi.js [model dir] [--report DIR]`: the embedded model's evaluation
 // table (docs/embedded-model.md) as JSON: ioiEval on 1,000 fresh seeded prompts per split, the
 // notebook's 8 prompts and test_prompt, and the circuit figures the demo's sections find.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ioiEval } from '../analysis/evals.js';
@@ -26,6 +26,7 @@ export async function main(argv: string[]): Promise<number> {
       n: { type: 'string', default: '1000' },
       json: { type: 'string' },
       figures: { type: 'string' },
+      names: { type: 'string' },
     },
   });
   wasmBackend()?.setThreads(1);
@@ -34,8 +35,15 @@ export async function main(argv: string[]): Promise<number> {
   const model = HookedTransformer.fromDir(dir, DEMO_FLAGS);
   const loadSeconds = (performance.now() - t0) / 1000;
   const n = Number(v.n);
+  // the training data's name set (train:ioi's --names), from the checkpoint's training log unless given
+  const logPath = join(dir, 'training-log.json');
+  const nameCount = v.names
+    ? Number(v.names)
+    : existsSync(logPath)
+      ? (JSON.parse(readFileSync(logPath, 'utf8')) as { recipe?: { nameCount?: number } }).recipe?.nameCount
+      : undefined;
   const split = (templates: 'train' | 'heldout', combos: 'train' | 'heldout' | 'any', seed: number) => {
-    const r = ioiEval(model, { dataset: ioiEvalDataset({ templates, combos, n, seed }), batchSize: 50 });
+    const r = ioiEval(model, { dataset: ioiEvalDataset({ templates, combos, n, seed, nameCount }), batchSize: 50 });
     return { n, accuracy: r.Accuracy, logitDiff: r['Logit Difference'] };
   };
   const evals = {

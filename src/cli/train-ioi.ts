@@ -43,6 +43,8 @@ export const IOI_RECIPE = {
   fillerMax: 0,
   /** The share of IOI rows that get filler. */
   fillerFraction: 0.5,
+  /** Names: the first nameCount of IOI_NAMES (undefined: all 119). */
+  nameCount: undefined as number | undefined,
   optimizer: 'AdamW' as const,
   lr: 3e-3,
   weightDecay: 0.01,
@@ -71,6 +73,7 @@ export async function main(argv: string[]): Promise<number> {
       'ln-final': { type: 'string' },
       filler: { type: 'string' },
       'filler-fraction': { type: 'string' },
+      names: { type: 'string' },
     },
   });
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
@@ -91,6 +94,7 @@ export async function main(argv: string[]): Promise<number> {
   if (v['ln-final']) R.lnFinalInit = Number(v['ln-final']);
   if (v.filler) R.fillerMax = Number(v.filler);
   if (v['filler-fraction']) R.fillerFraction = Number(v['filler-fraction']);
+  if (v.names) R.nameCount = Number(v.names);
   const out = resolve(v.out as string);
   wasmBackend()?.setThreads(1);
   const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
@@ -104,6 +108,7 @@ export async function main(argv: string[]): Promise<number> {
     scoreSubject: R.scoreSubject,
     fillerMax: R.fillerMax,
     fillerFraction: R.fillerFraction,
+    nameCount: R.nameCount,
   });
   const maxMs = v['max-minutes'] ? Number(v['max-minutes']) * 60000 : Infinity;
   const cpu0 = process.cpuUsage(),

@@ -9,6 +9,7 @@ export {
   ioiMixture,
   ioiEvalDataset,
   ioiTrainVocabulary,
+  ioiNames,
   ioiSentences,
   fillTemplate,
   isHeldOutCombo,

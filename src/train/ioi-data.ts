@@ -289,6 +289,14 @@ export function fillTemplate(
     .replace(/\ba ([aeiou])/g, 'an $1');
 }
 
+/** The first `count` names of IOI_NAMES (all when undefined), checked. */
+export function ioiNames(count?: number): readonly string[] {
+  if (count === undefined) return IOI_NAMES;
+  if (!Number.isInteger(count) || count < 2 || count > IOI_NAMES.length)
+    throw new TypelensError(`IOI data: nameCount ${count} must be an integer in [2, ${IOI_NAMES.length}]`, 'EINPUT');
+  return IOI_NAMES.slice(0, count);
+}
+
 /**
  * A seeded stream of IOI sentences from `templates`, names drawn two at a time without
  * replacement; combos: 'train' avoids the held-out combinations, 'heldout' keeps only them,
@@ -298,16 +306,19 @@ export function ioiSentences(o: {
   templates: readonly string[];
   seed: number;
   combos: 'train' | 'heldout' | 'any';
+  /** Draw names from the first nameCount of IOI_NAMES only (default all; the first 8 are the notebook's). */
+  nameCount?: number;
 }): () => IoiSentence {
   const r = rng(o.seed);
+  const names = ioiNames(o.nameCount);
   return () => {
     for (;;) {
       const template = pick(r, o.templates);
       const order = r.uniform() < 0.5 ? 'ABBA' : 'BABA';
-      const a = intIn(r, IOI_NAMES.length);
-      let b = intIn(r, IOI_NAMES.length - 1);
+      const a = intIn(r, names.length);
+      let b = intIn(r, names.length - 1);
       if (b >= a) b++;
-      const [IO, S] = [IOI_NAMES[a], IOI_NAMES[b]];
+      const [IO, S] = [names[a], names[b]];
       const place = pick(r, IOI_PLACES);
       const object = template.includes('[DRINK]')
         ? pick(r, IOI_DRINKS)
@@ -350,6 +361,12 @@ export interface IoiMixtureOptions {
   fillerMax?: number;
   /** The share of IOI rows that get filler (default 0.5). */
   fillerFraction?: number;
+  /**
+   * Names from the first nameCount of IOI_NAMES only (default all 119). With a few names every
+   * (IO, S) pair recurs often, so the model can learn to discount the repeated name for each one
+   * instead of leaning on per-name attention priorities (see docs/embedded-model.md).
+   */
+  nameCount?: number;
   /** Random tokens are drawn from [lo, hi) (default [100, 20000), as the demo's randint). */
   inductionRange?: [number, number];
   /** Scored target positions per repeated-token row, drawn from the second half (default 8). */
@@ -381,7 +398,7 @@ export function ioiMixture(o: IoiMixtureOptions = {}): TokenGenerator {
       `ioiMixture: inductionLenRange [${lenLo}, ${lenHi}] must lie within [2, inductionLen=${len}]`,
       'EINPUT',
     );
-  const sentences = ioiSentences({ templates: IOI_TRAIN_TEMPLATES, seed, combos: 'train' });
+  const sentences = ioiSentences({ templates: IOI_TRAIN_TEMPLATES, seed, combos: 'train', nameCount: o.nameCount });
   const r = rng(seed + 1);
   const positions = new WeakMap<number[], number[]>();
   let batch = 0;
@@ -485,11 +502,14 @@ export function ioiEvalDataset(o: {
   combos: 'train' | 'heldout' | 'any';
   n: number;
   seed: number;
+  /** As the training data's (ioiMixture's nameCount); default all names. */
+  nameCount?: number;
 }): IOIDataset {
   const next = ioiSentences({
     templates: o.templates === 'train' ? IOI_TRAIN_TEMPLATES : IOI_HELDOUT_TEMPLATES,
     seed: o.seed,
     combos: o.combos,
+    nameCount: o.nameCount,
   });
   const ds = new IOIDataset({ numSamples: 0 });
   for (let i = 0; i < o.n; i++) {
