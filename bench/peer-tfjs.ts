@@ -126,8 +126,7 @@ function gpt2(tf: TF, dir: string) {
     return normalized;
   };
   // x @ W + b in one fused kernel (tfjs's _FusedMatMul: XNNPACK's fully-connected op with the bias)
-  const lin = (x: T, p: string) =>
-    tf.fused.matMul({ a: x, b: w(`${p}.weight`), bias: w(`${p}.bias`) });
+  const lin = (x: T, p: string) => tf.fused.matMul({ a: x, b: w(`${p}.weight`), bias: w(`${p}.bias`) });
   const gelu = (x: T) =>
     tf.mul(
       tf.mul(x, 0.5),
