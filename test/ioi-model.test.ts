@@ -1,16 +1,20 @@
 // The committed embedded model (weights/typelens-ioi, issue 15), end to end with the demo's own
-// processing and sections: checks that a random model could never pass. The committed model has
-// learned to answer with a name from the prompt and to attend back by the repeat period, not yet
-// to prefer the indirect object (docs/embedded-model.md): these tests assert what it does.
+// processing and sections: checks that a random model could never pass. The committed model
+// answers with a name from the prompt and prefers the indirect object on ~80 % of fresh prompts,
+// through layer-0 heads that the demo's attribution, ablation and patching all single out; it
+// has not reached the issue's 95 % nor formed an induction head (docs/embedded-model.md): these
+// tests assert what it does.
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import { HookedTransformer, argmax } from '../src/index.js';
 import { testPrompt } from '../src/analysis/utils.js';
-import { headDetectorScores } from '../src/analysis/heads.js';
 import { ioiData } from '../src/demo/data.js';
 import * as sections from '../src/demo/sections.js';
 import { ioiEvalDataset } from '../src/train/index.js';
+import { ioiEval } from '../src/analysis/evals.js';
+import { circuitFigures, exploratoryDemo } from '../src/demo/index.js';
 import { DEMO_FLAGS, embeddedModelDir } from '../src/cli/demo.js';
+import { IOI_RECIPE } from '../src/cli/train-ioi.js';
 
 const dir = embeddedModelDir();
 t.ok(dir !== undefined && existsSync(`${dir}/model.safetensors`), 'the embedded model is committed');
@@ -29,15 +33,22 @@ function answersWithAName(prompts: string[], names: [string, string][]): number 
   return hits / prompts.length;
 }
 
-t.test("test_prompt ranks ' Mary' first on the notebook's test prompt", async (t) => {
+t.test("test_prompt ranks ' Mary' among the top two of 50257 on the notebook's test prompt", async (t) => {
   const lines = testPrompt(data.testPrompt![0], data.testPrompt![1], model, { print: () => {} });
-  t.match(lines[lines.length - 1], /\(' Mary', 0\)/, 'rank 0');
+  t.match(lines[lines.length - 1], /\(' Mary', [01]\)/, 'rank 0 or 1 (a random model: ~25000)');
 });
 
 t.test("the top token after '... gave X to' is one of the prompt's two names (50257-way)", async (t) => {
   const classic = answersWithAName(data.prompts, data.answers);
   t.equal(classic, 1, `the notebook's 8 prompts: ${classic}`);
-  const ds = ioiEvalDataset({ templates: 'heldout', combos: 'any', n: 100, seed: 4242 });
+  // names as the training data drew them (the recipe's first 16)
+  const ds = ioiEvalDataset({
+    templates: 'heldout',
+    combos: 'any',
+    n: 100,
+    seed: 4242,
+    nameCount: IOI_RECIPE.nameCount,
+  });
   const prompts = ds.samples.map((s) => s.text.slice(0, s.text.length - s.IO.length));
   const fresh = answersWithAName(
     prompts,
@@ -55,21 +66,28 @@ t.test('direct logit attribution: the decomposed components sum to the logit dif
   t.ok(Math.abs(sum - original) <= 1e-3, `components sum ${sum} = ${original}`);
 });
 
-t.test("some head attends back one period on the demo's repeated random tokens (score >= 0.5)", async (t) => {
-  const s = headDetectorScores(model, data.repeatedRandomTokens, data.seqLen);
-  const best = Math.max(...Array.from(s.induction.f32()));
-  t.ok(best >= 0.5, `max induction score ${best.toFixed(3)}`);
-  const T = data.repeatedRandomTokens;
-  // and it predicts the repeat: the second half's next-token accuracy
-  const logits = model.forward(T); // [2, 64, V]
-  const [B, P] = T.shape,
-    half = P / 2;
-  let hit = 0,
-    n = 0;
-  for (let b = 0; b < B; b++)
-    for (let p = half; p < P - 1; p++) {
-      n++;
-      if (argmax(logits.index(0, b).index(0, p), 0).item() === T.get(b, p + 1)) hit++;
-    }
-  t.ok(hit / n >= 0.5, `second-half next-token accuracy ${(hit / n).toFixed(3)} >= 0.5`);
+t.test('it prefers the indirect object: ioiEval on 300 fresh prompts of the training templates', async (t) => {
+  const r = ioiEval(model, {
+    dataset: ioiEvalDataset({ templates: 'train', combos: 'train', n: 300, seed: 77, nameCount: IOI_RECIPE.nameCount }),
+    batchSize: 50,
+  });
+  t.ok(r.Accuracy >= 0.7, `accuracy ${r.Accuracy} >= 0.7 (a model choosing by position: 0.5)`);
+  t.ok(r['Logit Difference'] >= 0.8, `mean logit difference ${r['Logit Difference'].toFixed(3)} >= 0.8`);
+});
+
+t.test("the demo's sections find the heads that carry it: DLA, ablation and patching agree", async (t) => {
+  const result = await exploratoryDemo(model, data, { print: () => {} });
+  const per = Array.from(result.perPromptLogitDiff.f32());
+  t.ok(
+    per.filter((x) => x > 0).length >= 6,
+    `classic prompts with a positive logit difference: ${per.map((x) => x.toFixed(2))}`,
+  );
+  t.ok(result.originalAverageLogitDiff >= 0.8, `classic mean ${result.originalAverageLogitDiff.toFixed(3)} >= 0.8`);
+  const c = circuitFigures(model, data, result);
+  t.ok(c.top3DlaShare >= 0.5, `top-3 heads by DLA carry ${c.top3DlaShare.toFixed(3)} of the logit difference (>= 0.5)`);
+  t.ok(
+    c.ablation.after < c.ablation.before - 0.1,
+    `ablating ${c.ablation.head} lowers the logit difference: ${c.ablation.before.toFixed(3)} -> ${c.ablation.after.toFixed(3)}`,
+  );
+  t.ok(c.patchingAgreement >= 2, `head-output patching's top 3 share ${c.patchingAgreement} heads with DLA's top 3`);
 });

@@ -25,7 +25,7 @@ const RANDOM_BANNER =
 
 const EMBEDDED_BANNER =
   'GPT-2 small weights were not found in weights/gpt2-small/, so this run uses typelens-ioi, the embedded ' +
-  '4-layer GPT-2-layout model that typelens trained itself on synthetic IOI sentences and repeated random tokens ' +
+  '2-layer GPT-2-layout model that typelens trained itself on synthetic IOI sentences and repeated random tokens ' +
   '(weights/typelens-ioi/; docs/embedded-model.md says what it has and has not learned yet). It is NOT GPT-2. ' +
   'To run on GPT-2 small, run `npx typelens fetch-weights gpt2-small` ' +
   "on a machine with internet access (or copy HuggingFace openai-community/gpt2's config.json and model.safetensors " +

@@ -14,37 +14,36 @@ import { lossCurveSvg } from './svg-figures.js';
 
 /** The recipe (every number here is documented in docs/embedded-model.md). */
 export const IOI_RECIPE = {
-  model: { n_layers: 4, d_model: 128, n_heads: 4, d_mlp: 512, n_ctx: 64, d_vocab: 50257, bos_token_id: 50256 },
+  model: { n_layers: 2, d_model: 128, n_heads: 4, d_mlp: 512, n_ctx: 64, d_vocab: 50257, bos_token_id: 50256 },
   initSeed: 0,
-  /** Frozen at their seeded initialisation (TL's default std 0.8 / sqrt(d_model)), tied: W_U = W_E^T. */
+  /** With embed 'frozen': these stay at their seeded initialisation (TL's std 0.8 / sqrt(d_model)), tied: W_U = W_E^T. */
   freeze: ['embed.W_E', 'unembed.W_U', 'unembed.b_U'],
   /**
-   * ln_final.w starts at this (trained from there): the frozen unembedding's logits are
-   * w · LN(x) · e_token with |LN(x)| = sqrt(d_model) and |e| ~ 0.8, so at w = 1 no token can get
-   * a logit much above the noise of 50257 random rows; a larger start is a lower softmax temperature.
+   * ln_final.w starts at this (trained from there). With a frozen table a larger start (4) is a
+   * lower softmax temperature over 50257 random rows; with the data's rows trained, 1 (TL's init).
    */
-  lnFinalInit: 4,
+  lnFinalInit: 1,
   dataSeed: 1,
-  steps: 681,
-  batchSize: 32,
+  steps: 4891,
+  batchSize: 16,
   inductionEvery: 4,
   inductionScored: 4,
   inductionBatchFraction: 0.25,
-  inductionLenRange: [32, 32] as [number, number],
+  inductionLenRange: [12, 32] as [number, number],
   /**
    * The tied embedding: 'frozen' at its seeded initialisation, 'trained' (all 50257 rows), or
    * 'rows': only the rows of the training data's own tokens (ioiTrainVocabulary, ~400), the rest
    * frozen, at a fraction of the dense table's cost per step.
    */
-  embed: 'frozen' as 'frozen' | 'trained' | 'rows',
+  embed: 'rows' as 'frozen' | 'trained' | 'rows',
   /** Also score S2 (see ioiMixture's scoreSubject). */
-  scoreSubject: false,
-  /** Random non-name tokens around the names in half the IOI rows (see ioiMixture's fillerMax). */
-  fillerMax: 0,
+  scoreSubject: true,
+  /** 0..fillerMax random non-name tokens after BOS and before S2 (see ioiMixture's fillerMax). */
+  fillerMax: 8,
   /** The share of IOI rows that get filler. */
-  fillerFraction: 0.5,
+  fillerFraction: 1,
   /** Names: the first nameCount of IOI_NAMES (undefined: all 119). */
-  nameCount: undefined as number | undefined,
+  nameCount: 16 as number | undefined,
   optimizer: 'AdamW' as const,
   lr: 3e-3,
   weightDecay: 0.01,
