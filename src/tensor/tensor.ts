@@ -286,7 +286,6 @@ export class Tensor {
 
 export type NestedArray = (number | NestedArray)[];
 
-/** Visit the storage offset of every element of a strided view in row-major order. */
 /**
  * out (row-major, contiguous) := the strided view (shape, strides, offset) of src. The last two
  * axes are copied in 32 x 32 tiles, so that a transposed view (a weight's W.T, a head permute)
@@ -334,6 +333,7 @@ export function gatherStrided(
   return out;
 }
 
+/** Visit the storage offset of every element of a strided view in row-major order. */
 export function forEachOffset(shape: Shape, strides: readonly number[], offset: number, fn: (o: number) => void): void {
   const nd = shape.length;
   if (numel(shape) === 0) return;
