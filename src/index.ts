@@ -206,6 +206,7 @@ export {
   makeOptimizer,
   clipGradNorm,
   warmupFactor,
+  decayFactor,
   reverseTask,
   copyTask,
   repeatedTokens,

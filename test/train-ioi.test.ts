@@ -390,3 +390,53 @@ t.test(
     t.throws(() => ioiMixture({ fillerFraction: 2 }), { code: 'EINPUT', message: /fillerFraction 2/ });
   },
 );
+
+t.test(
+  'train:ioi flags: --decay, --induction-tokens and --embed-extra reach the recipe; bad values are refused',
+  async (t) => {
+    const { main } = await import('../src/cli/train-ioi.js');
+    const out = mkdtempSync(join(tmpdir(), 'typelens-trainioi-'));
+    t.teardown(() => rmSync(out, { recursive: true, force: true }));
+    const quiet = (f: () => Promise<number>) => {
+      const log = console.log;
+      console.log = () => {};
+      return f().finally(() => (console.log = log));
+    };
+    for (const [flags, msg] of [
+      [['--decay', 'exp'], /--decay exp/],
+      [['--embed-extra', '200,100'], /--embed-extra 200,100/],
+      [['--induction-tokens', '0,60000'], /--induction-tokens 0,60000/],
+    ] as [string[], RegExp][])
+      await t.rejects(
+        quiet(() => main(['--out', out, '--steps', '1', ...flags])),
+        { code: 'EINPUT', message: msg },
+      );
+    const code = await quiet(() =>
+      main([
+        '--out',
+        out,
+        '--steps',
+        '3',
+        '--layers',
+        '1',
+        '--decay',
+        'cosine',
+        '--min-lr',
+        '0.2',
+        '--induction-tokens',
+        '300,340',
+        '--embed-extra',
+        '300,340',
+        '--induction-every',
+        '2',
+      ]),
+    );
+    t.equal(code, 0, 'a 3-step run with the new flags exits 0');
+    const log = JSON.parse(readFileSync(join(out, 'training-log.json'), 'utf8'));
+    t.same(
+      [log.recipe.lrDecay, log.recipe.minLrFraction, log.recipe.inductionRange, log.recipe.embedExtraRows],
+      ['cosine', 0.2, [300, 340], [300, 340]],
+      'training-log.json records the flags in its recipe',
+    );
+  },
+);

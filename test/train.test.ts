@@ -1,6 +1,7 @@
 // Training (issue 14): optimizers against hand-computed PyTorch updates, clipping, TL's warmup,
 // HF-layout checkpoints loading back bit for bit, and a tiny model learning a toy task.
 import t from 'tap';
+import fc from 'fast-check';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import {
   makeOptimizer,
   clipGradNorm,
   warmupFactor,
+  decayFactor,
   saveCheckpoint,
 } from '../src/train/index.js';
 import { maxAbsDiff } from './helpers.js';
@@ -92,6 +94,58 @@ t.test('gradient clipping bounds the global norm; warmup follows TL', async (t) 
     'LambdaLR min(1, step / warmup)',
   );
   t.equal(warmupFactor(0, 0), 1);
+});
+
+t.test('lr decay: 1 through the warmup, down to minFraction at the last step, never rising', async (t) => {
+  // a naive reference: cosine / linear interpolation written out per step
+  const ref = (kind: 'cosine' | 'linear', step: number, total: number, warm: number, min: number) => {
+    if (step <= warm) return 1;
+    const x = (step - warm) / (total - 1 - warm);
+    return min + (1 - min) * (kind === 'cosine' ? (1 + Math.cos(Math.PI * x)) / 2 : 1 - x);
+  };
+  fc.assert(
+    fc.property(
+      fc.constantFrom('cosine' as const, 'linear' as const),
+      fc.integer({ min: 3, max: 400 }),
+      fc.integer({ min: 0, max: 50 }),
+      fc.double({ min: 0, max: 1, noNaN: true }),
+      (kind, total, w, min) => {
+        const warm = Math.min(w, total - 2);
+        let prev = Infinity;
+        for (let s = 0; s < total; s++) {
+          const f = decayFactor(s, total, warm, kind, min);
+          if (!(Math.abs(f - ref(kind, s, total, warm, min)) <= 1e-12)) return false;
+          if (f > prev + 1e-15) return false;
+          prev = f;
+        }
+        return Math.abs(decayFactor(total - 1, total, warm, kind, min) - min) <= 1e-12;
+      },
+    ),
+  );
+  t.pass('decayFactor equals the reference, is non-increasing and ends at minFraction');
+  t.equal(decayFactor(7, 10, 2, 'none'), 1, "'none' is TL's constant rate");
+  const m = HookedTransformer.fromConfig({ n_layers: 1, d_model: 8, n_heads: 2, n_ctx: 8, d_vocab: 7 }, { seed: 1 });
+  const lrs: number[] = [];
+  train(m, reverseTask({ n: 2, alphabet: 4, seed: 2 }), {
+    steps: 12,
+    batchSize: 2,
+    lr: 0.01,
+    warmupSteps: 3,
+    lrDecay: 'linear',
+    minLrFraction: 0.2,
+    progress: false,
+    onStep: (s) => void lrs.push(s.lr),
+  });
+  t.ok(
+    lrs.every((lr, s) => Math.abs(lr - 0.01 * warmupFactor(s, 3) * decayFactor(s, 12, 3, 'linear', 0.2)) < 1e-15),
+    'train steps at lr · warmup · decay',
+  );
+  t.ok(Math.abs(lrs[11] - 0.002) < 1e-15, 'the last step runs at minLrFraction · lr');
+  t.throws(
+    () => train(m, reverseTask({ n: 2, alphabet: 4, seed: 2 }), { steps: 1, batchSize: 2, lrDecay: 'exp' as 'linear' }),
+    /lrDecay "exp"/,
+    'an unknown decay is refused by name',
+  );
 });
 
 t.test('checkpoints: HF GPT-2 layout, atomic, fromDir gives the same logits bit for bit', async (t) => {

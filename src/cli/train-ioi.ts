@@ -48,7 +48,17 @@ export const IOI_RECIPE = {
   lr: 3e-3,
   weightDecay: 0.01,
   warmupSteps: 50,
+  /** After the warmup: 'none' (constant, TL's schedule) or a decay to minLrFraction·lr at the last step. */
+  lrDecay: 'none' as 'none' | 'cosine' | 'linear',
+  minLrFraction: 0.1,
   maxGradNorm: 1.0,
+  /** Repeated-token rows and filler draw tokens from [lo, hi) (the demo's randint range). */
+  inductionRange: [100, 20000] as [number, number],
+  /**
+   * With embed 'rows': also train these token rows [lo, hi) (null: none), e.g. the induction
+   * range's, so that copying a repeated token has a trained embedding to read and write.
+   */
+  embedExtraRows: null as [number, number] | null,
 };
 
 export async function main(argv: string[]): Promise<number> {
@@ -73,6 +83,10 @@ export async function main(argv: string[]): Promise<number> {
       filler: { type: 'string' },
       'filler-fraction': { type: 'string' },
       names: { type: 'string' },
+      decay: { type: 'string' },
+      'min-lr': { type: 'string' },
+      'induction-tokens': { type: 'string' },
+      'embed-extra': { type: 'string' },
     },
   });
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
@@ -94,6 +108,20 @@ export async function main(argv: string[]): Promise<number> {
   if (v.filler) R.fillerMax = Number(v.filler);
   if (v['filler-fraction']) R.fillerFraction = Number(v['filler-fraction']);
   if (v.names) R.nameCount = Number(v.names);
+  if (v.decay) {
+    if (!['none', 'cosine', 'linear'].includes(v.decay))
+      throw new TypelensError(`--decay ${v.decay}: expected none, cosine or linear`, 'EINPUT');
+    R.lrDecay = v.decay as typeof R.lrDecay;
+  }
+  if (v['min-lr']) R.minLrFraction = Number(v['min-lr']);
+  const pair = (flag: string, x: string): [number, number] => {
+    const p = x.split(',').map(Number);
+    if (p.length !== 2 || !p.every(Number.isInteger) || !(p[0] >= 0 && p[0] < p[1] && p[1] <= R.model.d_vocab))
+      throw new TypelensError(`--${flag} ${x}: expected lo,hi with 0 <= lo < hi <= ${R.model.d_vocab}`, 'EINPUT');
+    return p as [number, number];
+  };
+  if (v['induction-tokens']) R.inductionRange = pair('induction-tokens', v['induction-tokens']);
+  if (v['embed-extra']) R.embedExtraRows = pair('embed-extra', v['embed-extra']);
   const out = resolve(v.out as string);
   wasmBackend()?.setThreads(1);
   const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
@@ -108,6 +136,7 @@ export async function main(argv: string[]): Promise<number> {
     fillerMax: R.fillerMax,
     fillerFraction: R.fillerFraction,
     nameCount: R.nameCount,
+    inductionRange: R.inductionRange,
   });
   const maxMs = v['max-minutes'] ? Number(v['max-minutes']) * 60000 : Infinity;
   const cpu0 = process.cpuUsage(),
@@ -121,11 +150,13 @@ export async function main(argv: string[]): Promise<number> {
     lr: R.lr,
     weightDecay: R.weightDecay,
     warmupSteps: R.warmupSteps,
+    lrDecay: R.lrDecay,
+    minLrFraction: R.minLrFraction,
     maxGradNorm: R.maxGradNorm,
     lossPositions: 'answers',
     tieEmbeddings: true,
     freeze: R.embed === 'frozen' ? R.freeze : ['unembed.b_U'],
-    embedRows: R.embed === 'rows' ? ioiTrainVocabulary() : undefined,
+    embedRows: R.embed === 'rows' ? embedRowsOf(R) : undefined,
     saveEvery: v['save-every'] ? Number(v['save-every']) : undefined,
     saveDir: v['save-every'] ? `${out}-steps` : undefined,
     onStep: (s) => {
@@ -144,7 +175,8 @@ export async function main(argv: string[]): Promise<number> {
           `step ${s.step + 1}/${R.steps} ioi ${m(ioi)} induction ${m(ind)} ${((last - t0) / 1000).toFixed(0)} s wall ${((cpu.user + cpu.system) / 1e6).toFixed(0)} s CPU`,
         );
       }
-      // a wall-clock cap for experiments: the schedule has no decay, so stopping at step K gives the K-step recipe's model
+      // a wall-clock cap for experiments: without lrDecay, stopping at step K gives the K-step recipe's model
+      // (with a decay it does not: the rate had not finished annealing)
       return performance.now() - t0 < maxMs;
     },
   });
@@ -179,6 +211,13 @@ export async function main(argv: string[]): Promise<number> {
   );
   model.dispose();
   return 0;
+}
+
+/** The trained embedding rows of embed 'rows': the data's vocabulary plus embedExtraRows. */
+function embedRowsOf(R: typeof IOI_RECIPE): number[] {
+  const ids = new Set(ioiTrainVocabulary());
+  if (R.embedExtraRows) for (let t = R.embedExtraRows[0]; t < R.embedExtraRows[1]; t++) ids.add(t);
+  return [...ids].sort((a, b) => a - b);
 }
 
 const mean = (xs: { loss: number }[]) => xs.reduce((a, x) => a + x.loss, 0) / Math.max(1, xs.length);

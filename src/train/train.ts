@@ -16,7 +16,7 @@ import { Tensor } from '../tensor/index.js';
 import { saveCheckpoint } from './checkpoint.js';
 import type { TokenGenerator } from './data.js';
 import { positionsLoss, scoredRows, transposeInto } from './loss.js';
-import { clipGradNorm, makeOptimizer, OptimizerName, warmupFactor } from './optim.js';
+import { clipGradNorm, decayFactor, makeOptimizer, OptimizerName, warmupFactor } from './optim.js';
 
 export interface TrainConfig {
   /** Learning rate (TL's default 1e-3). */
@@ -37,6 +37,13 @@ export interface TrainConfig {
   maxGradNorm?: number;
   /** Linear warmup over this many steps, TL's schedule (the first step has lr 0). */
   warmupSteps?: number;
+  /**
+   * Decay the rate after the warmup down to minLrFraction·lr at the last step (default 'none',
+   * TL's constant rate). See optim's decayFactor.
+   */
+  lrDecay?: 'none' | 'cosine' | 'linear';
+  /** Where lrDecay ends, as a fraction of lr (default 0.1). */
+  minLrFraction?: number;
   /** Seeds the shuffling of an array dataset (TL's seed). */
   seed?: number;
   /** Save a checkpoint every this many steps into saveDir/step-N (HF GPT-2 layout). */
@@ -201,6 +208,13 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
     betas: c.betas,
     eps: c.eps,
   });
+  if (c.lrDecay !== undefined && !['none', 'cosine', 'linear'].includes(c.lrDecay))
+    throw new TypelensError(
+      `train: lrDecay ${JSON.stringify(c.lrDecay)}: expected 'none', 'cosine' or 'linear'`,
+      'EINPUT',
+    );
+  if (c.minLrFraction !== undefined && !(c.minLrFraction >= 0 && c.minLrFraction <= 1))
+    throw new TypelensError(`train: minLrFraction ${c.minLrFraction} must lie in [0, 1]`, 'EINPUT');
   const be = model.backend as { threads?: number; setThreads?: (n: number) => void };
   const prevThreads = be.threads;
   if (c.threads !== undefined) {
@@ -305,7 +319,10 @@ export function train(model: HookedTransformer, dataset: Dataset, config: TrainC
         .map(gradOf);
       if (rowG) clipped.push(rowG);
       const gradNorm = c.maxGradNorm !== undefined ? clipGradNorm(clipped, c.maxGradNorm) : undefined;
-      const lr = baseLr * warmupFactor(step, c.warmupSteps ?? 0);
+      const lr =
+        baseLr *
+        warmupFactor(step, c.warmupSteps ?? 0) *
+        decayFactor(step, total, c.warmupSteps ?? 0, c.lrDecay, c.minLrFraction);
       opt.beginStep();
       let inFn = 0;
       model.updateWeights(names, (name, data) => {
