@@ -7,45 +7,46 @@ import { mat64, Mat64, svd64 } from './linalg64.js';
 import { Tensor } from './tensor.js';
 
 /**
- * X^T X in float64 (X [n, m] f32), upper triangle, by rank-one updates row by row. Float64 because
- * the Gram route's loss of orthogonality is eps * cond^2: f32 Grams gave |W_O W_O^T - I| > 1e-4
- * on small random heads. Four rows per pass over G, each entry still summed row by row in order
- * (t + p0 + p1 + p2 + p3, left to right: the same roundings as one row at a time), so the result
- * is bit for bit the one-row loop's with a quarter of its loads and stores of G; X is widened to
- * f64 once, not at every use.
+ * X^T X in float64 (X [n, m] f32), upper triangle (with the 2 x 2 blocks' lower corners). Float64
+ * because the Gram route's loss of orthogonality is eps * cond^2: f32 Grams gave
+ * |W_O W_O^T - I| > 1e-4 on small random heads. X is widened once into float64 columns, and each
+ * 2 x 2 block of G is four dot products over those columns in one pass, every entry summed over
+ * the rows in order (the roundings of a row-by-row rank-one loop, bit for bit).
  */
 function gram64(X: Tensor): Float64Array {
   const [n, m] = X.shape,
-    x = Float64Array.from(X.f32()),
+    xf = X.f32(),
+    c = new Float64Array(n * m), // column-major: column a at c[a*n ..]
     g = new Float64Array(m * m);
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const o0 = i * m,
-      o1 = o0 + m,
-      o2 = o1 + m,
-      o3 = o2 + m;
-    for (let a = 0; a < m; a++) {
-      const x0 = x[o0 + a],
-        x1 = x[o1 + a],
-        x2 = x[o2 + a],
-        x3 = x[o3 + a];
-      const ga = a * m;
-      for (let b = a; b < m; b++) {
-        let t = g[ga + b];
-        t += x0 * x[o0 + b];
-        t += x1 * x[o1 + b];
-        t += x2 * x[o2 + b];
-        t += x3 * x[o3 + b];
-        g[ga + b] = t;
+  for (let i = 0; i < n; i++) for (let a = 0; a < m; a++) c[a * n + i] = xf[i * m + a];
+  for (let a = 0; a < m; a += 2) {
+    const a1 = Math.min(a + 1, m - 1); // an odd m repeats its last column (the extra sums are dropped)
+    const ca = a * n,
+      ca1 = a1 * n;
+    for (let b = a; b < m; b += 2) {
+      const b1 = Math.min(b + 1, m - 1);
+      const cb = b * n,
+        cb1 = b1 * n;
+      let s00 = 0,
+        s01 = 0,
+        s10 = 0,
+        s11 = 0;
+      for (let i = 0; i < n; i++) {
+        const xa = c[ca + i],
+          xa1 = c[ca1 + i],
+          xb = c[cb + i],
+          xb1 = c[cb1 + i];
+        s00 += xa * xb;
+        s01 += xa * xb1;
+        s10 += xa1 * xb;
+        s11 += xa1 * xb1;
       }
-    }
-  }
-  for (; i < n; i++) {
-    const o = i * m;
-    for (let a = 0; a < m; a++) {
-      const xa = x[o + a],
-        ga = a * m;
-      for (let b = a; b < m; b++) g[ga + b] += xa * x[o + b];
+      g[a * m + b] = s00;
+      if (b1 > b) g[a * m + b1] = s01;
+      if (a1 > a) {
+        g[a1 * m + b] = s10;
+        if (b1 > b) g[a1 * m + b1] = s11;
+      }
     }
   }
   return g;
