@@ -13,6 +13,8 @@ import fc from 'fast-check';
 import { Tensor } from '../src/tensor/index.js';
 import { FactoredMatrix } from '../src/tensor/factored-matrix.js';
 import { qr64, svd64, mat64 } from '../src/tensor/linalg64.js';
+import { linalg64Kernel, setLinalg64Kernel } from '../src/tensor/linalg64-kernel.js';
+import { balancedFactors } from '../src/tensor/factored-svd.js';
 import { invariants } from './helpers.js';
 import { bcast, frob, indices, item, M64, m64, maxDiff, mlSvd, mm, randn, tr, invariant } from './weight-space-ref.js';
 
@@ -705,5 +707,85 @@ t.test('float64 QR and Jacobi SVD (src/tensor/linalg64.ts)', async (t) => {
       );
     },
     100,
+  );
+});
+
+t.test("the f64x2 Jacobi / Gram kernel (linalg64.wat.mjs) gives the JS loops' SVDs and factors", async (t) => {
+  const k = linalg64Kernel();
+  t.ok(k, 'dist/wasm/linalg64.wasm is built and loads in Node');
+  const bigMat = fc
+    .record({ r: fc.integer({ min: 8, max: 70 }), c: fc.integer({ min: 1, max: 40 }), seed: fc.nat({ max: 1e9 }) })
+    .map(({ r, c, seed }) => mat64(r, c, Float64Array.from(randn([r, c], seed).f32())));
+  const svdWith = (kern: typeof k, a: ReturnType<typeof mat64>) => {
+    setLinalg64Kernel(kern);
+    try {
+      return svd64(a);
+    } finally {
+      setLinalg64Kernel(undefined);
+    }
+  };
+  invariant(
+    t,
+    "svd64 with the kernel: U S V^T = A, U and V orthonormal, S = the JS loops' S to 1e-12 (odd sizes too)",
+    bigMat,
+    (a) => {
+      const w = svdWith(k, a),
+        j = svdWith(null, a);
+      const us = asM(w.U),
+        kk = w.S.length;
+      for (let i = 0; i < us.r; i++) for (let c = 0; c < kk; c++) us.d[i * kk + c] *= w.S[c];
+      return (
+        maxDiff(mm(us, tr(asM(w.V))), asM(a)) <= 1e-12 * (1 + frob(asM(a))) &&
+        isOrthonormal(asM(w.U)) &&
+        isOrthonormal(asM(w.V)) &&
+        Array.from(w.S).every((s, i) => Math.abs(s - j.S[i]) <= 1e-12 * (1 + j.S[0]))
+      );
+    },
+    60,
+  );
+  invariant(
+    t,
+    "balancedFactors with the kernel: U V^T = A B^T, and the same singular values (U's column norms^2) as the JS loops",
+    fc.record({ n: fc.integer({ min: 9, max: 80 }), m: fc.integer({ min: 1, max: 9 }), seed: fc.nat({ max: 1e9 }) }),
+    ({ n, m, seed }) => {
+      const A = randn([n, m], seed),
+        Bt = randn([n + 3, m], seed + 1);
+      const run = (kern: typeof k) => {
+        setLinalg64Kernel(kern);
+        try {
+          return balancedFactors(A, Bt, Math.sqrt, Math.sqrt);
+        } finally {
+          setLinalg64Kernel(undefined);
+        }
+      };
+      const w = run(k),
+        j = run(null);
+      const a = A.f32(),
+        b = Bt.f32(),
+        r = n + 3;
+      let err = 0,
+        big = 0;
+      for (let i = 0; i < n; i++)
+        for (let c = 0; c < r; c++) {
+          let want = 0,
+            got = 0;
+          for (let x = 0; x < m; x++) {
+            want += a[i * m + x] * b[c * m + x];
+            got += w.U[i * m + x] * w.V[c * m + x];
+          }
+          err = Math.max(err, Math.abs(got - want));
+          big = Math.max(big, Math.abs(want));
+        }
+      const sv = (U: Float32Array) =>
+        Array.from({ length: m }, (_, x) => {
+          let s2 = 0;
+          for (let i = 0; i < n; i++) s2 += U[i * m + x] ** 2;
+          return s2;
+        });
+      const sw = sv(w.U),
+        sj = sv(j.U);
+      return err <= 1e-4 * (1 + big) && sw.every((x, i) => Math.abs(x - sj[i]) <= 1e-4 * (1 + sj[0]));
+    },
+    60,
   );
 });

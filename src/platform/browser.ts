@@ -14,6 +14,7 @@ const KERNELS: Record<string, URL> = {
   matmul: new URL('./wasm/matmul.wasm', import.meta.url),
   'matmul-relaxed': new URL('./wasm/matmul-relaxed.wasm', import.meta.url),
   outer: new URL('./wasm/outer.wasm', import.meta.url),
+  linalg64: new URL('./wasm/linalg64.wasm', import.meta.url),
 };
 /** The kernel files the browser build must ship (scripts/build-browser.mjs checks dist/wasm/ against it). */
 export const KERNEL_NAMES = Object.keys(KERNELS);

@@ -4,16 +4,19 @@
 import { svdOfProduct64 } from './factored-matrix.js';
 import { matmul } from './linalg.js';
 import { mat64, Mat64, svd64 } from './linalg64.js';
+import { linalg64Kernel, type Linalg64Kernel } from './linalg64-kernel.js';
 import { Tensor } from './tensor.js';
 
 /**
  * X^T X in float64 (X [n, m] f32), upper triangle (with the 2 x 2 blocks' lower corners). Float64
  * because the Gram route's loss of orthogonality is eps * cond^2: f32 Grams gave
  * |W_O W_O^T - I| > 1e-4 on small random heads. X is widened once into float64 columns, and each
- * 2 x 2 block of G is four dot products over those columns in one pass, every entry summed over
- * the rows in order (the roundings of a row-by-row rank-one loop, bit for bit).
+ * 2 x 2 block of G is four dot products over those columns in one pass: in the f64x2 kernel where
+ * it is built (two rows at a time), else here (every entry summed over the rows in order).
  */
 function gram64(X: Tensor): Float64Array {
+  const k = linalg64Kernel();
+  if (k) return gram64Wasm(k, X);
   const [n, m] = X.shape,
     xf = X.f32(),
     c = new Float64Array(n * m), // column-major: column a at c[a*n ..]
@@ -49,6 +52,22 @@ function gram64(X: Tensor): Float64Array {
       }
     }
   }
+  return g;
+}
+
+/** gram64 in the f64x2 kernel (rows and columns padded to even counts with zeros). */
+function gram64Wasm(k: Linalg64Kernel, X: Tensor): Float64Array {
+  const [n, m] = X.shape,
+    xf = X.f32(),
+    np = n + (n & 1),
+    mp = m + (m & 1);
+  const G = np * mp;
+  const mem = k.f64(G + mp * mp);
+  mem.fill(0, 0, G);
+  for (let i = 0; i < n; i++) for (let a = 0; a < m; a++) mem[a * np + i] = xf[i * m + a];
+  k.gram(0, np, mp, G * 8);
+  const g = new Float64Array(m * m);
+  for (let a = 0; a < m; a++) g.set(mem.subarray(G + a * mp + a, G + a * mp + m), a * m + a);
   return g;
 }
 
@@ -91,12 +110,18 @@ function solveUpper(r: Float64Array, Y: Mat64): Mat64 {
   const m = Y.rows,
     k = Y.cols,
     out = new Float64Array(m * k);
+  // row by row, so the inner loops run along contiguous rows of out; each element still
+  // subtracts r[i, j]·out[j, c] for j = i+1 .. m-1 in order, then divides (the column loop's sums)
+  const row = new Float64Array(k);
   for (let i = m - 1; i >= 0; i--) {
-    for (let c = 0; c < k; c++) {
-      let s = Y.data[i * k + c];
-      for (let j = i + 1; j < m; j++) s -= r[i * m + j] * out[j * k + c];
-      out[i * k + c] = s / r[i * m + i];
+    for (let c = 0; c < k; c++) row[c] = Y.data[i * k + c];
+    for (let j = i + 1; j < m; j++) {
+      const rij = r[i * m + j],
+        oj = j * k;
+      for (let c = 0; c < k; c++) row[c] -= rij * out[oj + c];
     }
+    const d = r[i * m + i];
+    for (let c = 0; c < k; c++) out[i * k + c] = row[c] / d;
   }
   return mat64(m, k, out);
 }

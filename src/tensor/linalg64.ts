@@ -4,6 +4,8 @@
 // 64 x 64 SVD and ~1 s for 768 x 64 (so a GPT-2-sized model's QK/OV SVDs would take minutes);
 // these work on contiguous float64 columns instead.
 
+import { linalg64Kernel, type Linalg64Kernel } from './linalg64-kernel.js';
+
 /** A dense float64 matrix, row-major. */
 export interface Mat64 {
   rows: number;
@@ -121,6 +123,41 @@ export function svd64(a: Mat64, tol = 1e-15): { U: Mat64; S: Float64Array; V: Ma
 function jacobi(a: Mat64, eps: number): { U: Mat64; S: Float64Array; V: Mat64 } {
   const m = a.rows,
     n = a.cols;
+  const k = linalg64Kernel();
+  const { w, v } = k && m >= 8 ? jacobiSweepsWasm(k, a, eps) : jacobiSweeps(a, eps);
+  const norms = Array.from({ length: n }, (_, j) => {
+    let s = 0;
+    for (let i = 0; i < m; i++) s += w[j * m + i] * w[j * m + i];
+    return Math.sqrt(s);
+  });
+  const order = norms.map((_, j) => j).sort((x, y) => norms[y] - norms[x] || x - y);
+  const U = new Float64Array(m * n),
+    V = new Float64Array(n * n),
+    S = new Float64Array(n);
+  // A column at rounding level of the largest is numerically zero: its direction is noise (and
+  // its normalisation loses orthogonality near underflow), so U gets a completed column there.
+  const tiny = norms[order[0]] * Math.max(m, n) * 2.3e-16;
+  const zero: number[] = [];
+  order.forEach((j, k) => {
+    S[k] = norms[j];
+    for (let i = 0; i < n; i++) V[i * n + k] = v[j * n + i];
+    if (!(norms[j] > tiny)) {
+      zero.push(k);
+      return;
+    }
+    for (let i = 0; i < m; i++) U[i * n + k] = w[j * m + i] / norms[j];
+  });
+  if (zero.length) completeColumns(U, m, n, zero);
+  return { U: { rows: m, cols: n, data: U }, S, V: { rows: n, cols: n, data: V } };
+}
+
+/**
+ * The rotations of the one-sided Jacobi SVD, until a sweep rotates no pair: w (a's columns,
+ * column-major) becomes U diag(S) and v (column-major, from I) accumulates V.
+ */
+function jacobiSweeps(a: Mat64, eps: number): { w: Float64Array; v: Float64Array } {
+  const m = a.rows,
+    n = a.cols;
   const w = transpose64(a).data; // column-major: column j at w[j*m ..]
   const v = new Float64Array(n * n); // column-major
   for (let j = 0; j < n; j++) v[j * n + j] = 1;
@@ -170,30 +207,30 @@ function jacobi(a: Mat64, eps: number): { U: Mat64; S: Float64Array; V: Mat64 } 
     }
     if (!rotated) break;
   }
-  const norms = Array.from({ length: n }, (_, j) => {
-    let s = 0;
-    for (let i = 0; i < m; i++) s += w[j * m + i] * w[j * m + i];
-    return Math.sqrt(s);
-  });
-  const order = norms.map((_, j) => j).sort((x, y) => norms[y] - norms[x] || x - y);
-  const U = new Float64Array(m * n),
-    V = new Float64Array(n * n),
-    S = new Float64Array(n);
-  // A column at rounding level of the largest is numerically zero: its direction is noise (and
-  // its normalisation loses orthogonality near underflow), so U gets a completed column there.
-  const tiny = norms[order[0]] * Math.max(m, n) * 2.3e-16;
-  const zero: number[] = [];
-  order.forEach((j, k) => {
-    S[k] = norms[j];
-    for (let i = 0; i < n; i++) V[i * n + k] = v[j * n + i];
-    if (!(norms[j] > tiny)) {
-      zero.push(k);
-      return;
-    }
-    for (let i = 0; i < m; i++) U[i * n + k] = w[j * m + i] / norms[j];
-  });
-  if (zero.length) completeColumns(U, m, n, zero);
-  return { U: { rows: m, cols: n, data: U }, S, V: { rows: n, cols: n, data: V } };
+  return { w, v };
+}
+
+/** jacobiSweeps in the f64x2 kernel: columns padded to even lengths with zeros (which no rotation changes). */
+function jacobiSweepsWasm(k: Linalg64Kernel, a: Mat64, eps: number): { w: Float64Array; v: Float64Array } {
+  const m = a.rows,
+    n = a.cols,
+    mp = m + (m & 1),
+    np = n + (n & 1);
+  const W = 0,
+    Vo = n * mp,
+    N = Vo + n * np;
+  const mem = k.f64(N + n);
+  mem.fill(0, 0, N + n);
+  for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) mem[j * mp + i] = a.data[i * n + j];
+  for (let j = 0; j < n; j++) mem[Vo + j * np + j] = 1;
+  for (let sweep = 0; sweep < 80; sweep++) if (k.sweep(W * 8, Vo * 8, N * 8, mp, n, np, eps) === 0) break;
+  const w = new Float64Array(n * m),
+    v = new Float64Array(n * n);
+  for (let j = 0; j < n; j++) {
+    w.set(mem.subarray(j * mp, j * mp + m), j * m);
+    v.set(mem.subarray(Vo + j * np, Vo + j * np + n), j * n);
+  }
+  return { w, v };
 }
 
 /** Fill the listed columns of row-major u [m, n] with unit vectors orthogonal to all other columns. */
