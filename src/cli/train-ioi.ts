@@ -87,6 +87,7 @@ export async function main(argv: string[]): Promise<number> {
       'min-lr': { type: 'string' },
       'induction-tokens': { type: 'string' },
       'embed-extra': { type: 'string' },
+      threads: { type: 'string' },
     },
   });
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
@@ -123,7 +124,12 @@ export async function main(argv: string[]): Promise<number> {
   if (v['induction-tokens']) R.inductionRange = pair('induction-tokens', v['induction-tokens']);
   if (v['embed-extra']) R.embedExtraRows = pair('embed-extra', v['embed-extra']);
   const out = resolve(v.out as string);
-  wasmBackend()?.setThreads(1);
+  // one intra-op thread by default (two experiments can share the 2-core machine); the threads
+  // change the schedule of the matmuls, not their sums, so the model is the same
+  const threads = v.threads ? Number(v.threads) : 1;
+  if (!(Number.isInteger(threads) && threads >= 1))
+    throw new TypelensError(`--threads ${v.threads}: expected a whole number >= 1`, 'EINPUT');
+  wasmBackend()?.setThreads(threads);
   const model = HookedTransformer.fromConfig(R.model, { seed: R.initSeed });
   model.updateWeights(['ln_final.w'], (_, d) => d.fill(R.lnFinalInit));
   const data = ioiMixture({
