@@ -1,9 +1,9 @@
 // The committed embedded model (weights/typelens-ioi, issue 15), end to end with the demo's own
 // processing and sections: checks that a random model could never pass. The committed model
-// answers with a name from the prompt and prefers the indirect object on ~80 % of fresh prompts,
-// through layer-0 heads that the demo's attribution, ablation and patching all single out; it
-// has not reached the issue's 95 % nor formed an induction head (docs/embedded-model.md): these
-// tests assert what it does.
+// answers with a name from the prompt, ranks " Mary" first on the notebook's test prompt and
+// prefers the indirect object on ~93 % of fresh prompts, through layer-0 heads that the demo's
+// attribution, ablation and patching all single out; its logit differences are ~1.4, not the
+// issue's 3, and it has no induction head (docs/embedded-model.md): these tests assert what it does.
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import { HookedTransformer, argmax } from '../src/index.js';
@@ -33,9 +33,9 @@ function answersWithAName(prompts: string[], names: [string, string][]): number 
   return hits / prompts.length;
 }
 
-t.test("test_prompt ranks ' Mary' among the top two of 50257 on the notebook's test prompt", async (t) => {
+t.test("test_prompt ranks ' Mary' first of 50257 on the notebook's test prompt", async (t) => {
   const lines = testPrompt(data.testPrompt![0], data.testPrompt![1], model, { print: () => {} });
-  t.match(lines[lines.length - 1], /\(' Mary', [01]\)/, 'rank 0 or 1 (a random model: ~25000)');
+  t.match(lines[lines.length - 1], /\(' Mary', 0\)/, 'rank 0 (a random model: ~25000)');
 });
 
 t.test("the top token after '... gave X to' is one of the prompt's two names (50257-way)", async (t) => {
@@ -54,7 +54,7 @@ t.test("the top token after '... gave X to' is one of the prompt's two names (50
     prompts,
     ds.samples.map((s) => [s.IO, s.S]),
   );
-  t.ok(fresh >= 0.8, `100 fresh prompts from the held-out templates: ${fresh} >= 0.8 (a random model: ~0)`);
+  t.ok(fresh >= 0.95, `100 fresh prompts from the held-out templates: ${fresh} >= 0.95 (a random model: ~0)`);
 });
 
 t.test('direct logit attribution: the decomposed components sum to the logit difference', async (t) => {
@@ -71,8 +71,8 @@ t.test('it prefers the indirect object: ioiEval on 300 fresh prompts of the trai
     dataset: ioiEvalDataset({ templates: 'train', combos: 'train', n: 300, seed: 77, nameCount: IOI_RECIPE.nameCount }),
     batchSize: 50,
   });
-  t.ok(r.Accuracy >= 0.7, `accuracy ${r.Accuracy} >= 0.7 (a model choosing by position: 0.5)`);
-  t.ok(r['Logit Difference'] >= 0.8, `mean logit difference ${r['Logit Difference'].toFixed(3)} >= 0.8`);
+  t.ok(r.Accuracy >= 0.88, `accuracy ${r.Accuracy} >= 0.88 (a model choosing by position: 0.5)`);
+  t.ok(r['Logit Difference'] >= 1.2, `mean logit difference ${r['Logit Difference'].toFixed(3)} >= 1.2`);
 });
 
 t.test("the demo's sections find the heads that carry it: DLA, ablation and patching agree", async (t) => {
@@ -89,5 +89,5 @@ t.test("the demo's sections find the heads that carry it: DLA, ablation and patc
     c.ablation.after < c.ablation.before - 0.1,
     `ablating ${c.ablation.head} lowers the logit difference: ${c.ablation.before.toFixed(3)} -> ${c.ablation.after.toFixed(3)}`,
   );
-  t.ok(c.patchingAgreement >= 2, `head-output patching's top 3 share ${c.patchingAgreement} heads with DLA's top 3`);
+  t.equal(c.patchingAgreement, 3, "head-output patching's top 3 are DLA's top 3");
 });

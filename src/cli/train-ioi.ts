@@ -24,7 +24,7 @@ export const IOI_RECIPE = {
    */
   lnFinalInit: 1,
   dataSeed: 1,
-  steps: 4891,
+  steps: 4600,
   batchSize: 16,
   inductionEvery: 4,
   inductionScored: 4,
@@ -49,7 +49,7 @@ export const IOI_RECIPE = {
   weightDecay: 0.01,
   warmupSteps: 50,
   /** After the warmup: 'none' (constant, TL's schedule) or a decay to minLrFraction·lr at the last step. */
-  lrDecay: 'none' as 'none' | 'cosine' | 'linear',
+  lrDecay: 'cosine' as 'none' | 'cosine' | 'linear',
   minLrFraction: 0.1,
   maxGradNorm: 1.0,
   /** Repeated-token rows and filler draw tokens from [lo, hi) (the demo's randint range). */
