@@ -2,7 +2,8 @@
 // Householder QR and a one-sided Jacobi SVD. ml-matrix's decompositions (used by ops.svd) go
 // through per-element accessor calls: on a loaded shared 2-core machine they took ~150 ms for a
 // 64 x 64 SVD and ~1 s for 768 x 64 (so a GPT-2-sized model's QK/OV SVDs would take minutes);
-// these work on contiguous float64 columns instead.
+// these work on contiguous float64 columns instead, and the Jacobi sweeps run in an f64x2 WASM
+// kernel (linalg64.wat.mjs) where it is built.
 
 import { linalg64Kernel, type Linalg64Kernel } from './linalg64-kernel.js';
 
@@ -124,6 +125,7 @@ function jacobi(a: Mat64, eps: number): { U: Mat64; S: Float64Array; V: Mat64 } 
   const m = a.rows,
     n = a.cols;
   const k = linalg64Kernel();
+  // the kernel for anything but tiny matrices (there the copies in and out cost more than the sweeps)
   const { w, v } = k && m >= 8 ? jacobiSweepsWasm(k, a, eps) : jacobiSweeps(a, eps);
   const norms = Array.from({ length: n }, (_, j) => {
     let s = 0;
