@@ -24,7 +24,7 @@ export const IOI_RECIPE = {
    */
   lnFinalInit: 1,
   dataSeed: 1,
-  steps: 4600,
+  steps: 4400,
   batchSize: 16,
   inductionEvery: 4,
   inductionScored: 4,
@@ -45,7 +45,7 @@ export const IOI_RECIPE = {
   /** Names: the first nameCount of IOI_NAMES (undefined: all 119). */
   nameCount: 16 as number | undefined,
   optimizer: 'AdamW' as const,
-  lr: 3e-3,
+  lr: 2e-3,
   weightDecay: 0.01,
   warmupSteps: 50,
   /** After the warmup: 'none' (constant, TL's schedule) or a decay to minLrFraction·lr at the last step. */
