@@ -219,11 +219,10 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** The trained embedding rows of embed 'rows': the data's vocabulary plus embedExtraRows. */
+/** The trained embedding rows of embed 'rows': the data's vocabulary plus embedExtraRows (train dedups and sorts). */
 function embedRowsOf(R: typeof IOI_RECIPE): number[] {
-  const ids = new Set(ioiTrainVocabulary());
-  if (R.embedExtraRows) for (let t = R.embedExtraRows[0]; t < R.embedExtraRows[1]; t++) ids.add(t);
-  return [...ids].sort((a, b) => a - b);
+  const [lo, hi] = R.embedExtraRows ?? [0, 0];
+  return [...ioiTrainVocabulary(), ...Array.from({ length: hi - lo }, (_, i) => lo + i)];
 }
 
 const mean = (xs: { loss: number }[]) => xs.reduce((a, x) => a + x.loss, 0) / Math.max(1, xs.length);

@@ -4,32 +4,42 @@
 import { svdOfProduct64 } from './factored-matrix.js';
 import { matmul } from './linalg.js';
 import { mat64, Mat64, svd64 } from './linalg64.js';
-import { linalg64Kernel, type Linalg64Kernel } from './linalg64-kernel.js';
+import { linalg64Kernel } from './linalg64-kernel.js';
 import { Tensor } from './tensor.js';
 
 /**
- * X^T X in float64 (X [n, m] f32), upper triangle (with the 2 x 2 blocks' lower corners). Float64
- * because the Gram route's loss of orthogonality is eps * cond^2: f32 Grams gave
- * |W_O W_O^T - I| > 1e-4 on small random heads. X is widened once into float64 columns, and each
- * 2 x 2 block of G is four dot products over those columns in one pass: in the f64x2 kernel where
- * it is built (two rows at a time), else here (every entry summed over the rows in order).
+ * X^T X in float64 (X [n, m] f32), upper triangle. Float64 because the Gram route's loss of
+ * orthogonality is eps * cond^2: f32 Grams gave |W_O W_O^T - I| > 1e-4 on small random heads.
+ * X is widened once into float64 columns, and each 2 x 2 block of G is four dot products over
+ * those columns in one pass: in the f64x2 kernel where it is built (two rows at a time), else in
+ * gramBlocks (every entry summed over the rows in order).
  */
 function gram64(X: Tensor): Float64Array {
-  const k = linalg64Kernel();
-  if (k) return gram64Wasm(k, X);
   const [n, m] = X.shape,
     xf = X.f32(),
-    c = new Float64Array(n * m), // column-major: column a at c[a*n ..]
-    g = new Float64Array(m * m);
-  for (let i = 0; i < n; i++) for (let a = 0; a < m; a++) c[a * n + i] = xf[i * m + a];
+    np = n + (n & 1), // padded to even counts with zeros, which change no sum
+    mp = m + (m & 1),
+    G = np * mp;
+  const k = linalg64Kernel();
+  // [mp columns][np rows] of X, then the [mp, mp] Gram: in the kernel's memory, or here
+  const mem = k ? k.f64(G + mp * mp) : new Float64Array(G + mp * mp);
+  mem.fill(0, 0, G);
+  for (let i = 0; i < n; i++) for (let a = 0; a < m; a++) mem[a * np + i] = xf[i * m + a];
+  if (k) k.gram(0, np, mp, G * 8);
+  else gramBlocks(mem, np, mp, G);
+  const g = new Float64Array(m * m);
+  for (let a = 0; a < m; a++) g.set(mem.subarray(G + a * mp + a, G + a * mp + m), a * m + a);
+  return g;
+}
+
+/** The kernel's gram in JS: c [m columns][n rows] at 0, the upper 2 x 2 blocks of c^T c at g (n, m even). */
+function gramBlocks(c: Float64Array, n: number, m: number, g: number): void {
   for (let a = 0; a < m; a += 2) {
-    const a1 = Math.min(a + 1, m - 1); // an odd m repeats its last column (the extra sums are dropped)
     const ca = a * n,
-      ca1 = a1 * n;
+      ca1 = ca + n;
     for (let b = a; b < m; b += 2) {
-      const b1 = Math.min(b + 1, m - 1);
       const cb = b * n,
-        cb1 = b1 * n;
+        cb1 = cb + n;
       let s00 = 0,
         s01 = 0,
         s10 = 0,
@@ -44,31 +54,13 @@ function gram64(X: Tensor): Float64Array {
         s10 += xa1 * xb;
         s11 += xa1 * xb1;
       }
-      g[a * m + b] = s00;
-      if (b1 > b) g[a * m + b1] = s01;
-      if (a1 > a) {
-        g[a1 * m + b] = s10;
-        if (b1 > b) g[a1 * m + b1] = s11;
-      }
+      const o = g + a * m + b;
+      c[o] = s00;
+      c[o + 1] = s01;
+      c[o + m] = s10;
+      c[o + m + 1] = s11;
     }
   }
-  return g;
-}
-
-/** gram64 in the f64x2 kernel (rows and columns padded to even counts with zeros). */
-function gram64Wasm(k: Linalg64Kernel, X: Tensor): Float64Array {
-  const [n, m] = X.shape,
-    xf = X.f32(),
-    np = n + (n & 1),
-    mp = m + (m & 1);
-  const G = np * mp;
-  const mem = k.f64(G + mp * mp);
-  mem.fill(0, 0, G);
-  for (let i = 0; i < n; i++) for (let a = 0; a < m; a++) mem[a * np + i] = xf[i * m + a];
-  k.gram(0, np, mp, G * 8);
-  const g = new Float64Array(m * m);
-  for (let a = 0; a < m; a++) g.set(mem.subarray(G + a * mp + a, G + a * mp + m), a * m + a);
-  return g;
 }
 
 /** Upper R with R^T R = G (upper triangle of G [m, m] used), or null when R's diagonal spread says cond > 1e4 or G is singular. */

@@ -218,14 +218,14 @@ function jacobiSweepsWasm(k: Linalg64Kernel, a: Mat64, eps: number): { w: Float6
     n = a.cols,
     mp = m + (m & 1),
     np = n + (n & 1);
-  const W = 0,
-    Vo = n * mp,
+  // in the kernel's memory: w [n][mp] at 0, v [n][np] at Vo, the norms [n] at N
+  const Vo = n * mp,
     N = Vo + n * np;
   const mem = k.f64(N + n);
   mem.fill(0, 0, N + n);
   for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) mem[j * mp + i] = a.data[i * n + j];
   for (let j = 0; j < n; j++) mem[Vo + j * np + j] = 1;
-  for (let sweep = 0; sweep < 80; sweep++) if (k.sweep(W * 8, Vo * 8, N * 8, mp, n, np, eps) === 0) break;
+  for (let sweep = 0; sweep < 80; sweep++) if (k.sweep(0, Vo * 8, N * 8, mp, n, np, eps) === 0) break;
   const w = new Float64Array(n * m),
     v = new Float64Array(n * n);
   for (let j = 0; j < n; j++) {
