@@ -440,3 +440,54 @@ t.test(
     );
   },
 );
+
+t.test(
+  'train:ioi and eval-ioi as scripts: --help, unknown flags and bad values end in a message and an exit code, not a stack',
+  async (t) => {
+    const { runScript } = await import('../src/cli/args.js');
+    const train = await import('../src/cli/train-ioi.js');
+    const evalIoi = await import('../src/cli/eval-ioi.js');
+    const run = async (name: string, usage: string, main: (a: string[]) => Promise<number>, argv: string[]) => {
+      const out: string[] = [];
+      const [log, err] = [console.log, console.error];
+      console.log = console.error = (...a: unknown[]) => void out.push(a.join(' '));
+      try {
+        return { code: await runScript(name, usage, main, argv), text: out.join('\n') };
+      } finally {
+        [console.log, console.error] = [log, err];
+      }
+    };
+    const help = await run('train:ioi', train.USAGE, train.main, ['--help']);
+    t.same(
+      [help.code, help.text.startsWith('usage: npm run train:ioi')],
+      [0, true],
+      'train:ioi --help prints the usage, exit 0',
+    );
+    const bogus = await run('train:ioi', train.USAGE, train.main, ['--bogus']);
+    t.same(
+      [bogus.code, /--bogus/.test(bogus.text), /usage:/.test(bogus.text)],
+      [2, true, true],
+      'an unknown flag: exit 2, named, with the usage',
+    );
+    const bad = await run('train:ioi', train.USAGE, train.main, ['--decay', 'exp']);
+    t.same(
+      [bad.code, bad.text],
+      [1, 'train:ioi: --decay exp: expected none, cosine or linear'],
+      'a bad value: exit 1, one line',
+    );
+    const frac = await run('train:ioi', train.USAGE, train.main, ['--induction-fraction', '1.5']);
+    t.same(
+      [frac.code, /--induction-fraction 1.5/.test(frac.text)],
+      [1, true],
+      '--induction-fraction outside (0, 1] is refused',
+    );
+    const n = await run('eval-ioi', evalIoi.USAGE, evalIoi.main, ['--n', 'x']);
+    t.same([n.code, /--n must be a positive integer/.test(n.text)], [2, true], 'eval-ioi --n x: exit 2, named');
+    const missing = await run('eval-ioi', evalIoi.USAGE, evalIoi.main, [join(tmpdir(), 'typelens-no-such-model')]);
+    t.same(
+      [missing.code, /typelens-no-such-model/.test(missing.text), /\n\s+at /.test(missing.text)],
+      [1, true, false],
+      'eval-ioi on a missing folder: exit 1, the path, no stack',
+    );
+  },
+);

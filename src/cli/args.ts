@@ -67,3 +67,34 @@ export function parseTokens(s: string): Tensor {
   if (rows[0].length === 0) throw new UsageError('--tokens: no token ids given');
   return Tensor.from(rows.flat(), [rows.length, rows[0].length]);
 }
+
+/**
+ * Runs a standalone script's main (npm run train:ioi / eval:ioi) as `typelens` runs its commands:
+ * --help prints the usage, a usage mistake prints it with the message (exit 2), a TypelensError
+ * just its message (exit 1); anything else is a bug and keeps its stack (exit 70).
+ */
+export async function runScript(
+  name: string,
+  usage: string,
+  main: (argv: string[]) => Promise<number>,
+  argv: string[],
+): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(usage);
+    return 0;
+  }
+  try {
+    return await main(argv);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`${name}: ${e.message}\n\n${usage}`);
+      return 2;
+    }
+    if (e instanceof TypelensError) {
+      console.error(`${name}: ${e.message}`);
+      return 1;
+    }
+    console.error(`${name}: internal error: ${(e as Error).stack ?? e}`);
+    return 70;
+  }
+}

@@ -3,7 +3,6 @@
 // notebook's 8 prompts and test_prompt, and the circuit figures the demo's sections find.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { ioiEval } from '../analysis/evals.js';
 import { testPrompt } from '../analysis/utils.js';
 import { circuitFigures, exploratoryDemo, ioiData } from '../demo/index.js';
@@ -12,29 +11,39 @@ import { HookedTransformer } from '../model/hooked-transformer.js';
 import { ioiEvalDataset } from '../train/index.js';
 import { DEMO_FLAGS } from './demo.js';
 import { heatmapSvg } from './svg-figures.js';
+import { parse, runScript, UsageError } from './args.js';
 import type { Tensor } from '../tensor/index.js';
 
 /** Seeds of the evaluation prompts: never the training stream's (dataSeed 1, and +1 for its induction rows). */
 export const EVAL_SEEDS = { trainCombos: 1001, heldoutCombos: 1002, heldoutTemplates: 1003 };
 
+export const USAGE = `usage: node dist/src/cli/eval-ioi.js [MODEL_DIR] [options]
+
+Evaluates a train:ioi checkpoint (default weights/typelens-ioi): ioiEval on fresh seeded prompts per
+split, the notebook's 8 prompts, test_prompt and the demo's circuit figures, printed as JSON.
+
+  --n N            prompts per split (default 1000)
+  --names N        draw names from the first N (default: the training log's --names)
+  --json FILE      also write the JSON there
+  --figures DIR    write the circuit figures as SVG
+  --report DIR     write the demo's HTML report for this model`;
+
 export async function main(argv: string[]): Promise<number> {
-  const { values: v, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      report: { type: 'string' },
-      n: { type: 'string', default: '1000' },
-      json: { type: 'string' },
-      figures: { type: 'string' },
-      names: { type: 'string' },
-    },
-  });
+  const { values: v, positionals } = parse(argv, {
+    report: { type: 'string' },
+    n: { type: 'string', default: '1000' },
+    json: { type: 'string' },
+    figures: { type: 'string' },
+    names: { type: 'string' },
+  }) as { values: Record<string, string | undefined>; positionals: string[] };
+  if (positionals.length > 1) throw new UsageError(`expected one model directory, got ${positionals.length}`);
+  const n = Number(v.n);
+  if (!(Number.isInteger(n) && n >= 1)) throw new UsageError(`--n must be a positive integer, got "${v.n}"`);
   wasmBackend()?.setThreads(1);
   const dir = resolve(positionals[0] ?? 'weights/typelens-ioi');
   const t0 = performance.now();
   const model = HookedTransformer.fromDir(dir, DEMO_FLAGS);
   const loadSeconds = (performance.now() - t0) / 1000;
-  const n = Number(v.n);
   // the training data's name set (train:ioi's --names), from the checkpoint's training log unless given
   const logPath = join(dir, 'training-log.json');
   const nameCount = v.names
@@ -95,4 +104,4 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!))
-  main(process.argv.slice(2)).then((c) => process.exit(c));
+  runScript('eval-ioi', USAGE, main, process.argv.slice(2)).then((c) => process.exit(c));

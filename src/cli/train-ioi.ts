@@ -4,13 +4,13 @@
 // loss-curve.svg. Flags override the recipe for experiments.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { wasmBackend } from '../kernels/index.js';
 import { HookedTransformer } from '../model/hooked-transformer.js';
 import { ioiMixture, ioiTrainVocabulary, train } from '../train/index.js';
 import { TypelensError } from '../errors.js';
 import { saveCheckpoint } from '../train/checkpoint.js';
 import { lossCurveSvg } from './svg-figures.js';
+import { parse, runScript, UsageError } from './args.js';
 
 /** The recipe (every number here is documented in docs/embedded-model.md). */
 export const IOI_RECIPE = {
@@ -61,35 +61,57 @@ export const IOI_RECIPE = {
   embedExtraRows: null as [number, number] | null,
 };
 
+export const USAGE = `usage: npm run train:ioi -- [options]
+
+Trains the embedded IOI model from scratch (docs/embedded-model.md) and writes the checkpoint,
+training-log.json and loss-curve.svg. With no options it is the committed recipe.
+
+  --out DIR                 where to write (default weights/typelens-ioi)
+  --steps N --lr X --batch N --layers N --seed N
+  --decay none|cosine|linear  --min-lr F      the rate after the warmup, down to F·lr
+  --embed frozen|trained|rows                 which embedding rows train
+  --embed-extra LO,HI       with --embed rows, also train the rows [LO, HI)
+  --names N                 the first N names
+  --filler N --filler-fraction F              random tokens around the IOI sentence
+  --score-subject           also score the subject's second mention
+  --induction-every N       every N-th batch is repeated random tokens
+  --induction-fraction F    that batch has F·batch rows
+  --induction-scored N      positions scored per repeated-token row
+  --induction-range LO,HI   the repeated half's length, drawn from [LO, HI]
+  --induction-tokens LO,HI  repeated and filler tokens drawn from [LO, HI)
+  --ln-final X              ln_final.w's starting value
+  --threads N               intra-op threads (default 1; the model does not depend on it)
+  --f32                     store float32 instead of float16
+  --max-minutes M           stop after M minutes  --save-every N   checkpoints every N steps`;
+
 export async function main(argv: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args: argv,
-    options: {
-      out: { type: 'string', default: 'weights/typelens-ioi' },
-      steps: { type: 'string' },
-      lr: { type: 'string' },
-      batch: { type: 'string' },
-      layers: { type: 'string' },
-      f32: { type: 'boolean' },
-      'max-minutes': { type: 'string' },
-      'save-every': { type: 'string' },
-      embed: { type: 'string' },
-      'induction-range': { type: 'string' },
-      'induction-every': { type: 'string' },
-      seed: { type: 'string' },
-      'score-subject': { type: 'boolean' },
-      'induction-scored': { type: 'string' },
-      'ln-final': { type: 'string' },
-      filler: { type: 'string' },
-      'filler-fraction': { type: 'string' },
-      names: { type: 'string' },
-      decay: { type: 'string' },
-      'min-lr': { type: 'string' },
-      'induction-tokens': { type: 'string' },
-      'embed-extra': { type: 'string' },
-      threads: { type: 'string' },
-    },
-  });
+  const { values: v, positionals } = parse(argv, {
+    out: { type: 'string', default: 'weights/typelens-ioi' },
+    steps: { type: 'string' },
+    lr: { type: 'string' },
+    batch: { type: 'string' },
+    layers: { type: 'string' },
+    f32: { type: 'boolean' },
+    'max-minutes': { type: 'string' },
+    'save-every': { type: 'string' },
+    embed: { type: 'string' },
+    'induction-range': { type: 'string' },
+    'induction-every': { type: 'string' },
+    seed: { type: 'string' },
+    'score-subject': { type: 'boolean' },
+    'induction-scored': { type: 'string' },
+    'ln-final': { type: 'string' },
+    filler: { type: 'string' },
+    'filler-fraction': { type: 'string' },
+    names: { type: 'string' },
+    decay: { type: 'string' },
+    'min-lr': { type: 'string' },
+    'induction-tokens': { type: 'string' },
+    'embed-extra': { type: 'string' },
+    threads: { type: 'string' },
+    'induction-fraction': { type: 'string' },
+  }) as { values: Record<string, string | undefined>; positionals: string[] };
+  if (positionals.length) throw new UsageError(`unexpected argument "${positionals[0]}"`);
   const R = { ...IOI_RECIPE, model: { ...IOI_RECIPE.model } };
   if (v.steps) R.steps = Number(v.steps);
   if (v.lr) R.lr = Number(v.lr);
@@ -104,6 +126,12 @@ export async function main(argv: string[]): Promise<number> {
   if (v['induction-every']) R.inductionEvery = Number(v['induction-every']);
   if (v.seed) R.initSeed = Number(v.seed);
   if (v['score-subject']) R.scoreSubject = true;
+  if (v['induction-fraction']) {
+    const f = Number(v['induction-fraction']);
+    if (!(f > 0 && f <= 1))
+      throw new TypelensError(`--induction-fraction ${v['induction-fraction']}: expected 0 < F <= 1`, 'EINPUT');
+    R.inductionBatchFraction = f;
+  }
   if (v['induction-scored']) R.inductionScored = Number(v['induction-scored']);
   if (v['ln-final']) R.lnFinalInit = Number(v['ln-final']);
   if (v.filler) R.fillerMax = Number(v.filler);
@@ -228,4 +256,4 @@ function embedRowsOf(R: typeof IOI_RECIPE): number[] {
 const mean = (xs: { loss: number }[]) => xs.reduce((a, x) => a + x.loss, 0) / Math.max(1, xs.length);
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!))
-  main(process.argv.slice(2)).then((c) => process.exit(c));
+  runScript('train:ioi', USAGE, main, process.argv.slice(2)).then((c) => process.exit(c));
