@@ -32,6 +32,7 @@ const result = await esbuild.build({
   entryPoints: {
     index: 'dist/src/browser.js',
     'matmul-helper': 'dist/src/kernels/wasm/matmul-helper.js',
+    'factor-helper': 'dist/src/tensor/factor-helper.js',
     worker: 'dist/src/parallel/worker.js',
     'tokenizer-ranks': RANKS,
   },

@@ -1,7 +1,8 @@
 // The lens page: dist/src/web/main.js (tsc's output) bundled by esbuild into dist/web/ with the same
 // browser settings as the library's build (scripts/build-browser.mjs: the package.json "browser"
-// field swaps src/platform/node for the browser platform), its two worker entries beside it (the
-// bundle starts them as new URL('./worker.js' | './matmul-helper.js', import.meta.url)), the
+// field swaps src/platform/node for the browser platform), its three worker entries beside it (the
+// bundle starts them as new URL('./worker.js' | './matmul-helper.js' | './factor-helper.js',
+// import.meta.url)), the
 // kernels in wasm/, plotly.js (the report's copy), index.html and lens.css. Run after build:ts and
 // build:wasm; `typelens serve` serves the folder.
 import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +27,7 @@ await esbuild.build({
   entryPoints: {
     lens: 'dist/src/web/main.js',
     'matmul-helper': 'dist/src/kernels/wasm/matmul-helper.js',
+    'factor-helper': 'dist/src/tensor/factor-helper.js',
     worker: 'dist/src/parallel/worker.js',
   },
   outdir: out,

@@ -1,4 +1,6 @@
-import { balancedFactors, transposed } from '../tensor/factored-svd.js';
+import { transposed } from '../tensor/factored-svd.js';
+import { FactorThreads, type FactorJob } from '../tensor/factor-jobs.js';
+import { runtimeConfig } from '../platform/env.js';
 import { Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import type { BlockWeights, Weights } from './weights.js';
@@ -143,45 +145,70 @@ function foldValueBias(blk: BlockWeights, cfg: ModelConfig): void {
  * stored back as f32.
  */
 function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l: number) => void): void {
-  const { d_model: M, n_heads: H, d_head: D } = cfg;
-  for (const [l, blk] of W.blocks.entries()) {
-    onLayer?.(l);
-    const WQ = f32(blk.W_Q),
-      WK = f32(blk.W_K),
-      bQ = f32(blk.b_Q),
-      bK = f32(blk.b_K);
-    for (let h = 0; h < H; h++) {
+  const { n_layers: L, d_model: M, n_heads: H, d_head: D } = cfg;
+  // helper threads only where the SVDs outweigh starting one (~50 ms): gpt2-small is 7e6, the embedded model 3e4
+  const pool = new FactorThreads(L * H * M * D >= refactorThreadsMinWork ? runtimeConfig().threads - 1 : 0);
+  try {
+    for (const [l, blk] of W.blocks.entries()) {
+      onLayer?.(l);
+      // b_V into b_O first: it reads the original W_O, and the QK refactor touches neither
+      foldValueBias(blk, cfg);
+      const WQ = f32(blk.W_Q),
+        WK = f32(blk.W_K),
+        bQ = f32(blk.b_Q),
+        bK = f32(blk.b_K),
+        WV = f32(blk.W_V),
+        WO = f32(blk.W_O);
       // [W; b] for head h: [M+1, D], the bias as the row a constant-1 input coordinate reads
-      const aug = (Wm: Float32Array, b: Float32Array): Tensor => {
+      const aug = (Wm: Float32Array, b: Float32Array, h: number): Float32Array => {
         const x = new Float32Array((M + 1) * D);
         x.set(Wm.subarray(h * M * D, (h + 1) * M * D));
         x.set(b.subarray(h * D, (h + 1) * D), M * D);
-        return new Tensor(x, [M + 1, D]);
+        return x;
       };
-      // make_even: W_Q' = U sqrt(S), W_K' = V sqrt(S); the last row is the bias
-      const { U, V } = balancedFactors(aug(WQ, bQ), aug(WK, bK), Math.sqrt, Math.sqrt);
-      WQ.set(U.subarray(0, M * D), h * M * D);
-      bQ.set(U.subarray(M * D), h * D);
-      WK.set(V.subarray(0, M * D), h * M * D);
-      bK.set(V.subarray(M * D), h * D);
+      const heads = Array.from({ length: H }, (_, h) => h);
+      const jobs: FactorJob[] = [
+        // make_even: W_Q' = U sqrt(S), W_K' = V sqrt(S); the last row is the bias
+        ...heads.map((h) => ({
+          A: aug(WQ, bQ, h),
+          n: M + 1,
+          Bt: aug(WK, bK, h),
+          r: M + 1,
+          m: D,
+          kind: 'even' as const,
+        })),
+        // W_V' = U diag(S) [M, D]; W_O' = V^T [D, M]
+        ...heads.map((h) => ({
+          A: WV.subarray(h * M * D, (h + 1) * M * D),
+          n: M,
+          Bt: transposed(new Tensor(WO.slice(h * D * M, (h + 1) * D * M), [D, M])).f32(),
+          r: M,
+          m: D,
+          kind: 'svd' as const,
+        })),
+      ];
+      const res = pool.run(jobs);
+      for (const h of heads) {
+        const { U, V } = res[h];
+        WQ.set(U.subarray(0, M * D), h * M * D);
+        bQ.set(U.subarray(M * D), h * D);
+        WK.set(V.subarray(0, M * D), h * M * D);
+        bK.set(V.subarray(M * D), h * D);
+        const ov = res[H + h];
+        WV.set(ov.U, h * M * D);
+        for (let d = 0; d < D; d++) for (let m = 0; m < M; m++) WO[h * D * M + d * M + m] = ov.V[m * D + d];
+      }
     }
-    foldValueBias(blk, cfg);
-    const WV = f32(blk.W_V),
-      WO = f32(blk.W_O);
-    for (let h = 0; h < H; h++) {
-      const v = new Tensor(WV.slice(h * M * D, (h + 1) * M * D), [M, D]);
-      const oT = transposed(new Tensor(WO.slice(h * D * M, (h + 1) * D * M), [D, M])); // [M, D]
-      // W_V' = U diag(S) [M, D]; W_O' = V^T [D, M]
-      const { U, V } = balancedFactors(
-        v,
-        oT,
-        (s) => s,
-        () => 1,
-      );
-      WV.set(U, h * M * D);
-      for (let d = 0; d < D; d++) for (let m = 0; m < M; m++) WO[h * D * M + d * M + m] = V[m * D + d];
-    }
+  } finally {
+    pool.close();
   }
+}
+
+/** L * H * d_model * d_head from which the refactor splits its SVDs across threads. */
+let refactorThreadsMinWork = 1 << 20;
+/** For tests: force the threaded path on small models (0) or restore the default (undefined). */
+export function setRefactorThreadsMinWork(n?: number): void {
+  refactorThreadsMinWork = n ?? 1 << 20;
 }
 
 /** Apply the switched-on steps in TL's order. Mutates `W` and `cfg`. */

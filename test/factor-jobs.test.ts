@@ -1,0 +1,149 @@
+// FactorThreads (the load-time refactor's SVDs split across helper threads) against the same jobs
+// run one by one on this thread: every factor must be bit for bit the same (each job runs the same
+// code wherever it is claimed), a helper must actually take jobs, a helper that hangs mid-job must
+// be taken over, and the refactor of whole models must not change a bit when threaded.
+import t from 'tap';
+import fc from 'fast-check';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { factorJob, FactorThreads, type FactorJob, type FactorResult } from '../src/tensor/factor-jobs.js';
+import { setRefactorThreadsMinWork } from '../src/model/process.js';
+import { HookedTransformer, randomGPT2, hfConfig } from '../src/index.js';
+import { invariants } from './helpers.js';
+
+const sameBits = (a: Float32Array, b: Float32Array) =>
+  a.length === b.length &&
+  Buffer.compare(
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  ) === 0;
+
+function randomJob(seed: number, n: number, r: number, m: number, kind: 'even' | 'svd'): FactorJob {
+  let s = seed >>> 0 || 1;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+  return {
+    A: Float32Array.from({ length: n * m }, rand),
+    n,
+    Bt: Float32Array.from({ length: r * m }, rand),
+    r,
+    m,
+    kind,
+  };
+}
+
+/** The first batch sizes the shared block and starts the threads; then wait until they serve. */
+async function started(pool: FactorThreads, first: FactorJob[]): Promise<FactorResult[]> {
+  const r = pool.run(first);
+  for (let i = 0; i < 3000 && pool.ready() === 0; i++) await sleep(10); // under tap a thread boots in seconds
+  return r;
+}
+const exact = (jobs: FactorJob[], got: FactorResult[]) =>
+  jobs.every((j, i) => {
+    const want = factorJob(j);
+    return sameBits(got[i].U, want.U) && sameBits(got[i].V, want.V);
+  });
+
+const arbBatch = fc.record({
+  seed: fc.nat(),
+  count: fc.integer({ min: 2, max: 24 }),
+  n: fc.integer({ min: 1, max: 96 }),
+  r: fc.integer({ min: 1, max: 96 }),
+  m: fc.integer({ min: 1, max: 12 }),
+});
+
+t.test('threaded factor jobs are bit-identical to serial ones, and the helper takes some', async (t) => {
+  const inv = invariants(t, ['every U and V is bit-identical to the serial job']);
+  const pool = new FactorThreads(1);
+  t.teardown(() => pool.close());
+  // every batch of one pool must fit the block sized by the first: size it for the largest
+  await started(
+    pool,
+    Array.from({ length: 24 }, (_, i) => randomJob(i, 96, 96, 12, 'even')),
+  );
+  t.ok(pool.ready() >= 1, 'the helper thread started');
+  await inv.run(() =>
+    fc.assert(
+      fc.property(arbBatch, (b) => {
+        const jobs = Array.from({ length: b.count }, (_, i) =>
+          randomJob(b.seed + i, b.n, b.r, b.m, i % 2 ? 'svd' : 'even'),
+        );
+        const got = pool.run(jobs);
+        jobs.forEach((j, i) => {
+          const want = factorJob(j);
+          inv.check(
+            'every U and V is bit-identical to the serial job',
+            sameBits(got[i].U, want.U) && sameBits(got[i].V, want.V),
+            () => `job ${i} (${j.kind}, n ${j.n}, r ${j.r}, m ${j.m}) differs`,
+          );
+        });
+      }),
+      { numRuns: 60 },
+    ),
+  );
+  // big enough jobs that the helper, woken within microseconds, claims some of every batch
+  const big = Array.from({ length: 24 }, (_, i) => randomJob(1000 + i, 96, 96, 12, 'svd'));
+  const before = pool.stats.onHelpers;
+  for (let k = 0; k < 10; k++) pool.run(big);
+  t.ok(pool.stats.onHelpers > before, `the helper ran ${pool.stats.onHelpers - before} of 240 jobs`);
+});
+
+t.test(
+  'a helper that hangs mid-job is taken over: the results are still exact, later batches run serially',
+  async (t) => {
+    const hang = new URL('./fault-helpers/factor-claim-and-hang.js', import.meta.url);
+    const pool = new FactorThreads(1, 300, hang);
+    t.teardown(() => pool.close());
+    const jobs = Array.from({ length: 64 }, (_, i) => randomJob(7 + i, 64, 80, 8, i % 2 ? 'svd' : 'even'));
+    // the hanging thread claims a job of the first batch it sees: this one if it boots in time, else the next
+    const first = await started(pool, jobs);
+    const second = pool.run(jobs);
+    t.ok(pool.stats.takenOver >= 1, `the caller took over ${pool.stats.takenOver} stalled job(s)`);
+    t.ok(exact(jobs, first) && exact(jobs, second), 'every result equals the serial job');
+    const again = pool.run(jobs.slice(0, 4));
+    t.ok(
+      again.every((g, i) => sameBits(g.U, factorJob(jobs[i]).U)),
+      'after retiring the helper, a batch still runs (on the caller)',
+    );
+  },
+);
+
+t.test('refactorFactoredAttnMatrices gives the same bits with its SVDs on helper threads', async (t) => {
+  const inv = invariants(t, ['every parameter is bit-identical threaded and serial']);
+  t.teardown(() => setRefactorThreadsMinWork());
+  await inv.run(() =>
+    fc.assert(
+      fc.property(
+        fc.record({
+          n_layer: fc.integer({ min: 1, max: 3 }),
+          n_head: fc.integer({ min: 1, max: 4 }),
+          d_head: fc.integer({ min: 2, max: 12 }),
+          seed: fc.nat(),
+        }),
+        (c) => {
+          const shape = { ...c, n_embd: c.n_head * c.d_head, n_positions: 8, vocab_size: 31 };
+          const load = (minWork: number) => {
+            setRefactorThreadsMinWork(minWork);
+            return HookedTransformer.fromHFTensors(hfConfig(shape, 30), randomGPT2(shape, c.seed), {
+              refactorFactoredAttnMatrices: true,
+            });
+          };
+          const serial = load(Infinity),
+            threaded = load(0);
+          try {
+            const a = new Map(serial.namedParameters()),
+              b = new Map(threaded.namedParameters());
+            for (const [name, p] of a)
+              inv.check(
+                'every parameter is bit-identical threaded and serial',
+                sameBits(p.f32(), b.get(name)!.f32()),
+                () => name,
+              );
+          } finally {
+            serial.dispose();
+            threaded.dispose();
+          }
+        },
+      ),
+      { numRuns: 15 },
+    ),
+  );
+});
