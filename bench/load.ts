@@ -9,6 +9,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { wasmBackend } from '../src/kernels/index.js';
+import { runtimeConfig } from '../src/platform/env.js';
 import { HookedTransformer } from '../src/model/hooked-transformer.js';
 import { makeWeights, PRESETS } from '../src/model/make-weights.js';
 import { NO_PROCESSING, DEFAULT_PROCESSING } from '../src/model/process.js';
@@ -127,6 +128,8 @@ export function benchLoad(root: string, presets: string[]): Record<string, unkno
           file_mb: round(statSync(file).size / 2 ** 20),
           weights_mb: round(wb / 2 ** 20),
           read_file_ms: round(baseline),
+          // the refactor's SVDs run on TYPELENS_THREADS threads (the matmuls here on one)
+          processing_threads: processing === 'demo' ? runtimeConfig().threads : 1,
           ...Object.fromEntries(Object.entries(res).map(([k, v]) => [k, round(v)])),
           peak_over_resident:
             typeof res.peak_rss_load_mb === 'number'

@@ -1,5 +1,5 @@
 // The browser build: dist/src (tsc's output) bundled by esbuild into dist/browser/ — index.js (the
-// entry: src/browser.ts), the two worker entries (kernel helper threads, pool workers), shared
+// entry: src/browser.ts), the three worker entries (matmul and refactor helper threads, pool workers), shared
 // chunks, and wasm/ with the kernel binaries. The package.json "browser" field swaps the Node
 // platform (src/platform/node.ts) for the browser one. Run after `npm run build:ts`.
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,7 +32,7 @@ const result = await esbuild.build({
   entryPoints: {
     index: 'dist/src/browser.js',
     'matmul-helper': 'dist/src/kernels/wasm/matmul-helper.js',
-    'factor-helper': 'dist/src/tensor/factor-helper.js',
+    'refactor-helper': 'dist/src/model/refactor-helper.js',
     worker: 'dist/src/parallel/worker.js',
     'tokenizer-ranks': RANKS,
   },

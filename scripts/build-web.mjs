@@ -1,7 +1,7 @@
 // The lens page: dist/src/web/main.js (tsc's output) bundled by esbuild into dist/web/ with the same
 // browser settings as the library's build (scripts/build-browser.mjs: the package.json "browser"
 // field swaps src/platform/node for the browser platform), its three worker entries beside it (the
-// bundle starts them as new URL('./worker.js' | './matmul-helper.js' | './factor-helper.js',
+// bundle starts them as new URL('./worker.js' | './matmul-helper.js' | './refactor-helper.js',
 // import.meta.url)), the
 // kernels in wasm/, plotly.js (the report's copy), index.html and lens.css. Run after build:ts and
 // build:wasm; `typelens serve` serves the folder.
@@ -27,7 +27,7 @@ await esbuild.build({
   entryPoints: {
     lens: 'dist/src/web/main.js',
     'matmul-helper': 'dist/src/kernels/wasm/matmul-helper.js',
-    'factor-helper': 'dist/src/tensor/factor-helper.js',
+    'refactor-helper': 'dist/src/model/refactor-helper.js',
     worker: 'dist/src/parallel/worker.js',
   },
   outdir: out,

@@ -7,8 +7,12 @@ import fc from 'fast-check';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { factorJob, FactorThreads, type FactorJob, type FactorResult } from '../src/tensor/factor-jobs.js';
 import { setRefactorThreadsMinWork } from '../src/model/process.js';
+import { threadMatmulKernel } from '../src/kernels/index.js';
 import { HookedTransformer, randomGPT2, hfConfig } from '../src/index.js';
 import { invariants } from './helpers.js';
+
+/** The refactor's own helper module (its products on a WASM instance of its own). */
+const HELPER = new URL('../src/model/refactor-helper.js', import.meta.url);
 
 const sameBits = (a: Float32Array, b: Float32Array) =>
   a.length === b.length &&
@@ -30,11 +34,9 @@ function randomJob(seed: number, n: number, r: number, m: number, kind: 'even' |
   };
 }
 
-/** The first batch sizes the shared block and starts the threads; then wait until they serve. */
-async function started(pool: FactorThreads, first: FactorJob[]): Promise<FactorResult[]> {
-  const r = pool.run(first);
-  for (let i = 0; i < 3000 && pool.ready() === 0; i++) await sleep(10); // under tap a thread boots in seconds
-  return r;
+/** Until the pool's threads serve (under tap a thread boots in seconds). */
+async function whenReady(pool: FactorThreads): Promise<void> {
+  for (let i = 0; i < 3000 && pool.ready() === 0; i++) await sleep(10);
 }
 const exact = (jobs: FactorJob[], got: FactorResult[]) =>
   jobs.every((j, i) => {
@@ -52,13 +54,14 @@ const arbBatch = fc.record({
 
 t.test('threaded factor jobs are bit-identical to serial ones, and the helper takes some', async (t) => {
   const inv = invariants(t, ['every U and V is bit-identical to the serial job']);
-  const pool = new FactorThreads(1);
+  // capacity for the largest batch the property draws
+  const pool = new FactorThreads(1, {
+    helperUrl: HELPER,
+    kernel: threadMatmulKernel(),
+    capacity: { jobs: 24, floats: 24 * FactorThreads.floatsOf([{ n: 96, r: 96, m: 12 }]) },
+  });
   t.teardown(() => pool.close());
-  // every batch of one pool must fit the block sized by the first: size it for the largest
-  await started(
-    pool,
-    Array.from({ length: 24 }, (_, i) => randomJob(i, 96, 96, 12, 'even')),
-  );
+  await whenReady(pool);
   t.ok(pool.ready() >= 1, 'the helper thread started');
   await inv.run(() =>
     fc.assert(
@@ -90,11 +93,17 @@ t.test(
   'a helper that hangs mid-job is taken over: the results are still exact, later batches run serially',
   async (t) => {
     const hang = new URL('./fault-helpers/factor-claim-and-hang.js', import.meta.url);
-    const pool = new FactorThreads(1, 300, hang);
-    t.teardown(() => pool.close());
     const jobs = Array.from({ length: 64 }, (_, i) => randomJob(7 + i, 64, 80, 8, i % 2 ? 'svd' : 'even'));
+    const pool = new FactorThreads(1, {
+      helperUrl: hang,
+      kernel: threadMatmulKernel(),
+      capacity: { jobs: 64, floats: FactorThreads.floatsOf(jobs) },
+      stallMs: 300,
+    });
+    t.teardown(() => pool.close());
     // the hanging thread claims a job of the first batch it sees: this one if it boots in time, else the next
-    const first = await started(pool, jobs);
+    const first = pool.run(jobs);
+    await whenReady(pool);
     const second = pool.run(jobs);
     t.ok(pool.stats.takenOver >= 1, `the caller took over ${pool.stats.takenOver} stalled job(s)`);
     t.ok(exact(jobs, first) && exact(jobs, second), 'every result equals the serial job');

@@ -46,6 +46,21 @@ export function wasmBackend(): WasmBackend | null {
   return wasmDefault;
 }
 
+/**
+ * A CPU matmul that runs on the calling thread only, for work split across threads of its own
+ * (the load-time refactor's products): a fresh single-threaded WASM instance, else plain JS, which
+ * round alike (each product rounded, then added in k order), so the bits depend neither on the
+ * device nor on the thread. The process's backend would hand its panels to matmul helper threads
+ * that compete with the caller's own helpers for the same cores.
+ */
+export function threadMatmulKernel(): Backend {
+  try {
+    return new WasmBackend({ fma: runtimeConfig().fma });
+  } catch {
+    return jsBackend;
+  }
+}
+
 let announced = false;
 
 /**

@@ -9,7 +9,7 @@ import { fileExists, fileSource, joinPath, resolvePath } from '../platform/files
 import type { DType } from '../tensor/index.js';
 import { configFromHF, ModelConfig } from './config.js';
 import { checkFitsBackend } from './memory-plan.js';
-import { DEFAULT_PROCESSING, processWeights, ProcessingOptions } from './process.js';
+import { DEFAULT_PROCESSING, processWeights, ProcessingOptions, refactorThreads } from './process.js';
 import { openSafetensorsSource, safetensorsFromTensors, StFile, StLazyFile, StTensorOut } from './safetensors.js';
 import { openShardedSafetensors, SHARD_INDEX } from '../tensor/safetensors-sharded.js';
 import { convertGPT2, Weights } from './weights.js';
@@ -144,15 +144,22 @@ export function loadCheckpoint(
     total = 2 * L + 2,
     tick = opts.onProgress;
   tick?.(0, total);
-  const st = openCheckpointTensors(files);
+  const processing = { ...DEFAULT_PROCESSING, ...pick(opts) };
+  // the refactor's threads start before the read, so they have booted when it needs them
+  const threads = processing.refactorFactoredAttnMatrices ? refactorThreads(cfg) : undefined;
   let weights: Weights;
   try {
-    weights = convertGPT2(st, cfg, { allowNonFinite: opts.allowNonFinite });
+    const st = openCheckpointTensors(files);
+    try {
+      weights = convertGPT2(st, cfg, { allowNonFinite: opts.allowNonFinite });
+    } finally {
+      st.close();
+    }
+    tick?.(1, total);
+    processWeights(weights, cfg, processing, (l) => tick?.(1 + l, total), threads);
   } finally {
-    st.close();
+    threads?.close();
   }
-  tick?.(1, total);
-  processWeights(weights, cfg, { ...DEFAULT_PROCESSING, ...pick(opts) }, (l) => tick?.(1 + l, total));
   tick?.(1 + L, total);
   return { cfg, weights, onProgress: tick && ((d) => tick(1 + L + d, total)) };
 }

@@ -1,6 +1,7 @@
 import { transposed } from '../tensor/factored-svd.js';
 import { FactorThreads, type FactorJob } from '../tensor/factor-jobs.js';
 import { runtimeConfig } from '../platform/env.js';
+import { threadMatmulKernel } from '../kernels/index.js';
 import { Tensor } from '../tensor/index.js';
 import type { ModelConfig } from './config.js';
 import type { BlockWeights, Weights } from './weights.js';
@@ -144,10 +145,14 @@ function foldValueBias(blk: BlockWeights, cfg: ModelConfig): void {
  * the SVD of a [D, D] core, balancedFactors), never on the [M, M] products; float64 throughout,
  * stored back as f32.
  */
-function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l: number) => void): void {
-  const { n_layers: L, d_model: M, n_heads: H, d_head: D } = cfg;
-  // helper threads only where the SVDs outweigh starting one (~50 ms): gpt2-small is 7e6, the embedded model 3e4
-  const pool = new FactorThreads(L * H * M * D >= refactorThreadsMinWork ? runtimeConfig().threads - 1 : 0);
+function refactorFactoredAttnMatrices(
+  W: Weights,
+  cfg: ModelConfig,
+  onLayer?: (l: number) => void,
+  threads?: FactorThreads,
+): void {
+  const { d_model: M, n_heads: H, d_head: D } = cfg;
+  const pool = threads ?? refactorThreads(cfg);
   try {
     for (const [l, blk] of W.blocks.entries()) {
       onLayer?.(l);
@@ -200,8 +205,25 @@ function refactorFactoredAttnMatrices(W: Weights, cfg: ModelConfig, onLayer?: (l
       }
     }
   } finally {
-    pool.close();
+    if (!threads) pool.close();
   }
+}
+
+/**
+ * The helper threads refactorFactoredAttnMatrices splits its SVDs across (TYPELENS_THREADS - 1),
+ * started now, so that a loader can start them before it reads the checkpoint (they boot and
+ * compile while it reads). None for small models: below L * H * d_model * d_head = 2^20 the SVDs
+ * cost less than starting a thread (gpt2-small is 7e6, the embedded model 3e4). Close it after.
+ */
+export function refactorThreads(cfg: ModelConfig): FactorThreads {
+  const { n_layers: L, d_model: M, n_heads: H, d_head: D } = cfg;
+  const job = { n: M + 1, r: M + 1, m: D }; // the QK jobs; the OV ones are a row smaller
+  return new FactorThreads(L * H * M * D >= refactorThreadsMinWork ? runtimeConfig().threads - 1 : 0, {
+    helperUrl: new URL('./refactor-helper.js', import.meta.url),
+    kernel: threadMatmulKernel(),
+    capacity: { jobs: 2 * H, floats: FactorThreads.floatsOf(Array(2 * H).fill(job)) },
+    warm: { n: M + 1, m: D },
+  });
 }
 
 /** L * H * d_model * d_head from which the refactor splits its SVDs across threads. */
@@ -211,12 +233,16 @@ export function setRefactorThreadsMinWork(n?: number): void {
   refactorThreadsMinWork = n ?? 1 << 20;
 }
 
-/** Apply the switched-on steps in TL's order. Mutates `W` and `cfg`. */
+/**
+ * Apply the switched-on steps in TL's order. Mutates `W` and `cfg`. `threads`: the refactor's
+ * helper threads, started early by the caller (refactorThreads); the caller closes them.
+ */
 export function processWeights(
   W: Weights,
   cfg: ModelConfig,
   opts: ProcessingOptions = {},
   onLayer?: (l: number) => void,
+  threads?: FactorThreads,
 ): void {
   const o = { ...DEFAULT_PROCESSING, ...opts };
   if (o.foldLn) foldLayerNorm(W, cfg);
@@ -224,5 +250,5 @@ export function processWeights(
   if (o.centerWritingWeights) centerWritingWeights(W, cfg);
   if (o.centerUnembed) centerUnembed(W, cfg);
   if (o.foldValueBiases) for (const blk of W.blocks) foldValueBias(blk, cfg);
-  if (o.refactorFactoredAttnMatrices) refactorFactoredAttnMatrices(W, cfg, onLayer);
+  if (o.refactorFactoredAttnMatrices) refactorFactoredAttnMatrices(W, cfg, onLayer, threads);
 }

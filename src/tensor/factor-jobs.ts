@@ -6,6 +6,7 @@
 // booting (or slow) simply takes fewer, and the caller never waits for a thread to start.
 import { platform, type PlatformThread } from '../platform/index.js';
 import { balancedFactors } from './factored-svd.js';
+import type { MatmulKernel } from './linalg.js';
 import { Tensor } from './tensor.js';
 
 /**
@@ -30,10 +31,28 @@ const KINDS = ['even', 'svd'] as const;
 const identity = (s: number) => s,
   one = () => 1;
 
-/** One job on this thread. */
-export function factorJob(j: FactorJob): FactorResult {
+/** A job of the given size with fixed pseudo-random entries, for warming up a thread. */
+function warmupJob(n: number, m: number, kind: 'even' | 'svd'): FactorJob {
+  let x = 12345;
+  const next = () => (x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32 - 0.5;
+  return {
+    A: Float32Array.from({ length: n * m }, next),
+    n,
+    Bt: Float32Array.from({ length: n * m }, next),
+    r: n,
+    m,
+    kind,
+  };
+}
+
+/**
+ * One job on this thread. `kernel` runs its two f32 products (default: the process's backend);
+ * threads that must agree bit for bit pass kernels that round alike (the WASM kernel and the JS
+ * reference do: each product rounded, then added in k order).
+ */
+export function factorJob(j: FactorJob, kernel?: MatmulKernel): FactorResult {
   const [fu, fv] = j.kind === 'even' ? [Math.sqrt, Math.sqrt] : [identity, one];
-  return balancedFactors(new Tensor(j.A, [j.n, j.m]), new Tensor(j.Bt, [j.r, j.m]), fu, fv);
+  return balancedFactors(new Tensor(j.A, [j.n, j.m]), new Tensor(j.Bt, [j.r, j.m]), fu, fv, kernel);
 }
 
 // The shared block: an Int32 header, a job table, then the f32 data (each job's A, Bt, U, V).
@@ -57,21 +76,24 @@ export function claim(ctrl: Int32Array, gen: number): number {
 }
 
 /** Run job `j` of the table in place (inputs and outputs in the shared data) and mark it done. */
-export function runSharedJob(ctrl: Int32Array, data: Float32Array, j: number): void {
+export function runSharedJob(ctrl: Int32Array, data: Float32Array, j: number, kernel?: MatmulKernel): void {
   const row = HDR.size + j * ROW.size,
     at = (k: number) => ctrl[row + k];
   const n = at(ROW.n),
     r = at(ROW.r),
     m = at(ROW.m),
     out = at(ROW.out);
-  const { U, V } = factorJob({
-    A: data.subarray(at(ROW.a), at(ROW.a) + n * m),
-    n,
-    Bt: data.subarray(at(ROW.b), at(ROW.b) + r * m),
-    r,
-    m,
-    kind: KINDS[at(ROW.kind)],
-  });
+  const { U, V } = factorJob(
+    {
+      A: data.subarray(at(ROW.a), at(ROW.a) + n * m),
+      n,
+      Bt: data.subarray(at(ROW.b), at(ROW.b) + r * m),
+      r,
+      m,
+      kind: KINDS[at(ROW.kind)],
+    },
+    kernel,
+  );
   data.set(U, out);
   data.set(V, out + n * m);
   Atomics.store(ctrl, row + ROW.status, 1);
@@ -80,9 +102,31 @@ export function runSharedJob(ctrl: Int32Array, data: Float32Array, j: number): v
 }
 
 /**
- * Helper threads for batches of factor jobs. Every batch of one instance must fit the shared
- * block sized by the first (the refactor's batches, one layer's heads each, are all one size);
- * a batch that does not, or any batch once the helpers are gone, runs on the caller alone.
+ * A helper thread's life (its module calls this from platform.threadMain with the data it was
+ * started with): sleep on the generation word, claim jobs of each new batch until none are left,
+ * exit when told to.
+ */
+export function serveFactorJobs(started: unknown, kernel?: MatmulKernel): void {
+  const { sab, hdr, warm } = started as { sab: SharedArrayBuffer; hdr: number; warm?: { n: number; m: number } };
+  const ctrl = new Int32Array(sab, 0, hdr / 4),
+    data = new Float32Array(sab, hdr);
+  // threads are started before the caller has work for them (while it reads the checkpoint): a few
+  // jobs of the coming size compile the SVD code here, so the first real ones run at full speed
+  if (warm)
+    for (const kind of ['even', 'svd', 'even', 'svd'] as const) factorJob(warmupJob(warm.n, warm.m, kind), kernel);
+  Atomics.add(ctrl, HDR.ready, 1);
+  // a batch announced before this thread got here is joined at once (its generation is not 0)
+  for (let seen = 0; ;) {
+    Atomics.wait(ctrl, HDR.gen, seen);
+    if (Atomics.load(ctrl, HDR.exit)) return;
+    seen = Atomics.load(ctrl, HDR.gen);
+    for (let j; (j = claim(ctrl, seen)) >= 0;) runSharedJob(ctrl, data, j, kernel);
+  }
+}
+
+/**
+ * Helper threads for batches of factor jobs (the refactor's: one layer's heads each). A batch
+ * larger than the capacity, or any batch once the helpers are gone, runs on the caller alone.
  */
 export class FactorThreads {
   private threads: PlatformThread[] = [];
@@ -93,27 +137,54 @@ export class FactorThreads {
   readonly stats = { jobs: 0, onHelpers: 0, takenOver: 0 };
   private readonly canBlock = platform.canBlock();
 
+  private readonly kernel?: MatmulKernel;
+  private readonly stallMs: number;
+
   /**
-   * `helpers` threads besides the caller. `stallMs`: a batch whose claimed jobs make no progress
-   * for this long is finished on the caller and the helpers are retired (a crashed thread).
-   * `helperUrl`: the threads' module (tests start faulty ones).
+   * `helpers` threads besides the caller, started now, each running `helperUrl` (a module whose top
+   * level calls serveFactorJobs through platform.threadMain, with a kernel that rounds as `kernel`
+   * does: the caller's jobs run on `kernel`). `capacity`: the largest batch (jobs, and floats of
+   * their A, Bt, U and V); `warm`: the size of the coming jobs, for the threads to compile their
+   * code on before the first batch. `stallMs`: a batch whose claimed jobs make no progress for this
+   * long is finished on the caller and the helpers are retired (a crashed thread).
    */
   constructor(
-    private readonly helpers: number,
-    private readonly stallMs = 5000,
-    private readonly helperUrl = new URL('./factor-helper.js', import.meta.url),
-  ) {}
+    helpers: number,
+    opts: {
+      helperUrl: URL;
+      capacity: { jobs: number; floats: number };
+      kernel?: MatmulKernel;
+      stallMs?: number;
+      warm?: { n: number; m: number };
+    },
+  ) {
+    this.kernel = opts.kernel;
+    this.stallMs = opts.stallMs ?? 5000;
+    const { jobs, floats } = opts.capacity;
+    // threads need shared memory (a browser page only has it when cross-origin isolated)
+    if (helpers < 1 || jobs < 2 || jobs > MAX_JOBS || !platform.sharedThreads().ok) return;
+    const hdr = (HDR.size + jobs * ROW.size) * 4;
+    const sab = new SharedArrayBuffer(hdr + floats * 4);
+    this.ctrl = new Int32Array(sab, 0, hdr / 4);
+    this.data = new Float32Array(sab, hdr, floats);
+    for (let i = 0; i < helpers; i++)
+      // a thread that fails to start never claims a job: the caller does them all
+      this.threads.push(platform.startThread(opts.helperUrl, { sab, hdr, warm: opts.warm }, () => {}));
+  }
+
+  /** The floats a batch of these jobs needs in the shared block (see capacity). */
+  static floatsOf(jobs: readonly Pick<FactorJob, 'n' | 'r' | 'm'>[]): number {
+    return jobs.reduce((s, j) => s + 2 * (j.n + j.r) * j.m, 0);
+  }
 
   /** Helpers that have started and are serving. */
   ready(): number {
     return this.ctrl ? Atomics.load(this.ctrl, HDR.ready) : 0;
   }
 
+  /** The jobs' results, in order; a batch larger than the capacity runs on the caller alone. */
   run(jobs: FactorJob[]): FactorResult[] {
-    const floats = jobs.reduce((s, j) => s + 2 * (j.n + j.r) * j.m, 0);
-    // threads need shared memory (a browser page only has it when cross-origin isolated)
-    if (this.helpers > 0 && !this.ctrl && jobs.length > 1 && jobs.length <= MAX_JOBS && platform.sharedThreads().ok)
-      this.start(jobs.length, floats);
+    const floats = FactorThreads.floatsOf(jobs);
     const ctrl = this.ctrl,
       data = this.data;
     if (
@@ -124,7 +195,7 @@ export class FactorThreads {
       floats > data.length
     ) {
       this.stats.jobs += jobs.length;
-      return jobs.map(factorJob);
+      return jobs.map((j) => factorJob(j, this.kernel));
     }
     // the table and inputs first, then DONE, NJOBS and NEXT, then the generation that announces them
     const gen = ++this.gen;
@@ -142,7 +213,7 @@ export class FactorThreads {
     Atomics.store(ctrl, HDR.gen, gen);
     Atomics.notify(ctrl, HDR.gen);
     let own = 0;
-    for (let j; (j = claim(ctrl, gen)) >= 0; own++) runSharedJob(ctrl, data, j);
+    for (let j; (j = claim(ctrl, gen)) >= 0; own++) runSharedJob(ctrl, data, j, this.kernel);
     own += this.waitForHelpers(ctrl, data, jobs.length);
     this.stats.jobs += jobs.length;
     this.stats.onHelpers += jobs.length - own;
@@ -167,21 +238,6 @@ export class FactorThreads {
     this.threads = [];
   }
 
-  /** End one helper abruptly, as a crash would (for the recovery test). */
-  async killOne(): Promise<void> {
-    await this.threads[0]?.terminate();
-  }
-
-  private start(jobs: number, floats: number): void {
-    const hdr = (HDR.size + jobs * ROW.size) * 4;
-    const sab = new SharedArrayBuffer(hdr + floats * 4);
-    this.ctrl = new Int32Array(sab, 0, hdr / 4);
-    this.data = new Float32Array(sab, hdr, floats);
-    for (let i = 0; i < this.helpers; i++)
-      // a thread that fails to start never claims a job: the caller does them all
-      this.threads.push(platform.startThread(this.helperUrl, { sab, hdr }, () => {}));
-  }
-
   /**
    * Until every job is done; a batch stalled for stallMs is finished here and the helpers retired.
    * Returns how many jobs that took over.
@@ -196,7 +252,7 @@ export class FactorThreads {
         let redone = 0;
         for (let j = 0; j < n; j++)
           if (Atomics.load(ctrl, HDR.size + j * ROW.size + ROW.status) === 0) {
-            runSharedJob(ctrl, data, j);
+            runSharedJob(ctrl, data, j, this.kernel);
             redone++;
           }
         this.close();

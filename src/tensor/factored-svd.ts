@@ -2,7 +2,7 @@
 // a wide B [m, r] (m small: d_head), through small [m, m] maps that turn A and B^T into U and V,
 // so no [l, r] product and no explicit orthonormal basis is ever formed.
 import { svdOfProduct64 } from './factored-matrix.js';
-import { matmul } from './linalg.js';
+import { matmul, type MatmulKernel } from './linalg.js';
 import { mat64, Mat64, svd64 } from './linalg64.js';
 import { linalg64Kernel } from './linalg64-kernel.js';
 import { Tensor } from './tensor.js';
@@ -122,7 +122,7 @@ function solveUpper(r: Float64Array, Y: Mat64): Mat64 {
  * The balanced factors TL's refactor wants from A B (A [n, m] tall, B = Bt^T, Bt [r, m]), as f32:
  * U diag(fu(S)) [n, m] and V diag(fv(S)) [r, m], with U S V^T = A B the thin SVD. The m x m
  * work (Gram, Cholesky, core SVD, triangular solves) is float64; the two [n, m] x [m, m]
- * products run through the backend's f32 matmul (the bulk of the flops). Whatever
+ * products run through `kernel`'s f32 matmul (default: the process's backend; the bulk of the flops). Whatever
  * the rounding of the R factors, U S V^T = A Ra^-1 (Ra Rb^T) Rb^-T B^T... = A B: only the
  * orthogonality of U and V (not the product the model computes) depends on it. Ill-conditioned
  * (cond > 1e4 by R's diagonal) or rank-deficient factors take FactoredMatrix's Householder route
@@ -133,6 +133,7 @@ export function balancedFactors(
   Bt: Tensor,
   fu: (s: number) => number,
   fv: (s: number) => number,
+  kernel?: MatmulKernel,
 ): { U: Float32Array; V: Float32Array } {
   const [n, m] = A.shape,
     r = Bt.shape[0];
@@ -153,7 +154,7 @@ export function balancedFactors(
   const { U: Uc, S, V: Vc } = svd64(matmulABt(Ra, Rb, m), 1e-10);
   const Ta = scaleCols(solveUpper(Ra, Uc), S, fu),
     Tb = scaleCols(solveUpper(Rb, Vc), S, fv);
-  return { U: matmul(A, Ta).f32(), V: matmul(Bt, Tb).f32() };
+  return { U: matmul(A, Ta, kernel).f32(), V: matmul(Bt, Tb, kernel).f32() };
 }
 
 /** X^T of a 2-D tensor as a new f32 tensor, in 64 x 64 tiles (the generic strided copy is slow for [V, M]). */
