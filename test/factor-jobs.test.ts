@@ -156,3 +156,63 @@ t.test('refactorFactoredAttnMatrices gives the same bits with its SVDs on helper
     ),
   );
 });
+
+t.test(
+  'processWeights with a started, warmed pool: the helper takes heads and every parameter keeps its bits',
+  async (t) => {
+    const { processWeights } = await import('../src/model/process.js');
+    const { convertGPT2 } = await import('../src/model/weights.js');
+    const { configFromHF } = await import('../src/model/config.js');
+    const { safetensorsFromTensors } = await import('../src/model/safetensors.js');
+    // one pool for every case, sized for the largest (4 heads of 12 on a 48-wide stream), started
+    // and warmed before the first, as the loader does before it reads a checkpoint
+    const pool = new FactorThreads(1, {
+      helperUrl: HELPER,
+      kernel: threadMatmulKernel(),
+      capacity: { jobs: 8, floats: 8 * FactorThreads.floatsOf([{ n: 49, r: 49, m: 12 }]) },
+      warm: { n: 49, m: 12 },
+    });
+    t.teardown(() => pool.close());
+    await whenReady(pool);
+    const inv = invariants(t, ['every processed parameter is bit-identical with the pool and without']);
+    const weightsOf = (shape: Parameters<typeof randomGPT2>[0], seed: number) => {
+      const cfg = configFromHF(hfConfig(shape, 30));
+      return { cfg, W: convertGPT2(safetensorsFromTensors(randomGPT2(shape, seed)), cfg) };
+    };
+    const flat = (W: ReturnType<typeof weightsOf>['W']) =>
+      W.blocks.flatMap((b) => [b.W_Q, b.W_K, b.W_V, b.W_O, b.b_Q, b.b_K, b.b_V, b.b_O].map((x) => x.f32()));
+    await inv.run(() =>
+      fc.assert(
+        fc.property(
+          fc.record({
+            n_layer: fc.integer({ min: 1, max: 3 }),
+            n_head: fc.integer({ min: 1, max: 4 }),
+            d_head: fc.integer({ min: 2, max: 12 }),
+            seed: fc.nat(),
+          }),
+          (c) => {
+            const shape = { ...c, n_embd: c.n_head * c.d_head, n_positions: 8, vocab_size: 31 };
+            const a = weightsOf(shape, c.seed),
+              b = weightsOf(shape, c.seed);
+            processWeights(a.W, a.cfg, { refactorFactoredAttnMatrices: true }, undefined, pool);
+            setRefactorThreadsMinWork(Infinity);
+            try {
+              processWeights(b.W, b.cfg, { refactorFactoredAttnMatrices: true });
+            } finally {
+              setRefactorThreadsMinWork();
+            }
+            const fa = flat(a.W),
+              fb = flat(b.W);
+            inv.check(
+              'every processed parameter is bit-identical with the pool and without',
+              fa.every((x, i) => sameBits(x, fb[i])),
+              () => `shape ${JSON.stringify(c)}`,
+            );
+          },
+        ),
+        { numRuns: 20 },
+      ),
+    );
+    t.ok(pool.stats.onHelpers > 0, `the helper ran ${pool.stats.onHelpers} of ${pool.stats.jobs} head factorisations`);
+  },
+);
