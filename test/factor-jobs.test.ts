@@ -115,43 +115,50 @@ t.test(
   },
 );
 
+/** Small GPT-2 shapes for the whole-model properties (4 heads of 12 at most: a 48-wide stream). */
+const arbModel = fc.record({
+  n_layer: fc.integer({ min: 1, max: 3 }),
+  n_head: fc.integer({ min: 1, max: 4 }),
+  d_head: fc.integer({ min: 2, max: 12 }),
+  seed: fc.nat(),
+});
+const shapeOf = (c: { n_layer: number; n_head: number; d_head: number }) => ({
+  n_layer: c.n_layer,
+  n_head: c.n_head,
+  n_embd: c.n_head * c.d_head,
+  n_positions: 8,
+  vocab_size: 31,
+});
+
 t.test('refactorFactoredAttnMatrices gives the same bits with its SVDs on helper threads', async (t) => {
   const inv = invariants(t, ['every parameter is bit-identical threaded and serial']);
   t.teardown(() => setRefactorThreadsMinWork());
   await inv.run(() =>
     fc.assert(
-      fc.property(
-        fc.record({
-          n_layer: fc.integer({ min: 1, max: 3 }),
-          n_head: fc.integer({ min: 1, max: 4 }),
-          d_head: fc.integer({ min: 2, max: 12 }),
-          seed: fc.nat(),
-        }),
-        (c) => {
-          const shape = { ...c, n_embd: c.n_head * c.d_head, n_positions: 8, vocab_size: 31 };
-          const load = (minWork: number) => {
-            setRefactorThreadsMinWork(minWork);
-            return HookedTransformer.fromHFTensors(hfConfig(shape, 30), randomGPT2(shape, c.seed), {
-              refactorFactoredAttnMatrices: true,
-            });
-          };
-          const serial = load(Infinity),
-            threaded = load(0);
-          try {
-            const a = new Map(serial.namedParameters()),
-              b = new Map(threaded.namedParameters());
-            for (const [name, p] of a)
-              inv.check(
-                'every parameter is bit-identical threaded and serial',
-                sameBits(p.f32(), b.get(name)!.f32()),
-                () => name,
-              );
-          } finally {
-            serial.dispose();
-            threaded.dispose();
-          }
-        },
-      ),
+      fc.property(arbModel, (c) => {
+        const shape = shapeOf(c);
+        const load = (minWork: number) => {
+          setRefactorThreadsMinWork(minWork);
+          return HookedTransformer.fromHFTensors(hfConfig(shape, 30), randomGPT2(shape, c.seed), {
+            refactorFactoredAttnMatrices: true,
+          });
+        };
+        const serial = load(Infinity),
+          threaded = load(0);
+        try {
+          const a = new Map(serial.namedParameters()),
+            b = new Map(threaded.namedParameters());
+          for (const [name, p] of a)
+            inv.check(
+              'every parameter is bit-identical threaded and serial',
+              sameBits(p.f32(), b.get(name)!.f32()),
+              () => name,
+            );
+        } finally {
+          serial.dispose();
+          threaded.dispose();
+        }
+      }),
       { numRuns: 15 },
     ),
   );
@@ -183,33 +190,25 @@ t.test(
       W.blocks.flatMap((b) => [b.W_Q, b.W_K, b.W_V, b.W_O, b.b_Q, b.b_K, b.b_V, b.b_O].map((x) => x.f32()));
     await inv.run(() =>
       fc.assert(
-        fc.property(
-          fc.record({
-            n_layer: fc.integer({ min: 1, max: 3 }),
-            n_head: fc.integer({ min: 1, max: 4 }),
-            d_head: fc.integer({ min: 2, max: 12 }),
-            seed: fc.nat(),
-          }),
-          (c) => {
-            const shape = { ...c, n_embd: c.n_head * c.d_head, n_positions: 8, vocab_size: 31 };
-            const a = weightsOf(shape, c.seed),
-              b = weightsOf(shape, c.seed);
-            processWeights(a.W, a.cfg, { refactorFactoredAttnMatrices: true }, undefined, pool);
-            setRefactorThreadsMinWork(Infinity);
-            try {
-              processWeights(b.W, b.cfg, { refactorFactoredAttnMatrices: true });
-            } finally {
-              setRefactorThreadsMinWork();
-            }
-            const fa = flat(a.W),
-              fb = flat(b.W);
-            inv.check(
-              'every processed parameter is bit-identical with the pool and without',
-              fa.every((x, i) => sameBits(x, fb[i])),
-              () => `shape ${JSON.stringify(c)}`,
-            );
-          },
-        ),
+        fc.property(arbModel, (c) => {
+          const shape = shapeOf(c);
+          const a = weightsOf(shape, c.seed),
+            b = weightsOf(shape, c.seed);
+          processWeights(a.W, a.cfg, { refactorFactoredAttnMatrices: true }, undefined, pool);
+          setRefactorThreadsMinWork(Infinity);
+          try {
+            processWeights(b.W, b.cfg, { refactorFactoredAttnMatrices: true });
+          } finally {
+            setRefactorThreadsMinWork();
+          }
+          const fa = flat(a.W),
+            fb = flat(b.W);
+          inv.check(
+            'every processed parameter is bit-identical with the pool and without',
+            fa.every((x, i) => sameBits(x, fb[i])),
+            () => `shape ${JSON.stringify(c)}`,
+          );
+        }),
         { numRuns: 20 },
       ),
     );
